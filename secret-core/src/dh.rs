@@ -1,0 +1,1 @@
+//! Diffie-Hellman (placeholder).
