@@ -57,13 +57,19 @@ impl<R: SecureRandom + ?Sized> SecureRandom for Box<R> {
 }
 
 /// ring's operating-system CSPRNG, for production use.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SystemRandom(ring::rand::SystemRandom);
 
 impl SystemRandom {
     /// A handle to the operating system's CSPRNG.
     pub fn new() -> Self {
         Self(ring::rand::SystemRandom::new())
+    }
+}
+
+impl Default for SystemRandom {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
