@@ -101,7 +101,12 @@ impl SeededRandom {
         let mut s = [0u8; 32];
         s[..8].copy_from_slice(&seed.to_le_bytes());
         s[8..16].copy_from_slice(b"tgsecret");
-        Self { seed: s, counter: 0, buf: [0; 32], used: 32 }
+        Self {
+            seed: s,
+            counter: 0,
+            buf: [0; 32],
+            used: 32,
+        }
     }
 
     /// An independent generator derived from this one (for giving each party its own stream).
