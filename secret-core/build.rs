@@ -70,6 +70,7 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     let src = std::fs::read_to_string(SCHEMA).unwrap_or_else(|e| panic!("reading {SCHEMA}: {e}"));
     let code = generate(&src);
+    // ok: cargo always sets OUT_DIR for build scripts.
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR")).join("secret_api.rs");
     std::fs::write(&out, code).unwrap_or_else(|e| panic!("writing {}: {e}", out.display()));
 }

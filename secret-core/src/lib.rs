@@ -6,8 +6,11 @@
 //! relay in one process.
 #![warn(missing_docs)]
 
+pub mod chat;
 pub mod crypto;
 pub mod dh;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod rand;
 pub mod tl;
 

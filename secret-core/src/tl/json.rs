@@ -338,7 +338,11 @@ pub(crate) fn double_to_json(v: f64) -> Value {
 }
 
 pub(crate) fn string_from_json(v: &Value) -> Result<String, JsonError> {
-    v.as_str().map(str::to_owned).ok_or_else(|| wrong("string"))
+    let s = v.as_str().ok_or_else(|| wrong("string"))?;
+    if s.len() > super::MAX_BYTES_LEN {
+        return Err(wrong("string of at most 16 MiB - 1 bytes (the TL limit)"));
+    }
+    Ok(s.to_owned())
 }
 
 /// `Some(hex digits)` when `s` is `0x` followed by an even number of hex digits.
@@ -355,6 +359,17 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
 }
 
 pub(crate) fn bytes_from_json(v: &Value) -> Result<Vec<u8>, JsonError> {
+    let b = bytes_from_json_unbounded(v)?;
+    if b.len() > super::MAX_BYTES_LEN {
+        // TL cannot encode it; refusing here keeps every JSON-built value serializable.
+        return Err(JsonError::InvalidBytes {
+            path: String::new(),
+        });
+    }
+    Ok(b)
+}
+
+fn bytes_from_json_unbounded(v: &Value) -> Result<Vec<u8>, JsonError> {
     let invalid = || JsonError::InvalidBytes {
         path: String::new(),
     };
