@@ -10,8 +10,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use secret_core::crypto::{
-    AuthKey, aes_ige_decrypt, aes_ige_encrypt, aes256_encrypt_blocks, decrypt_message,
-    encrypt_message,
+    AuthKey, aes_ige_decrypt, aes_ige_encrypt, aes256_encrypt_blocks, aes256_encrypt_single_blocks,
+    decrypt_message, encrypt_message,
 };
 use secret_core::dh::{
     DhConfig, DhSecret, TELEGRAM_DH_PRIME, bench_support, compute_shared_key, generate_key_pair,
@@ -253,12 +253,25 @@ fn main() {
     // ---- (2) AES-256-IGE throughput over 1 MiB ---------------------------------------------
     const MIB: usize = 1 << 20;
     let fresh = || -> Vec<u8> { (0..MIB).map(|i| (i as u8).wrapping_mul(13)).collect() };
-    let (mut b_ecb, mut b_enc, mut b_dec) = (fresh(), fresh(), fresh());
+    let (mut b_one, mut b_chain, mut b_ecb) = (fresh(), fresh(), fresh());
+    let (mut b_enc, mut b_dec) = (fresh(), fresh());
     let k32: [u8; 32] = std::array::from_fn(|i| i as u8);
     let iv32: [u8; 32] = std::array::from_fn(|i| (i as u8) ^ 0xa5);
     let mut group = vec![
         bench(
-            "AES-256 single blocks, ECB (aes256_encrypt_blocks), 1 MiB",
+            "AES-256 single blocks, one at a time (aes256_encrypt_single_blocks), 1 MiB",
+            || {
+                aes256_encrypt_single_blocks(black_box(&k32), black_box(&mut b_one));
+            },
+        ),
+        bench(
+            "AES-256 single blocks chained (each block xor the previous output), 1 MiB",
+            || {
+                aes256_chained_blocks(black_box(&k32), black_box(&mut b_chain));
+            },
+        ),
+        bench(
+            "AES-256 batched blocks, ECB (aes256_encrypt_blocks), 1 MiB",
             || {
                 aes256_encrypt_blocks(black_box(&k32), black_box(&mut b_ecb));
             },
@@ -271,9 +284,15 @@ fn main() {
         }),
     ];
     let ns = measure_group(&s, &mut group);
-    push_group(&mut rows, "aes", &group, &ns, "MB/s", "ECB", |t| {
-        MIB as f64 / (t / 1e9) / 1e6
-    });
+    push_group(
+        &mut rows,
+        "aes",
+        &group,
+        &ns,
+        "MB/s",
+        "single blocks",
+        |t| MIB as f64 / (t / 1e9) / 1e6,
+    );
     drop(group);
 
     // ---- (3) 2048-bit modular exponentiation ----------------------------------------------
@@ -381,4 +400,20 @@ fn main() {
     drop(group);
 
     print_table(&rows);
+}
+
+/// AES-256 block by block where each block depends on the previous output (as in CBC or IGE):
+/// the latency floor of any sequential mode, shown beside the single-block baseline.
+fn aes256_chained_blocks(key: &[u8; 32], buf: &mut [u8]) {
+    use aes::cipher::{BlockCipherEncrypt, KeyInit};
+    let cipher = aes::Aes256::new(key.into());
+    let (blocks, _tail) = aes::Block::slice_as_chunks_mut(buf);
+    let mut prev = aes::Block::default();
+    for block in blocks {
+        for (b, p) in block.iter_mut().zip(prev.iter()) {
+            *b ^= p;
+        }
+        cipher.encrypt_block(block);
+        prev = *block;
+    }
 }

@@ -391,6 +391,17 @@ pub fn aes256_encrypt_blocks(key: &[u8; 32], buf: &mut [u8]) {
     Aes256::new(key.into()).encrypt_blocks(blocks);
 }
 
+/// AES-256 one block at a time (`encrypt_block` per block, no batching) over the whole blocks of
+/// `buf`: the floor for any sequential mode such as IGE, whose blocks cannot be pipelined. The
+/// benchmark's baseline for IGE throughput.
+pub fn aes256_encrypt_single_blocks(key: &[u8; 32], buf: &mut [u8]) {
+    let (blocks, _tail) = aes::Block::slice_as_chunks_mut(buf);
+    let cipher = Aes256::new(key.into());
+    for block in blocks {
+        cipher.encrypt_block(block);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Packet layer (cloud-style)
 // ---------------------------------------------------------------------------------------------
