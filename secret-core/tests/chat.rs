@@ -1165,3 +1165,52 @@ fn unsent_messages_are_sent_again_after_a_restart_with_identical_bytes() {
     );
     let _ = t1;
 }
+
+#[test]
+fn the_acceptor_can_start_a_rekey_too() {
+    let mut d = Duo::new(35);
+    let fp0 = d.c[0].key_fingerprint();
+    let s = d.c[1]
+        .start_rekey(None, d.now, &mut d.rng)
+        .expect("acceptor starts");
+    d.s[1].persist(&d.c[1], &s.output);
+    let ev = d.pump(1, sends(&s.output));
+    assert_eq!(count_keychanges(&ev, 0), 1);
+    assert_eq!(count_keychanges(&ev, 1), 1);
+    assert_ne!(d.c[0].key_fingerprint(), fp0);
+    assert_eq!(d.c[0].key_fingerprint(), d.c[1].key_fingerprint());
+    // Messages keep flowing both ways under the new key.
+    let (_, t) = d.send(0, ttl(44));
+    let ev = d.pump(0, t);
+    assert!(ev.contains(&(1, Event::TtlChanged(44))));
+    // A keeps the old key until the initiator has written under the new one.
+    assert!(d.c[0].state().old_key.is_some());
+    assert!(matches!(
+        d.c[0].start_rekey(None, d.now, &mut d.rng),
+        Err(SendError::RekeyBusy(_))
+    ));
+    let (_, t) = d.send(1, typing());
+    d.pump(1, t);
+    assert!(d.c[0].state().old_key.is_none());
+    // A re-key cannot start while one runs.
+    let s = d.c[0]
+        .start_rekey(None, d.now, &mut d.rng)
+        .expect("idle again");
+    d.s[0].persist(&d.c[0], &s.output);
+    assert!(matches!(
+        d.c[0].start_rekey(None, d.now, &mut d.rng),
+        Err(SendError::RekeyBusy(_))
+    ));
+    // The application can abort its own exchange.
+    let a = d.c[0]
+        .send_service(
+            A::AbortKey(types::DecryptedMessageActionAbortKey { exchange_id: 0 }),
+            None,
+            d.now,
+            &mut d.rng,
+        )
+        .expect("abort");
+    assert_eq!(d.c[0].state().rekey, Rekey::Idle);
+    let l = open(&d.c[1], Role::Creator, &sends(&a.output)[0]);
+    assert!(matches!(action_of(&l), A::AbortKey(_)));
+}
