@@ -930,33 +930,57 @@ fn the_seven_day_rule_survives_a_restart() {
     ));
 }
 
-#[test]
-fn messages_that_overtake_the_acceptance_are_kept_and_processed() {
-    let mut rng = SeededRandom::new(29);
+/// A creator waiting for acceptance, an acceptor that just accepted, and the acceptance values.
+struct HalfOpen {
+    a: Chat,
+    b: Chat,
+    rng: SeededRandom,
+    accepted: Output,
+    g_b: Vec<u8>,
+    key_fingerprint: i64,
+}
+
+fn half_open(seed: u64) -> HalfOpen {
+    let mut rng = SeededRandom::new(seed);
     let dh = common::dh_config();
-    let (mut a, req, _) = Chat::request(7, 1, 2, dh.clone(), &[], 0, &mut rng).expect("request");
-    let (mut b, _) = Chat::from_request(
-        &ChatRequest {
-            chat_id: 7,
-            access_hash: 5,
-            admin_id: 1,
-            participant_id: 2,
-            g_a: req.g_a,
-        },
-        2,
-        dh,
-        0,
-    )
-    .expect("req");
-    let o = b.accept(&[], 0, &mut rng).expect("accept");
+    let (a, req, _) = Chat::request(7, 1, 2, dh.clone(), &[], 0, &mut rng).expect("request");
+    let request = ChatRequest {
+        chat_id: 7,
+        access_hash: 5,
+        admin_id: 1,
+        participant_id: 2,
+        g_a: req.g_a,
+    };
+    let (mut b, _) = Chat::from_request(&request, 2, dh, 0).expect("from_request");
+    let accepted = b.accept(&[], 0, &mut rng).expect("accept");
     let Some(Call::AcceptEncryption {
         g_b,
         key_fingerprint,
-    }) = o.calls.first().cloned()
+    }) = accepted.calls.first().cloned()
     else {
-        panic!()
+        panic!("acceptEncryption comes first")
     };
-    let notify = sends(&o).remove(0);
+    HalfOpen {
+        a,
+        b,
+        rng,
+        accepted,
+        g_b,
+        key_fingerprint,
+    }
+}
+
+#[test]
+fn messages_that_overtake_the_acceptance_are_kept_and_processed() {
+    let HalfOpen {
+        mut a,
+        mut b,
+        mut rng,
+        accepted,
+        g_b,
+        key_fingerprint,
+    } = half_open(29);
+    let notify = sends(&accepted).remove(0);
     let s = b.send_service(ttl(7), None, 0, &mut rng).expect("send");
     let ttl_msg = sends(&s.output).remove(0);
     // The messages arrive before updateEncryption.
@@ -977,30 +1001,13 @@ fn messages_that_overtake_the_acceptance_are_kept_and_processed() {
 
 #[test]
 fn a_wrong_fingerprint_at_creation_discards_the_chat() {
-    let mut rng = SeededRandom::new(30);
-    let dh = common::dh_config();
-    let (mut a, req, _) = Chat::request(7, 1, 2, dh.clone(), &[], 0, &mut rng).expect("request");
-    let (mut b, _) = Chat::from_request(
-        &ChatRequest {
-            chat_id: 7,
-            access_hash: 5,
-            admin_id: 1,
-            participant_id: 2,
-            g_a: req.g_a,
-        },
-        2,
-        dh,
-        0,
-    )
-    .expect("req");
-    let o = b.accept(&[], 0, &mut rng).expect("accept");
-    let Some(Call::AcceptEncryption {
+    let HalfOpen {
+        mut a,
+        mut rng,
         g_b,
         key_fingerprint,
-    }) = o.calls.first().cloned()
-    else {
-        panic!()
-    };
+        ..
+    } = half_open(30);
     let o = a.on_remote_update(
         &RemoteChat::Accepted {
             access_hash: 5,

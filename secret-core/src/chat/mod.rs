@@ -846,20 +846,11 @@ impl Chat {
             DecryptedMessageAction::NotifyLayer(types::DecryptedMessageActionNotifyLayer {
                 layer: OUR_LAYER,
             });
-        match self.queue_service(
-            action,
-            None,
-            SendMethod::SendEncryptedService,
-            false,
-            now,
-            rng,
-        ) {
-            Ok(sent) => {
-                self.state.announced_layer = OUR_LAYER;
-                sent.output
-            }
-            Err(_) => Output::default(),
+        let out = self.internal(action, now, rng);
+        if !out.is_empty() {
+            self.state.announced_layer = OUR_LAYER;
         }
+        out
     }
 
     /// Restores a chat from what an earlier [`Output`] made the caller store.
