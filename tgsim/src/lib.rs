@@ -1,0 +1,19 @@
+//! tgsim, a local Telegram server for secret chats (MTProto 2.0 on TCP loopback).
+//!
+//! Built in layers, all sans-IO so far: they take bytes, an injected clock and injected
+//! randomness, and return bytes and events.
+//!
+//! - [`transport`]: the server side of the four MTProto TCP transports (full, abridged,
+//!   intermediate, padded intermediate), with transport detection, quick acks and transport
+//!   errors.
+//! - [`session`]: the server side of MTProto 2.0 encrypted messages (provisioned auth keys,
+//!   sessions, salts, msg_id/seq_no checks, service messages, containers, gzip, the
+//!   invokeWithLayer / initConnection / invokeAfterMsg wrappers), handing API calls to the
+//!   caller and encrypting its answers.
+//!
+//! Still to come (issue "tgsim"): the TCP server, the secret-chat API and its state, simulated
+//! peers, faults, the admin interface and persistence. See ARCHITECTURE.md.
+#![warn(missing_docs)]
+
+pub mod session;
+pub mod transport;
