@@ -15,5 +15,6 @@
 //! peers, faults, the admin interface and persistence. See ARCHITECTURE.md.
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod session;
 pub mod transport;

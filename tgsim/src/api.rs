@@ -1,0 +1,57 @@
+//! The boundary between the MTProto server (connections, sessions) and the Telegram model that
+//! answers API calls. The server hands every unwrapped API query to an [`ApiHandler`]; the model
+//! pushes updates for an account through an [`UpdateSink`], which the server routes to that
+//! account's live sessions.
+
+use crate::session::AccountId;
+
+/// An RPC error as Telegram sends it (`rpc_error error_code error_message`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RpcError {
+    /// The error code (400, 403, 420, 500, ...).
+    pub code: i32,
+    /// The error name, e.g. `ENCRYPTION_DECLINED` or `FLOOD_WAIT_5`.
+    pub message: String,
+}
+
+impl RpcError {
+    /// An error with a code and a name.
+    pub fn new(code: i32, message: impl Into<String>) -> Self {
+        RpcError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for RpcError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for RpcError {}
+
+/// Who is calling, and when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallContext {
+    /// The account the auth key belongs to.
+    pub account: AccountId,
+    /// The layer from `invokeWithLayer`, if the client sent one on this connection.
+    pub layer: Option<i32>,
+    /// The server clock, Unix milliseconds.
+    pub now_ms: u64,
+}
+
+/// Answers API calls. `query` is the boxed TL function (constructor id first, wrappers removed);
+/// the answer is the boxed TL result that goes into `rpc_result`.
+pub trait ApiHandler: Send + Sync {
+    /// Handles one call.
+    fn call(&self, ctx: &CallContext, constructor: u32, query: &[u8]) -> Result<Vec<u8>, RpcError>;
+}
+
+/// Receives updates (boxed TL `Updates`) for an account, to deliver to its live sessions.
+pub trait UpdateSink: Send + Sync {
+    /// Queues an update for every live session of `account`.
+    fn push(&self, account: AccountId, updates: Vec<u8>);
+}
