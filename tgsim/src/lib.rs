@@ -11,10 +11,14 @@
 //!   invokeWithLayer / initConnection / invokeAfterMsg wrappers), handing API calls to the
 //!   caller and encrypting its answers.
 //!
-//! Still to come (issue "tgsim"): the TCP server, the secret-chat API and its state, simulated
-//! peers, faults, the admin interface and persistence. See ARCHITECTURE.md.
+//! - [`model`]: the Telegram side of secret chats (accounts, sign-in, chats, the per-account qts
+//!   queue, updates), an [`api::ApiHandler`] with optional crash-safe persistence.
+//!
+//! Still to come (issue "tgsim"): the TCP server, simulated peers, faults and the admin
+//! interface. See ARCHITECTURE.md.
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod model;
 pub mod session;
 pub mod transport;

@@ -157,7 +157,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads the expected constructor id.
-    pub fn expect(&mut self, id: u32) -> Result<(), WireError> {
+    pub fn expect_id(&mut self, id: u32) -> Result<(), WireError> {
         let found = self.u32()?;
         if found == id {
             Ok(())
@@ -191,7 +191,7 @@ impl<'a> Reader<'a> {
 
     /// A boxed `Vector<long>`.
     pub fn vec_i64(&mut self) -> Result<Vec<i64>, WireError> {
-        self.expect(VECTOR)?;
+        self.expect_id(VECTOR)?;
         let count = usize::try_from(self.i32()?).map_err(|_| WireError::BadLength)?;
         if count > self.remaining() / 8 {
             return Err(WireError::BadLength);
@@ -227,7 +227,7 @@ impl<'a> Reader<'a> {
             JSON_OBJECT => {
                 let count = self.vector_count()?;
                 for _ in 0..count {
-                    self.expect(JSON_OBJECT_VALUE)?;
+                    self.expect_id(JSON_OBJECT_VALUE)?;
                     self.bytes()?;
                     self.skip_json_value(depth + 1)?;
                 }
@@ -239,7 +239,7 @@ impl<'a> Reader<'a> {
 
     /// The count of a boxed vector whose items take at least 4 bytes each.
     fn vector_count(&mut self) -> Result<usize, WireError> {
-        self.expect(VECTOR)?;
+        self.expect_id(VECTOR)?;
         let count = usize::try_from(self.i32()?).map_err(|_| WireError::BadLength)?;
         if count > self.remaining() / 4 {
             return Err(WireError::BadLength);
@@ -249,7 +249,7 @@ impl<'a> Reader<'a> {
 
     /// Skips an `inputClientProxy` and returns `(address, port)`.
     pub fn input_client_proxy(&mut self) -> Result<(String, i32), WireError> {
-        self.expect(INPUT_CLIENT_PROXY)?;
+        self.expect_id(INPUT_CLIENT_PROXY)?;
         let address = self.string()?;
         let port = self.i32()?;
         Ok((address, port))
@@ -302,7 +302,7 @@ pub fn gzip_packed(data: &[u8]) -> Option<Vec<u8>> {
 /// output larger than `limit` bytes.
 pub fn gunzip_packed(body: &[u8], limit: usize) -> Result<Vec<u8>, WireError> {
     let mut r = Reader::new(body);
-    r.expect(GZIP_PACKED)?;
+    r.expect_id(GZIP_PACKED)?;
     let packed = r.bytes()?;
     let mut out = Vec::new();
     let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
@@ -331,7 +331,7 @@ pub struct RawMessage<'a> {
 /// `max_count` of them. The container must be consumed exactly.
 pub fn parse_container(body: &[u8], max_count: usize) -> Result<Vec<RawMessage<'_>>, WireError> {
     let mut r = Reader::new(body);
-    r.expect(MSG_CONTAINER)?;
+    r.expect_id(MSG_CONTAINER)?;
     let count = usize::try_from(r.i32()?).map_err(|_| WireError::BadLength)?;
     // Each message takes at least its 16-byte header.
     if count > max_count || count > r.remaining() / 16 {

@@ -1,0 +1,1122 @@
+//! The Telegram model: what the server does for secret chats, sans IO.
+//!
+//! A [`World`] holds accounts, blocked pairs, secret chats, each account's queue of encrypted
+//! messages (numbered by the account's **qts**) and of chat updates (numbered by the account's
+//! **pts**, see below), the random_ids already seen, and a log of every message relayed. A
+//! [`Model`] wraps it in a `Mutex`, answers API calls ([`ApiHandler`]) and pushes updates through
+//! an [`UpdateSink`].
+//!
+//! ## Semantics (digest §6, §7, §9)
+//!
+//! - `auth.sendCode` for the phone of a known account answers `auth.sentCode` (type app, 5 digits)
+//!   with the fixed [`PHONE_CODE_HASH`]; `auth.signIn` with code [`PHONE_CODE`] answers
+//!   `auth.authorization`. The auth key is provisioned for one account by the session layer, so
+//!   signing in with another account's phone is `PHONE_NUMBER_INVALID`.
+//! - `messages.requestEncryption(user, random_id, g_a)`: the chat id **is** `random_id` (TDLib
+//!   relies on it). A repeat of the same request (same creator, peer and g_a) answers the same
+//!   `encryptedChatWaiting`; any other use of a taken id is `RANDOM_ID_DUPLICATE` (the digest
+//!   names no error for it), 0 is `RANDOM_ID_INVALID`.
+//! - Sends are validated in this order: chat (`CHAT_ID_INVALID`: unknown, not the caller's, or a
+//!   wrong access_hash), state (`ENCRYPTION_DECLINED`: not accepted yet, or discarded), block
+//!   (`USER_IS_BLOCKED` 403 when the recipient blocked the sender, `YOU_BLOCKED_USER` 400 when the
+//!   sender blocked the recipient), a repeated random_id (answers the first date, delivers
+//!   nothing), data (`DATA_INVALID`: shorter than 24 bytes or not 24 + 16k; `DATA_TOO_LONG` above
+//!   1 MiB).
+//! - **The key fingerprint in `data` is not checked.** The server never learns keys after a
+//!   re-key (PFS), so it cannot tell a valid new fingerprint from garbage; Telegram relays the
+//!   bytes, and so do we. Receivers drop what they cannot decrypt.
+//! - Updates are pushed as `updates{updates:[u], users, chats:[], date, seq:0}` (seq 0: no seq
+//!   ordering), except `updateEncryptedChatTyping`, which goes as `updateShort` like Telegram's.
+//! - qts: an account starts at qts [`FIRST_QTS`] (TDLib treats qts <= 1 as invalid, so the first
+//!   message has qts 2). Every encrypted message takes the recipient's next qts and stays queued
+//!   until acknowledged by `messages.receivedQueue(max_qts)` or by the qts passed to
+//!   `updates.getDifference`; queued messages older than 7 days are dropped.
+//! - `updateEncryption` events are queued too, so a device that was offline still learns about a
+//!   request or an acceptance: they are numbered with the account's **pts** (tgsim has no other
+//!   pts events) and returned in `updates.getDifference.other_updates` while above the passed pts
+//!   (the passed pts acknowledges them). Telegram's real mechanism (seq/date) differs; clients
+//!   that call getDifference with the pts from getState see the same result.
+//! - Unknown methods: `400 METHOD_NOT_IMPLEMENTED` (Telegram would answer e.g.
+//!   `400 INPUT_METHOD_INVALID`; a clear name helps debugging); undecodable arguments:
+//!   `400 INPUT_FETCH_FAIL`; a caller whose account does not exist: `401 AUTH_KEY_UNREGISTERED`.
+//! - `ctx.layer` is ignored: objects are always serialized in grammers' layer (230).
+//!
+//! ## Persistence
+//!
+//! With a state path, every call that changes the world is applied to a copy, the copy is written
+//! atomically (temp file, fsync, rename, fsync of the directory) and only then does it replace
+//! the live world, its updates get pushed and its answer is returned. A `kill -9` at any point
+//! loses nothing that was answered. If writing fails, the call answers `500
+//! INTERNAL_SERVER_ERROR` and the world is unchanged. Cost: a clone plus a full rewrite of the
+//! world (including the relay log) per mutating call, O(world size); fine for a test server.
+//!
+//! The file is `STATE_MAGIC (8) | STATE_VERSION u32 LE | crc32(body) u32 LE | body`, the body
+//! being the [`World`] in postcard.
+
+mod objects;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use grammers_tl_types::{Deserializable, Identifiable, Serializable, enums, functions, types};
+use secret_core::dh::{self, DhConfig, TELEGRAM_DH_PRIME};
+use secret_core::rand::{SecureRandom, SystemRandom};
+use serde::{Deserialize, Serialize};
+
+use crate::api::{ApiHandler, CallContext, RpcError, UpdateSink};
+use crate::session::AccountId;
+
+/// The login code every test account accepts.
+pub const PHONE_CODE: &str = "22222";
+/// The `phone_code_hash` of every `auth.sentCode`.
+pub const PHONE_CODE_HASH: &str = "7467736d2d636f6465";
+/// The generator of `messages.dhConfig`.
+pub const DH_G: i32 = 3;
+/// The version of `messages.dhConfig`.
+pub const DH_VERSION: i32 = 1;
+/// Bytes of `random` in `messages.dhConfig` (always, as TDLib observes).
+pub const DH_RANDOM_LEN: usize = 256;
+/// Largest accepted `random_length`.
+pub const MAX_RANDOM_LENGTH: i32 = 1024;
+/// qts of a new account (the first message gets `FIRST_QTS + 1`).
+pub const FIRST_QTS: i32 = 1;
+/// pts of a new account.
+pub const FIRST_PTS: i32 = 1;
+/// Queued messages older than this are dropped (digest §7).
+pub const QUEUE_TTL_SECS: i32 = 7 * 24 * 3600;
+/// Largest `data` accepted by the send methods.
+pub const MAX_DATA_LEN: usize = secret_core::crypto::MAX_MESSAGE_DATA;
+/// First bytes of a state file.
+pub const STATE_MAGIC: [u8; 8] = *b"TGSIMWLD";
+/// Version of the state file format.
+pub const STATE_VERSION: u32 = 1;
+
+/// An account (one user with one device).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    /// The user id (also the [`AccountId`]).
+    pub user_id: i64,
+    /// Phone number, digits only.
+    pub phone: String,
+    /// First name.
+    pub first_name: String,
+    /// The user's access_hash (not checked on input).
+    pub access_hash: i64,
+    /// Last qts assigned.
+    pub qts: i32,
+    /// Last pts assigned (chat updates).
+    pub pts: i32,
+    /// Unacknowledged encrypted messages, by qts.
+    pub queue: BTreeMap<i32, QueuedMessage>,
+    /// Unacknowledged `updateEncryption` events, by pts.
+    pub chat_events: BTreeMap<i32, ChatEvent>,
+}
+
+/// A queued `updateNewEncryptedMessage`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuedMessage {
+    /// The recipient's qts of this message.
+    pub qts: i32,
+    /// The chat.
+    pub chat_id: i32,
+    /// The sender's random_id.
+    pub random_id: i64,
+    /// Server date.
+    pub date: i32,
+    /// The `data` as sent.
+    pub data: Vec<u8>,
+    /// True for `encryptedMessageService` (sendEncryptedService).
+    pub service: bool,
+}
+
+/// A queued `updateEncryption`: the chat as it was at `pts`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatEvent {
+    /// The account's pts of this event.
+    pub pts: i32,
+    /// The chat.
+    pub chat_id: i32,
+    /// The chat's status then.
+    pub status: ChatStatus,
+    /// Date of the update.
+    pub date: i32,
+}
+
+/// Server-side status of a secret chat.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChatStatus {
+    /// Requested, not accepted yet.
+    Waiting,
+    /// Accepted.
+    Accepted,
+    /// Discarded (declined, cancelled or closed).
+    Discarded {
+        /// Whether the discarding side asked to delete history.
+        history_deleted: bool,
+    },
+}
+
+/// A secret chat as the server knows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretChat {
+    /// Chat id (the creator's random_id).
+    pub id: i32,
+    /// access_hash.
+    pub access_hash: i64,
+    /// Creation date.
+    pub date: i32,
+    /// The creator.
+    pub admin_id: i64,
+    /// The other user.
+    pub participant_id: i64,
+    /// The creator's g_a.
+    pub g_a: Vec<u8>,
+    /// The participant's g_b (empty until accepted).
+    pub g_b: Vec<u8>,
+    /// The fingerprint the participant sent (0 until accepted).
+    pub key_fingerprint: i64,
+    /// Status.
+    pub status: ChatStatus,
+}
+
+impl SecretChat {
+    fn peer_of(&self, user: i64) -> i64 {
+        if user == self.admin_id {
+            self.participant_id
+        } else {
+            self.admin_id
+        }
+    }
+}
+
+/// The first answer to a (sender, random_id).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SentRecord {
+    /// The chat it went to.
+    pub chat_id: i32,
+    /// The date answered.
+    pub date: i32,
+}
+
+/// One encrypted message the server accepted (for test inspection).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Relayed {
+    /// Who sent it.
+    pub sender: AccountId,
+    /// Who gets it.
+    pub recipient: AccountId,
+    /// The chat.
+    pub chat_id: i32,
+    /// The sender's random_id.
+    pub random_id: i64,
+    /// Server date.
+    pub date: i32,
+    /// The recipient's qts.
+    pub qts: i32,
+    /// sendEncryptedService (true) or sendEncrypted (false).
+    pub service: bool,
+    /// The bytes.
+    pub data: Vec<u8>,
+}
+
+/// Everything the server knows.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct World {
+    /// Accounts by user id.
+    pub accounts: BTreeMap<AccountId, Account>,
+    /// (blocker, blocked).
+    pub blocked: BTreeSet<(AccountId, AccountId)>,
+    /// Secret chats by id.
+    pub chats: BTreeMap<i32, SecretChat>,
+    /// First answers by (sender, random_id), for duplicate detection.
+    pub sent: BTreeMap<(AccountId, i64), SentRecord>,
+    /// Every message relayed, in order.
+    pub relayed: Vec<Relayed>,
+}
+
+/// What a call does besides answering.
+#[derive(Default)]
+struct Effects {
+    mutated: bool,
+    pushes: Vec<(AccountId, Vec<u8>)>,
+}
+
+fn err(code: i32, name: &str) -> RpcError {
+    RpcError::new(code, name)
+}
+
+fn bad(name: &str) -> RpcError {
+    err(400, name)
+}
+
+fn date_of(ctx: &CallContext) -> i32 {
+    (ctx.now_ms / 1000).min(i32::MAX as u64) as i32
+}
+
+fn decode<T: Deserializable>(query: &[u8]) -> Result<T, RpcError> {
+    let body = query.get(4..).ok_or_else(|| bad("INPUT_FETCH_FAIL"))?;
+    T::from_bytes(body).map_err(|_| bad("INPUT_FETCH_FAIL"))
+}
+
+fn digits(phone: &str) -> String {
+    phone.chars().filter(char::is_ascii_digit).collect()
+}
+
+fn updates_of(update: enums::Update, users: Vec<enums::User>, date: i32) -> Vec<u8> {
+    enums::Updates::Updates(types::Updates {
+        updates: vec![update],
+        users,
+        chats: Vec::new(),
+        date,
+        seq: 0,
+    })
+    .to_bytes()
+}
+
+fn encrypted_message(m: &QueuedMessage) -> enums::EncryptedMessage {
+    if m.service {
+        enums::EncryptedMessage::Service(types::EncryptedMessageService {
+            random_id: m.random_id,
+            chat_id: m.chat_id,
+            date: m.date,
+            bytes: m.data.clone(),
+        })
+    } else {
+        enums::EncryptedMessage::Message(types::EncryptedMessage {
+            random_id: m.random_id,
+            chat_id: m.chat_id,
+            date: m.date,
+            bytes: m.data.clone(),
+            file: enums::EncryptedFile::Empty,
+        })
+    }
+}
+
+/// Constructor ids of the calls that can change the world (the others never persist).
+const MUTATING: [u32; 7] = [
+    functions::messages::RequestEncryption::CONSTRUCTOR_ID,
+    functions::messages::AcceptEncryption::CONSTRUCTOR_ID,
+    functions::messages::DiscardEncryption::CONSTRUCTOR_ID,
+    functions::messages::SendEncrypted::CONSTRUCTOR_ID,
+    functions::messages::SendEncryptedService::CONSTRUCTOR_ID,
+    functions::messages::ReceivedQueue::CONSTRUCTOR_ID,
+    functions::updates::GetDifference::CONSTRUCTOR_ID,
+];
+
+impl World {
+    /// Adds an account. Fails if the id or the phone is taken.
+    pub fn add_account(
+        &mut self,
+        user_id: i64,
+        phone: &str,
+        first_name: &str,
+    ) -> Result<AccountId, String> {
+        let phone = digits(phone);
+        if user_id <= 0 {
+            return Err(format!("bad user id {user_id}"));
+        }
+        if self.accounts.contains_key(&user_id) {
+            return Err(format!("user {user_id} exists"));
+        }
+        if self.accounts.values().any(|a| a.phone == phone) {
+            return Err(format!("phone {phone} is taken"));
+        }
+        self.accounts.insert(
+            user_id,
+            Account {
+                user_id,
+                phone,
+                first_name: first_name.to_owned(),
+                access_hash: user_id.wrapping_mul(0x9E37_79B9_7F4A_7C15u64 as i64) ^ 0x7467_736d,
+                qts: FIRST_QTS,
+                pts: FIRST_PTS,
+                queue: BTreeMap::new(),
+                chat_events: BTreeMap::new(),
+            },
+        );
+        Ok(user_id)
+    }
+
+    /// True if `a` blocked `b`.
+    pub fn is_blocked(&self, a: AccountId, b: AccountId) -> bool {
+        self.blocked.contains(&(a, b))
+    }
+
+    fn account(&self, id: AccountId) -> Result<&Account, RpcError> {
+        self.accounts
+            .get(&id)
+            .ok_or_else(|| err(401, "AUTH_KEY_UNREGISTERED"))
+    }
+
+    fn account_mut(&mut self, id: AccountId) -> Result<&mut Account, RpcError> {
+        self.accounts
+            .get_mut(&id)
+            .ok_or_else(|| err(401, "AUTH_KEY_UNREGISTERED"))
+    }
+
+    fn user_obj(&self, id: AccountId, viewer: AccountId) -> Option<enums::User> {
+        self.accounts
+            .get(&id)
+            .map(|a| objects::user(a, id == viewer))
+    }
+
+    fn resolve_user(&self, caller: AccountId, u: &enums::InputUser) -> Option<AccountId> {
+        let id = match u {
+            enums::InputUser::UserSelf => caller,
+            enums::InputUser::User(u) => u.user_id,
+            enums::InputUser::FromMessage(u) => u.user_id,
+            enums::InputUser::Empty => return None,
+        };
+        self.accounts.contains_key(&id).then_some(id)
+    }
+
+    /// The chat behind `peer` if the caller is in it and the access_hash matches.
+    fn resolve_chat(
+        &self,
+        caller: AccountId,
+        peer: &enums::InputEncryptedChat,
+    ) -> Result<&SecretChat, RpcError> {
+        let enums::InputEncryptedChat::Chat(p) = peer;
+        match self.chats.get(&p.chat_id) {
+            Some(c)
+                if c.access_hash == p.access_hash
+                    && (c.admin_id == caller || c.participant_id == caller) =>
+            {
+                Ok(c)
+            }
+            _ => Err(bad("CHAT_ID_INVALID")),
+        }
+    }
+
+    /// Queues `updateEncryption` for `to` with the chat as it is now, and pushes it.
+    fn chat_update(&mut self, to: AccountId, chat_id: i32, date: i32, fx: &mut Effects) {
+        let Some(chat) = self.chats.get(&chat_id).cloned() else {
+            return;
+        };
+        let Some(acc) = self.accounts.get_mut(&to) else {
+            return;
+        };
+        acc.pts += 1;
+        let pts = acc.pts;
+        acc.chat_events.insert(
+            pts,
+            ChatEvent {
+                pts,
+                chat_id,
+                status: chat.status.clone(),
+                date,
+            },
+        );
+        fx.mutated = true;
+        let update = enums::Update::Encryption(types::UpdateEncryption {
+            chat: objects::encrypted_chat(&chat, to),
+            date,
+        });
+        let users = [chat.admin_id, chat.participant_id]
+            .iter()
+            .filter_map(|&u| self.user_obj(u, to))
+            .collect();
+        fx.pushes.push((to, updates_of(update, users, date)));
+    }
+
+    fn call(
+        &mut self,
+        ctx: &CallContext,
+        constructor: u32,
+        query: &[u8],
+        env: &mut Env<'_>,
+        fx: &mut Effects,
+    ) -> Result<Vec<u8>, RpcError> {
+        use functions::{auth, messages, updates, users};
+        let me = ctx.account;
+        let now = date_of(ctx);
+        match constructor {
+            auth::SendCode::CONSTRUCTOR_ID => {
+                let f: auth::SendCode = decode(query)?;
+                let phone = digits(&f.phone_number);
+                if !self.accounts.values().any(|a| a.phone == phone) {
+                    return Err(bad("PHONE_NUMBER_INVALID"));
+                }
+                Ok(enums::auth::SentCode::Code(types::auth::SentCode {
+                    r#type: enums::auth::SentCodeType::App(types::auth::SentCodeTypeApp {
+                        length: PHONE_CODE.len() as i32,
+                    }),
+                    phone_code_hash: PHONE_CODE_HASH.to_owned(),
+                    next_type: None,
+                    timeout: None,
+                })
+                .to_bytes())
+            }
+            auth::SignIn::CONSTRUCTOR_ID => {
+                let f: auth::SignIn = decode(query)?;
+                let phone = digits(&f.phone_number);
+                let acc = self.account(me)?;
+                if acc.phone != phone {
+                    return Err(bad("PHONE_NUMBER_INVALID"));
+                }
+                if f.phone_code_hash != PHONE_CODE_HASH {
+                    return Err(bad("PHONE_CODE_EXPIRED"));
+                }
+                match f.phone_code.as_deref() {
+                    None | Some("") => return Err(bad("PHONE_CODE_EMPTY")),
+                    Some(PHONE_CODE) => {}
+                    Some(_) => return Err(bad("PHONE_CODE_INVALID")),
+                }
+                Ok(
+                    enums::auth::Authorization::Authorization(types::auth::Authorization {
+                        setup_password_required: false,
+                        otherwise_relogin_days: None,
+                        tmp_sessions: None,
+                        future_auth_token: None,
+                        user: objects::user(acc, true),
+                    })
+                    .to_bytes(),
+                )
+            }
+            users::GetUsers::CONSTRUCTOR_ID => {
+                let f: users::GetUsers = decode(query)?;
+                self.account(me)?;
+                let list: Vec<enums::User> =
+                    f.id.iter()
+                        .filter(|u| !matches!(u, enums::InputUser::Empty))
+                        .map(|u| {
+                            self.resolve_user(me, u)
+                                .and_then(|id| self.user_obj(id, me))
+                                .unwrap_or_else(|| {
+                                    let id = match u {
+                                        enums::InputUser::User(u) => u.user_id,
+                                        enums::InputUser::FromMessage(u) => u.user_id,
+                                        _ => 0,
+                                    };
+                                    enums::User::Empty(types::UserEmpty { id })
+                                })
+                        })
+                        .collect();
+                Ok(list.to_bytes())
+            }
+            users::GetFullUser::CONSTRUCTOR_ID => {
+                let f: users::GetFullUser = decode(query)?;
+                self.account(me)?;
+                let id = self
+                    .resolve_user(me, &f.id)
+                    .ok_or_else(|| bad("USER_ID_INVALID"))?;
+                let user = self.user_obj(id, me).into_iter().collect();
+                Ok(enums::users::UserFull::Full(types::users::UserFull {
+                    full_user: objects::user_full(id, self.is_blocked(me, id)),
+                    chats: Vec::new(),
+                    users: user,
+                })
+                .to_bytes())
+            }
+            updates::GetState::CONSTRUCTOR_ID => {
+                let acc = self.account(me)?;
+                Ok(enums::updates::State::State(types::updates::State {
+                    pts: acc.pts,
+                    qts: acc.qts,
+                    date: now,
+                    seq: 0,
+                    unread_count: 0,
+                })
+                .to_bytes())
+            }
+            updates::GetDifference::CONSTRUCTOR_ID => {
+                let f: updates::GetDifference = decode(query)?;
+                self.get_difference(me, &f, now, fx)
+            }
+            messages::GetDhConfig::CONSTRUCTOR_ID => {
+                let f: messages::GetDhConfig = decode(query)?;
+                if !(0..=MAX_RANDOM_LENGTH).contains(&f.random_length) {
+                    return Err(bad("RANDOM_LENGTH_INVALID"));
+                }
+                let mut random = vec![0u8; DH_RANDOM_LEN];
+                env.rng.fill(&mut random);
+                let answer = if f.version == DH_VERSION {
+                    enums::messages::DhConfig::NotModified(types::messages::DhConfigNotModified {
+                        random,
+                    })
+                } else {
+                    enums::messages::DhConfig::Config(types::messages::DhConfig {
+                        g: DH_G,
+                        p: TELEGRAM_DH_PRIME.to_vec(),
+                        version: DH_VERSION,
+                        random,
+                    })
+                };
+                Ok(answer.to_bytes())
+            }
+            messages::RequestEncryption::CONSTRUCTOR_ID => {
+                let f: messages::RequestEncryption = decode(query)?;
+                self.request_encryption(me, f, now, env, fx)
+            }
+            messages::AcceptEncryption::CONSTRUCTOR_ID => {
+                let f: messages::AcceptEncryption = decode(query)?;
+                self.accept_encryption(me, f, now, env, fx)
+            }
+            messages::DiscardEncryption::CONSTRUCTOR_ID => {
+                let f: messages::DiscardEncryption = decode(query)?;
+                self.account(me)?;
+                if f.chat_id == 0 {
+                    return Err(bad("CHAT_ID_EMPTY"));
+                }
+                let chat = match self.chats.get_mut(&f.chat_id) {
+                    Some(c) if c.admin_id == me || c.participant_id == me => c,
+                    _ => return Err(bad("ENCRYPTION_ID_INVALID")),
+                };
+                if matches!(chat.status, ChatStatus::Discarded { .. }) {
+                    return Err(bad("ENCRYPTION_ALREADY_DECLINED"));
+                }
+                chat.status = ChatStatus::Discarded {
+                    history_deleted: f.delete_history,
+                };
+                let (a, b) = (chat.admin_id, chat.participant_id);
+                fx.mutated = true;
+                self.chat_update(a, f.chat_id, now, fx);
+                self.chat_update(b, f.chat_id, now, fx);
+                Ok(true.to_bytes())
+            }
+            messages::SendEncrypted::CONSTRUCTOR_ID => {
+                let f: messages::SendEncrypted = decode(query)?;
+                self.send(me, &f.peer, f.random_id, f.data, false, now, fx)
+            }
+            messages::SendEncryptedService::CONSTRUCTOR_ID => {
+                let f: messages::SendEncryptedService = decode(query)?;
+                self.send(me, &f.peer, f.random_id, f.data, true, now, fx)
+            }
+            messages::ReadEncryptedHistory::CONSTRUCTOR_ID => {
+                let f: messages::ReadEncryptedHistory = decode(query)?;
+                self.account(me)?;
+                let chat = self.resolve_chat(me, &f.peer)?;
+                if chat.status != ChatStatus::Accepted {
+                    return Err(bad("ENCRYPTION_DECLINED"));
+                }
+                let peer = chat.peer_of(me);
+                let update =
+                    enums::Update::EncryptedMessagesRead(types::UpdateEncryptedMessagesRead {
+                        chat_id: chat.id,
+                        max_date: f.max_date,
+                        date: now,
+                    });
+                fx.pushes.push((peer, updates_of(update, Vec::new(), now)));
+                Ok(true.to_bytes())
+            }
+            messages::SetEncryptedTyping::CONSTRUCTOR_ID => {
+                let f: messages::SetEncryptedTyping = decode(query)?;
+                self.account(me)?;
+                let chat = self.resolve_chat(me, &f.peer)?;
+                if chat.status != ChatStatus::Accepted {
+                    return Err(bad("ENCRYPTION_DECLINED"));
+                }
+                if f.typing {
+                    let update =
+                        enums::Update::EncryptedChatTyping(types::UpdateEncryptedChatTyping {
+                            chat_id: chat.id,
+                        });
+                    let short =
+                        enums::Updates::UpdateShort(types::UpdateShort { update, date: now });
+                    fx.pushes.push((chat.peer_of(me), short.to_bytes()));
+                }
+                Ok(true.to_bytes())
+            }
+            messages::ReceivedQueue::CONSTRUCTOR_ID => {
+                let f: messages::ReceivedQueue = decode(query)?;
+                if f.max_qts < 0 {
+                    return Err(bad("MAX_QTS_INVALID"));
+                }
+                let acc = self.account_mut(me)?;
+                let keep = acc.queue.split_off(&f.max_qts.saturating_add(1));
+                let gone = std::mem::replace(&mut acc.queue, keep);
+                if !gone.is_empty() {
+                    fx.mutated = true;
+                }
+                let ids: Vec<i64> = gone.values().map(|m| m.random_id).collect();
+                Ok(ids.to_bytes())
+            }
+            _ => Err(bad("METHOD_NOT_IMPLEMENTED")),
+        }
+    }
+
+    fn get_difference(
+        &mut self,
+        me: AccountId,
+        f: &functions::updates::GetDifference,
+        now: i32,
+        fx: &mut Effects,
+    ) -> Result<Vec<u8>, RpcError> {
+        let acc = self.account_mut(me)?;
+        // Acknowledge (the passed qts / pts) and expire.
+        let before = (acc.queue.len(), acc.chat_events.len());
+        acc.queue = acc.queue.split_off(&f.qts.saturating_add(1));
+        acc.queue
+            .retain(|_, m| now.saturating_sub(m.date) <= QUEUE_TTL_SECS);
+        acc.chat_events = acc.chat_events.split_off(&f.pts.saturating_add(1));
+        if before != (acc.queue.len(), acc.chat_events.len()) {
+            fx.mutated = true;
+        }
+        let acc = &self.accounts[&me];
+        if acc.queue.is_empty() && acc.chat_events.is_empty() {
+            return Ok(
+                enums::updates::Difference::Empty(types::updates::DifferenceEmpty {
+                    date: now,
+                    seq: 0,
+                })
+                .to_bytes(),
+            );
+        }
+        let limit = f
+            .qts_limit
+            .filter(|&l| l > 0)
+            .map_or(usize::MAX, |l| l as usize);
+        let messages: Vec<&QueuedMessage> = acc.queue.values().take(limit).collect();
+        let slice = messages.len() < acc.queue.len();
+        let qts = if slice {
+            messages.last().map_or(f.qts, |m| m.qts)
+        } else {
+            acc.qts
+        };
+        let new_encrypted_messages = messages.iter().map(|m| encrypted_message(m)).collect();
+        let mut users = Vec::new();
+        let other_updates = acc
+            .chat_events
+            .values()
+            .filter_map(|e| {
+                let mut chat = self.chats.get(&e.chat_id)?.clone();
+                chat.status = e.status.clone();
+                for u in [chat.admin_id, chat.participant_id] {
+                    if let Some(obj) = self.user_obj(u, me)
+                        && !users.contains(&obj)
+                    {
+                        users.push(obj);
+                    }
+                }
+                Some(enums::Update::Encryption(types::UpdateEncryption {
+                    chat: objects::encrypted_chat(&chat, me),
+                    date: e.date,
+                }))
+            })
+            .collect();
+        let state = enums::updates::State::State(types::updates::State {
+            pts: acc.pts,
+            qts,
+            date: now,
+            seq: 0,
+            unread_count: 0,
+        });
+        let d = if slice {
+            enums::updates::Difference::Slice(types::updates::DifferenceSlice {
+                new_messages: Vec::new(),
+                new_encrypted_messages,
+                other_updates,
+                chats: Vec::new(),
+                users,
+                intermediate_state: state,
+            })
+        } else {
+            enums::updates::Difference::Difference(types::updates::Difference {
+                new_messages: Vec::new(),
+                new_encrypted_messages,
+                other_updates,
+                chats: Vec::new(),
+                users,
+                state,
+            })
+        };
+        Ok(d.to_bytes())
+    }
+
+    fn request_encryption(
+        &mut self,
+        me: AccountId,
+        f: functions::messages::RequestEncryption,
+        now: i32,
+        env: &mut Env<'_>,
+        fx: &mut Effects,
+    ) -> Result<Vec<u8>, RpcError> {
+        self.account(me)?;
+        let peer = self
+            .resolve_user(me, &f.user_id)
+            .filter(|&p| p != me)
+            .ok_or_else(|| bad("USER_ID_INVALID"))?;
+        if self.is_blocked(peer, me) {
+            return Err(err(403, "USER_IS_BLOCKED"));
+        }
+        if self.is_blocked(me, peer) {
+            return Err(bad("YOU_BLOCKED_USER"));
+        }
+        if dh::check_public_value(env.dh, &f.g_a).is_err() {
+            return Err(bad("DH_G_A_INVALID"));
+        }
+        if f.random_id == 0 {
+            return Err(bad("RANDOM_ID_INVALID"));
+        }
+        if let Some(c) = self.chats.get(&f.random_id) {
+            if c.admin_id == me && c.participant_id == peer && c.g_a == f.g_a {
+                // A retry of the same request.
+                return Ok(objects::encrypted_chat(c, me).to_bytes());
+            }
+            return Err(bad("RANDOM_ID_DUPLICATE"));
+        }
+        let chat = SecretChat {
+            id: f.random_id,
+            access_hash: env.rng.next_i64(),
+            date: now,
+            admin_id: me,
+            participant_id: peer,
+            g_a: f.g_a,
+            g_b: Vec::new(),
+            key_fingerprint: 0,
+            status: ChatStatus::Waiting,
+        };
+        let answer = objects::encrypted_chat(&chat, me).to_bytes();
+        self.chats.insert(chat.id, chat);
+        fx.mutated = true;
+        self.chat_update(peer, f.random_id, now, fx);
+        Ok(answer)
+    }
+
+    fn accept_encryption(
+        &mut self,
+        me: AccountId,
+        f: functions::messages::AcceptEncryption,
+        now: i32,
+        env: &mut Env<'_>,
+        fx: &mut Effects,
+    ) -> Result<Vec<u8>, RpcError> {
+        self.account(me)?;
+        let chat = self.resolve_chat(me, &f.peer)?;
+        if chat.participant_id != me {
+            return Err(bad("CHAT_ID_INVALID"));
+        }
+        match chat.status {
+            ChatStatus::Accepted => return Err(bad("ENCRYPTION_ALREADY_ACCEPTED")),
+            ChatStatus::Discarded { .. } => return Err(bad("ENCRYPTION_ALREADY_DECLINED")),
+            ChatStatus::Waiting => {}
+        }
+        if dh::check_public_value(env.dh, &f.g_b).is_err() {
+            return Err(bad("DH_G_B_INVALID"));
+        }
+        let id = chat.id;
+        let admin = chat.admin_id;
+        let chat = self
+            .chats
+            .get_mut(&id)
+            .ok_or_else(|| bad("CHAT_ID_INVALID"))?;
+        chat.g_b = f.g_b;
+        chat.key_fingerprint = f.key_fingerprint;
+        chat.status = ChatStatus::Accepted;
+        let answer = objects::encrypted_chat(chat, me).to_bytes();
+        fx.mutated = true;
+        self.chat_update(admin, id, now, fx);
+        Ok(answer)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn send(
+        &mut self,
+        me: AccountId,
+        peer: &enums::InputEncryptedChat,
+        random_id: i64,
+        data: Vec<u8>,
+        service: bool,
+        now: i32,
+        fx: &mut Effects,
+    ) -> Result<Vec<u8>, RpcError> {
+        self.account(me)?;
+        let chat = self.resolve_chat(me, peer)?;
+        if chat.status != ChatStatus::Accepted {
+            return Err(bad("ENCRYPTION_DECLINED"));
+        }
+        let chat_id = chat.id;
+        let to = chat.peer_of(me);
+        if self.is_blocked(to, me) {
+            return Err(err(403, "USER_IS_BLOCKED"));
+        }
+        if self.is_blocked(me, to) {
+            return Err(bad("YOU_BLOCKED_USER"));
+        }
+        let sent = |date| {
+            enums::messages::SentEncryptedMessage::Message(types::messages::SentEncryptedMessage {
+                date,
+            })
+            .to_bytes()
+        };
+        if let Some(first) = self.sent.get(&(me, random_id)) {
+            return Ok(sent(first.date));
+        }
+        if data.len() > MAX_DATA_LEN {
+            return Err(bad("DATA_TOO_LONG"));
+        }
+        if data.len() < 24 || !(data.len() - 24).is_multiple_of(16) {
+            return Err(bad("DATA_INVALID"));
+        }
+        let acc = self.account_mut(to)?;
+        acc.qts += 1;
+        let qts = acc.qts;
+        let m = QueuedMessage {
+            qts,
+            chat_id,
+            random_id,
+            date: now,
+            data,
+            service,
+        };
+        let update = enums::Update::NewEncryptedMessage(types::UpdateNewEncryptedMessage {
+            message: encrypted_message(&m),
+            qts,
+        });
+        let relayed = Relayed {
+            sender: me,
+            recipient: to,
+            chat_id,
+            random_id,
+            date: now,
+            qts,
+            service,
+            data: m.data.clone(),
+        };
+        acc.queue.insert(qts, m);
+        self.relayed.push(relayed);
+        self.sent
+            .insert((me, random_id), SentRecord { chat_id, date: now });
+        fx.mutated = true;
+        fx.pushes.push((to, updates_of(update, Vec::new(), now)));
+        Ok(sent(now))
+    }
+}
+
+/// What calls need besides the world.
+struct Env<'a> {
+    rng: &'a mut (dyn SecureRandom + Send),
+    dh: &'a DhConfig,
+}
+
+struct Inner {
+    world: World,
+    path: Option<PathBuf>,
+    rng: Box<dyn SecureRandom + Send>,
+}
+
+/// The Telegram model: a [`World`] behind a mutex, answering API calls.
+pub struct Model {
+    inner: Mutex<Inner>,
+    sink: Arc<dyn UpdateSink>,
+    dh: DhConfig,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model").finish_non_exhaustive()
+    }
+}
+
+impl Model {
+    /// An empty world. With `state_path`, every change is written there (an existing file is
+    /// overwritten at the first change: use [`Model::open`] to continue from it).
+    pub fn new(sink: Arc<dyn UpdateSink>, state_path: Option<PathBuf>) -> Model {
+        Self::with_rng(sink, state_path, Box::new(SystemRandom::new()))
+    }
+
+    /// Like [`Model::new`] with injected randomness (access hashes, `dhConfig.random`).
+    pub fn with_rng(
+        sink: Arc<dyn UpdateSink>,
+        state_path: Option<PathBuf>,
+        rng: Box<dyn SecureRandom + Send>,
+    ) -> Model {
+        Self::from_world(sink, World::default(), state_path, rng)
+    }
+
+    /// Continues from the state file at `path` (an empty world if there is none yet), and keeps
+    /// writing to it.
+    pub fn open(sink: Arc<dyn UpdateSink>, path: impl Into<PathBuf>) -> io::Result<Model> {
+        let path = path.into();
+        let world = match fs::read(&path) {
+            Ok(bytes) => decode_world(&bytes)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => World::default(),
+            Err(e) => return Err(e),
+        };
+        Ok(Self::from_world(
+            sink,
+            world,
+            Some(path),
+            Box::new(SystemRandom::new()),
+        ))
+    }
+
+    fn from_world(
+        sink: Arc<dyn UpdateSink>,
+        world: World,
+        path: Option<PathBuf>,
+        rng: Box<dyn SecureRandom + Send>,
+    ) -> Model {
+        // ok: validating a compile-time constant prime with g = 3 cannot fail (tested).
+        #[allow(clippy::expect_used)]
+        let dh = DhConfig::validate(DH_G, &TELEGRAM_DH_PRIME, DH_VERSION)
+            .expect("the Telegram prime and g = 3 are valid");
+        Model {
+            inner: Mutex::new(Inner { world, path, rng }),
+            sink,
+            dh,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic inside a call cannot leave the world half-changed when persisting (calls work
+        // on a copy); without persistence a poisoned world is still the best we have.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Changes the world outside an API call (administration), persisting like a call.
+    pub fn update<R>(&self, f: impl FnOnce(&mut World) -> R) -> io::Result<R> {
+        let mut inner = self.lock();
+        let mut next = inner.world.clone();
+        let r = f(&mut next);
+        if let Some(p) = &inner.path {
+            save_world(p, &next)?;
+        }
+        inner.world = next;
+        Ok(r)
+    }
+
+    /// Adds an account (the account id is the user id).
+    pub fn add_account(
+        &self,
+        user_id: i64,
+        phone: &str,
+        first_name: &str,
+    ) -> io::Result<AccountId> {
+        self.update(|w| w.add_account(user_id, phone, first_name))?
+            .map_err(|e| io::Error::new(io::ErrorKind::AlreadyExists, e))
+    }
+
+    /// `a` blocks `b`.
+    pub fn block(&self, a: AccountId, b: AccountId) -> io::Result<()> {
+        self.update(|w| {
+            w.blocked.insert((a, b));
+        })
+    }
+
+    /// `a` unblocks `b`.
+    pub fn unblock(&self, a: AccountId, b: AccountId) -> io::Result<()> {
+        self.update(|w| {
+            w.blocked.remove(&(a, b));
+        })
+    }
+
+    /// A copy of the whole world.
+    pub fn snapshot(&self) -> World {
+        self.lock().world.clone()
+    }
+
+    /// Every encrypted message accepted so far, in order.
+    pub fn relayed(&self) -> Vec<Relayed> {
+        self.lock().world.relayed.clone()
+    }
+
+    /// A chat, if it exists.
+    pub fn chat(&self, id: i32) -> Option<SecretChat> {
+        self.lock().world.chats.get(&id).cloned()
+    }
+
+    /// The account's current qts (0 for an unknown account).
+    pub fn qts(&self, account: AccountId) -> i32 {
+        self.lock()
+            .world
+            .accounts
+            .get(&account)
+            .map_or(0, |a| a.qts)
+    }
+
+    /// The account's unacknowledged messages, in qts order.
+    pub fn queued(&self, account: AccountId) -> Vec<QueuedMessage> {
+        self.lock()
+            .world
+            .accounts
+            .get(&account)
+            .map(|a| a.queue.values().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+impl ApiHandler for Model {
+    fn call(&self, ctx: &CallContext, constructor: u32, query: &[u8]) -> Result<Vec<u8>, RpcError> {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let mut fx = Effects::default();
+        let mut env = Env {
+            rng: &mut *inner.rng,
+            dh: &self.dh,
+        };
+        let answer = match &inner.path {
+            Some(path) if MUTATING.contains(&constructor) => {
+                let mut next = inner.world.clone();
+                let answer = next.call(ctx, constructor, query, &mut env, &mut fx);
+                if fx.mutated {
+                    if save_world(path, &next).is_err() {
+                        return Err(err(500, "INTERNAL_SERVER_ERROR"));
+                    }
+                    inner.world = next;
+                }
+                answer
+            }
+            _ => inner.world.call(ctx, constructor, query, &mut env, &mut fx),
+        };
+        // Pushed under the lock, so every account sees its updates in qts order.
+        for (account, bytes) in fx.pushes {
+            self.sink.push(account, bytes);
+        }
+        answer
+    }
+}
+
+/// Serializes a world in the state file format.
+pub fn encode_world(world: &World) -> io::Result<Vec<u8>> {
+    let body = postcard::to_stdvec(world).map_err(io::Error::other)?;
+    let mut out = Vec::with_capacity(16 + body.len());
+    out.extend_from_slice(&STATE_MAGIC);
+    out.extend_from_slice(&STATE_VERSION.to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// Parses the state file format.
+pub fn decode_world(bytes: &[u8]) -> io::Result<World> {
+    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
+    if bytes.len() < 16 || bytes[..8] != STATE_MAGIC {
+        return Err(bad("not a tgsim state file"));
+    }
+    let word = |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+    let version = word(8);
+    if version != STATE_VERSION {
+        return Err(bad(&format!(
+            "state file version {version} is not supported"
+        )));
+    }
+    let body = &bytes[16..];
+    if crc32fast::hash(body) != word(12) {
+        return Err(bad("state file checksum mismatch"));
+    }
+    postcard::from_bytes(body).map_err(|e| bad(&format!("state file body: {e}")))
+}
+
+/// Writes `world` to `path` atomically and durably: temp file, fsync, rename, fsync of the
+/// directory.
+pub fn save_world(path: &Path, world: &World) -> io::Result<()> {
+    let bytes = encode_world(world)?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    fs::File::open(dir)?.sync_all()
+}
