@@ -1,7 +1,7 @@
 //! tgsim, a local Telegram server for secret chats (MTProto 2.0 on TCP loopback).
 //!
-//! Built in layers, all sans-IO so far: they take bytes, an injected clock and injected
-//! randomness, and return bytes and events.
+//! Built in layers. The protocol layers are sans-IO: they take bytes, an injected clock and
+//! injected randomness, and return bytes and events.
 //!
 //! - [`transport`]: the server side of the four MTProto TCP transports (full, abridged,
 //!   intermediate, padded intermediate), with transport detection, quick acks and transport
@@ -11,14 +11,17 @@
 //!   invokeWithLayer / initConnection / invokeAfterMsg wrappers), handing API calls to the
 //!   caller and encrypting its answers.
 //!
+//! - [`server`]: the tokio TCP server that runs connections over those two layers, hands API
+//!   calls to an [`api::ApiHandler`] and delivers updates pushed through [`api::UpdateSink`].
 //! - [`model`]: the Telegram side of secret chats (accounts, sign-in, chats, the per-account qts
 //!   queue, updates), an [`api::ApiHandler`] with optional crash-safe persistence.
 //!
-//! Still to come (issue "tgsim"): the TCP server, simulated peers, faults and the admin
-//! interface. See ARCHITECTURE.md.
+//! Still to come (issue "tgsim"): the binary serving the model, simulated peers, faults and the
+//! admin interface. See ARCHITECTURE.md.
 #![warn(missing_docs)]
 
 pub mod api;
 pub mod model;
+pub mod server;
 pub mod session;
 pub mod transport;
