@@ -55,3 +55,45 @@ pub trait UpdateSink: Send + Sync {
     /// Queues an update for every live session of `account`.
     fn push(&self, account: AccountId, updates: Vec<u8>);
 }
+
+/// An [`UpdateSink`] set after construction: the model needs a sink when it is created, but the
+/// server's handle (the real sink) exists only once the server is bound, and the server needs the
+/// model. Updates pushed before [`LateSink::set`] are dropped (the model keeps them queued, so a
+/// client still gets them through `updates.getDifference`).
+#[derive(Default)]
+pub struct LateSink {
+    inner: std::sync::OnceLock<std::sync::Arc<dyn UpdateSink>>,
+}
+
+impl LateSink {
+    /// A sink with no target yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the target; false (and no change) if it was set already.
+    pub fn set(&self, sink: std::sync::Arc<dyn UpdateSink>) -> bool {
+        self.inner.set(sink).is_ok()
+    }
+
+    /// Whether the target is set.
+    pub fn is_set(&self) -> bool {
+        self.inner.get().is_some()
+    }
+}
+
+impl std::fmt::Debug for LateSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LateSink")
+            .field("set", &self.is_set())
+            .finish()
+    }
+}
+
+impl UpdateSink for LateSink {
+    fn push(&self, account: AccountId, updates: Vec<u8>) {
+        if let Some(sink) = self.inner.get() {
+            sink.push(account, updates);
+        }
+    }
+}

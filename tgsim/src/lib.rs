@@ -16,11 +16,15 @@
 //! - [`model`]: the Telegram side of secret chats (accounts, sign-in, chats, the per-account qts
 //!   queue, updates), an [`api::ApiHandler`] with optional crash-safe persistence.
 //!
-//! Still to come (issue "tgsim"): the binary serving the model, simulated peers, faults and the
-//! admin interface. See ARCHITECTURE.md.
+//! - [`admin`]: the admin interface (JSON lines on a Unix socket) and its client.
+//! - [`keyfile`]: files of provisioned auth keys.
+//!
+//! Still to come (issue "tgsim"): simulated peers and faults. See ARCHITECTURE.md.
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod api;
+pub mod keyfile;
 pub mod model;
 pub mod server;
 pub mod session;

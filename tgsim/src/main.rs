@@ -1,32 +1,78 @@
 //! tgsim, a local Telegram server for secret chats: the command line.
 //!
-//! `tgsim --listen 127.0.0.1:PORT --key-file PATH` serves MTProto 2.0 on that address with the
-//! auth keys of the key file and prints the bound address on stdout. There is no Telegram model
-//! yet: besides `help.getConfig` / `help.getNearestDc`, every method is answered with
-//! `400 INPUT_METHOD_INVALID_<constructor>`.
+//! See `tgsim --help` (the doc comment of [`Args`]).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use secret_core::crypto::AuthKey;
-use tgsim::server::{NoMethods, Server};
+use tgsim::admin::{self, Admin};
+use tgsim::api::LateSink;
+use tgsim::keyfile;
+use tgsim::model::Model;
+use tgsim::server::Server;
 use tgsim::session::{AccountId, AuthKeys};
 
 /// tgsim: a local Telegram server (MTProto 2.0 over TCP) for testing secret chats.
+///
+/// Serves the Telegram model (accounts, sign-in, secret chats, per-account qts queues) over
+/// MTProto 2.0 on `--listen`, and an admin interface on a Unix socket. On start it prints two
+/// lines on stdout: the bound address (`127.0.0.1:PORT`), then the admin socket path.
+///
+/// STATE. Everything lives in `--state-dir` (created with mode 0700 if missing):
+/// `world.bin` holds accounts, blocks, chats, queues and the relay log, rewritten atomically
+/// before any change is answered; `keys` holds the auth keys provisioned through the admin
+/// socket (`ACCOUNT_ID HEX_AUTH_KEY` lines, mode 0600, rewritten atomically). After a crash
+/// (even `kill -9`), starting again on the same directory continues where it stopped, and
+/// clients reconnect with the same keys.
+///
+/// AUTH KEYS. There is no DH handshake: clients connect with a provisioned 256-byte auth key.
+/// Get one with the admin command `add_account` (or `provision_key`), which answers
+/// `{"account", "auth_key_id", "auth_key": HEX}`; with grammers:
+/// `grammers_mtsender::connect_with_auth(Full::new(), ServerAddr::Tcp { address }, key)`
+/// where `address` is the printed address and `key` the 256 bytes decoded from hex. Keys
+/// from `--key-file` are accepted too (read only, never rewritten).
+///
+/// ADMIN SOCKET. One JSON object per line each way: request
+/// `{"id": N, "cmd": "...", ...arguments}`, answer `{"id": N, "ok": true, "result": ...}` or
+/// `{"id": N, "ok": false, "error": "..."}`. Commands: `add_account {user_id, phone,
+/// first_name}`, `provision_key {account}`, `accounts`, `block {a, b}` (a blocks b),
+/// `unblock {a, b}`, `relayed {since?}` (relayed encrypted messages with sender, recipient,
+/// chat_id, random_id, date, qts, service and base64 `bytes`), `state {account}` (qts, pts,
+/// queue length), `shutdown`. The socket has mode 0600. Example:
+/// `echo '{"id":1,"cmd":"accounts"}' | socat - UNIX-CONNECT:DIR/admin.sock`.
+/// From Rust: `tgsim::admin::AdminClient::connect(path)`.
+///
+/// Sign-in, if a client wants it: `auth.sendCode` for the account's phone, then `auth.signIn`
+/// with code 22222.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about = None)]
+#[command(version, about, verbatim_doc_comment)]
 struct Args {
     /// Address to listen on (port 0 picks a free port; the bound address is printed on stdout).
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
 
-    /// File of provisioned auth keys, one per line: `ACCOUNT_ID HEX_AUTH_KEY` (the key is
+    /// Directory of the persistent state (`world.bin`, `keys`, by default `admin.sock`);
+    /// created if missing.
+    #[arg(long)]
+    state_dir: PathBuf,
+
+    /// An account to have (created if missing; repeatable): `USER_ID:PHONE:FIRST_NAME`.
+    /// Provision a key for it with the admin command `provision_key`, or use --key-file.
+    #[arg(long = "account", value_name = "ID:PHONE:NAME", value_parser = parse_account)]
+    accounts: Vec<(AccountId, String, String)>,
+
+    /// Extra auth keys, read only, one per line: `ACCOUNT_ID HEX_AUTH_KEY` (the key is
     /// 256 bytes, 512 hex digits). Blank lines and lines starting with `#` are ignored.
     #[arg(long)]
-    key_file: PathBuf,
+    key_file: Option<PathBuf>,
+
+    /// Path of the admin socket [default: STATE_DIR/admin.sock].
+    #[arg(long)]
+    admin_socket: Option<PathBuf>,
 
     /// Allow listening on a non-loopback address (the server has no real authentication).
     #[arg(long)]
@@ -37,37 +83,24 @@ struct Args {
     log_level: tracing::Level,
 }
 
-fn load_keys(path: &Path) -> Result<AuthKeys, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read key file {}: {e}", path.display()))?;
-    parse_keys(&text).map_err(|e| format!("{}: {e}", path.display()))
+fn parse_account(s: &str) -> Result<(AccountId, String, String), String> {
+    let mut parts = s.splitn(3, ':');
+    let (Some(id), Some(phone), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err("expected USER_ID:PHONE:FIRST_NAME".into());
+    };
+    let id: AccountId = id.parse().map_err(|e| format!("bad user id: {e}"))?;
+    if id <= 0 {
+        return Err("the user id must be positive".into());
+    }
+    if phone.is_empty() || name.is_empty() {
+        return Err("the phone and first name must not be empty".into());
+    }
+    Ok((id, phone.to_owned(), name.to_owned()))
 }
 
-fn parse_keys(text: &str) -> Result<AuthKeys, String> {
-    let mut keys = AuthKeys::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let n = n + 1;
-        let mut fields = line.split_whitespace();
-        let (Some(account), Some(hex_key), None) = (fields.next(), fields.next(), fields.next())
-        else {
-            return Err(format!("line {n}: expected `ACCOUNT_ID HEX_AUTH_KEY`"));
-        };
-        let account: AccountId = account
-            .parse()
-            .map_err(|e| format!("line {n}: bad account id: {e}"))?;
-        let bytes = hex::decode(hex_key).map_err(|e| format!("line {n}: bad hex key: {e}"))?;
-        let key = AuthKey::from_bytes(&bytes)
-            .map_err(|e| format!("line {n}: bad auth key ({} bytes): {e}", bytes.len()))?;
-        keys.insert(key, account);
-    }
-    if keys.is_empty() {
-        return Err("no auth key".into());
-    }
-    Ok(keys)
+fn fail(msg: impl std::fmt::Display, code: u8) -> ExitCode {
+    eprintln!("tgsim: {msg}");
+    ExitCode::from(code)
 }
 
 #[tokio::main]
@@ -78,46 +111,129 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     if !args.listen.ip().is_loopback() && !args.allow_non_loopback {
-        eprintln!(
-            "tgsim: refusing to listen on non-loopback address {} (use --allow-non-loopback)",
-            args.listen
+        return fail(
+            format!(
+                "refusing to listen on non-loopback address {} (use --allow-non-loopback)",
+                args.listen
+            ),
+            2,
         );
-        return ExitCode::from(2);
     }
-    let keys = match load_keys(&args.key_file) {
+    let dir = &args.state_dir;
+    if let Err(e) = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+    {
+        return fail(format!("cannot create {}: {e}", dir.display()), 2);
+    }
+
+    // The model needs a sink now; the server (the real sink) exists only after bind.
+    let sink = Arc::new(LateSink::new());
+    let model = match Model::open(sink.clone(), dir.join("world.bin")) {
+        Ok(m) => Arc::new(m),
+        Err(e) => {
+            return fail(
+                format!("cannot open {}: {e}", dir.join("world.bin").display()),
+                2,
+            );
+        }
+    };
+    for (id, phone, name) in &args.accounts {
+        match model.snapshot().accounts.get(id) {
+            Some(a)
+                if a.phone.as_str()
+                    == phone
+                        .chars()
+                        .filter(char::is_ascii_digit)
+                        .collect::<String>() => {}
+            Some(a) => {
+                return fail(
+                    format!("account {id} exists with phone {}, not {phone}", a.phone),
+                    2,
+                );
+            }
+            None => {
+                if let Err(e) = model.add_account(*id, phone, name) {
+                    return fail(format!("cannot add account {id}: {e}"), 2);
+                }
+            }
+        }
+    }
+
+    let keys_path = dir.join("keys");
+    let stored = match keyfile::load(&keys_path, true) {
         Ok(k) => k,
-        Err(e) => {
-            eprintln!("tgsim: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return fail(e, 2),
     };
-    let server = match Server::bind(args.listen, keys, Arc::new(NoMethods)).await {
+    let mut keys = AuthKeys::new();
+    for (account, key) in &stored {
+        keys.insert(key.clone(), *account);
+    }
+    if let Some(path) = &args.key_file {
+        match keyfile::load(path, false) {
+            Ok(extra) if extra.is_empty() => {
+                return fail(format!("{}: no auth key", path.display()), 2);
+            }
+            Ok(extra) => {
+                for (account, key) in extra {
+                    keys.insert(key, account);
+                }
+            }
+            Err(e) => return fail(e, 2),
+        }
+    }
+
+    let server = match Server::bind(args.listen, keys, model.clone()).await {
         Ok(s) => s,
+        Err(e) => return fail(format!("cannot listen on {}: {e}", args.listen), 1),
+    };
+    let handle = server.handle();
+    sink.set(Arc::new(handle.clone()));
+
+    let admin_path = args
+        .admin_socket
+        .clone()
+        .unwrap_or_else(|| dir.join("admin.sock"));
+    let listener = match admin::bind(&admin_path) {
+        Ok(l) => l,
         Err(e) => {
-            eprintln!("tgsim: cannot listen on {}: {e}", args.listen);
-            return ExitCode::FAILURE;
+            return fail(
+                format!("cannot bind admin socket {}: {e}", admin_path.display()),
+                1,
+            );
         }
     };
-    println!("{}", server.local_addr());
-    let handle = server.handle();
+    let admin = Admin::new(model, handle.clone(), keys_path, stored);
+    let admin_task = tokio::spawn(admin.clone().serve(listener));
+
+    // Written once and never fatal: a parent that reads only the first line and closes the pipe
+    // must not kill the server (println! would panic on EPIPE).
+    {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{}\n{}", server.local_addr(), admin_path.display());
+        let _ = out.flush();
+    }
     let run = server.spawn();
-    tokio::select! {
+    let code = tokio::select! {
         r = run => match r {
             Ok(Ok(())) => ExitCode::SUCCESS,
-            Ok(Err(e)) => {
-                eprintln!("tgsim: {e}");
-                ExitCode::FAILURE
-            }
-            Err(e) => {
-                eprintln!("tgsim: server task failed: {e}");
-                ExitCode::FAILURE
-            }
+            Ok(Err(e)) => fail(e, 1),
+            Err(e) => fail(format!("server task failed: {e}"), 1),
         },
         _ = tokio::signal::ctrl_c() => {
             handle.shutdown();
             ExitCode::SUCCESS
         }
-    }
+        _ = admin.shutdown_requested() => {
+            handle.shutdown();
+            ExitCode::SUCCESS
+        }
+    };
+    admin_task.abort();
+    let _ = std::fs::remove_file(&admin_path);
+    code
 }
 
 #[cfg(test)]
@@ -125,14 +241,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn key_file_lines() {
-        let key = "ab".repeat(256);
-        let text = format!("# comment\n\n7 {key}\n  -3 {}  \n", "01".repeat(256));
-        let keys = parse_keys(&text).expect("valid file");
-        assert_eq!(keys.len(), 2);
-        assert!(parse_keys("").is_err());
-        assert!(parse_keys(&format!("x {key}")).is_err());
-        assert!(parse_keys("7 abcd").is_err());
-        assert!(parse_keys(&format!("7 {key} extra")).is_err());
+    fn account_arguments() {
+        assert_eq!(
+            parse_account("7:+1 555:Ann:B").expect("valid"),
+            (7, "+1 555".into(), "Ann:B".into())
+        );
+        assert!(parse_account("7:555").is_err());
+        assert!(parse_account("x:555:Ann").is_err());
+        assert!(parse_account("0:555:Ann").is_err());
+        assert!(parse_account("7::Ann").is_err());
+    }
+
+    #[test]
+    fn help_parses() {
+        use clap::CommandFactory;
+        Args::command().debug_assert();
     }
 }
