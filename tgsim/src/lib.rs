@@ -15,17 +15,21 @@
 //!   calls to an [`api::ApiHandler`] and delivers updates pushed through [`api::UpdateSink`].
 //! - [`model`]: the Telegram side of secret chats (accounts, sign-in, chats, the per-account qts
 //!   queue, updates), an [`api::ApiHandler`] with optional crash-safe persistence.
-//!
+//! - [`peer`]: simulated peers, accounts whose client runs inside tgsim on secret-core.
+//! - [`faults`]: fault injection on pushed updates and on API calls.
 //! - [`admin`]: the admin interface (JSON lines on a Unix socket) and its client.
 //! - [`keyfile`]: files of provisioned auth keys.
 //!
-//! Still to come (issue "tgsim"): simulated peers and faults. See ARCHITECTURE.md.
+//! Still to come (issue "tgsim"): peers and faults in the binary and its admin commands, faults on
+//! connections, scripted peers over the network. See ARCHITECTURE.md.
 #![warn(missing_docs)]
 
 pub mod admin;
 pub mod api;
+pub mod faults;
 pub mod keyfile;
 pub mod model;
+pub mod peer;
 pub mod server;
 pub mod session;
 pub mod transport;
