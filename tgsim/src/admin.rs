@@ -16,6 +16,19 @@
 //! | `relayed` | `since` (optional, an index into the log, default 0) | `[`[`RelayedMessage`]`]` |
 //! | `state` | `account` | [`AccountState`] |
 //! | `shutdown` | | `null`, then the server stops |
+//! | `close_connections` | `account` | how many connections serving the account were closed |
+//! | `add_peer` | `user_id`, `phone`, `first_name`, `behaviour` (optional, default `echo`) | `null`: the account (created if missing) becomes a simulated peer |
+//! | `set_behaviour` | `account`, `behaviour` | `null` |
+//! | `request_chat` | `peer`, `user_id` | the chat id: the peer requests a secret chat with `user_id` |
+//! | `peer_send` | `peer`, `chat_id`, `action` (a `DecryptedMessageAction` in MadelineProto JSON) | the message's random_id |
+//! | `peer_chats` | `peer` | `[`[`PeerChat`]`]` |
+//! | `catch_up` | `peer` | `null`: the peer polls `updates.getDifference` now |
+//! | `set_faults` | `faults` (a [`Faults`] record) | `null` |
+//! | `faults` | | [`FaultsReport`]: the configuration and the counters |
+//!
+//! Behaviours: `normal`, `echo`, `offline`, `never-accept`, `decline`, `block`, `silent`. The
+//! peer and fault commands need a simulation ([`Admin::with_simulation`]); the `tgsim` binary
+//! always has one.
 //!
 //! Provisioned keys are written to the key file (atomically) before they are answered, and
 //! registered with the running server at once, so a client can `connect_with_auth` with them
@@ -33,6 +46,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use secret_core::crypto::AuthKey;
 use secret_core::rand::{SecureRandom, SystemRandom};
+use secret_core::tl::TlJson;
+use secret_core::tl::enums::DecryptedMessageAction;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -41,8 +56,10 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Notify;
 use tracing::{debug, warn};
 
+use crate::faults::{Faults, FaultyHandler, FaultySink};
 use crate::keyfile;
 use crate::model::Model;
+use crate::peer::{Behaviour, PeerHost};
 use crate::server::ServerHandle;
 use crate::session::{AccountId, auth_key_id};
 
@@ -138,6 +155,181 @@ pub struct AccountState {
     pub chat_events: usize,
 }
 
+/// One chat of a simulated peer, as `peer_chats` lists it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PeerChat {
+    /// The secret chat id.
+    pub chat_id: i32,
+    /// `requested`, `waiting`, `ready` or `discarded`.
+    pub status: String,
+    /// The fingerprint of the key in use (the TL `long`), if any.
+    pub key_fingerprint: Option<i64>,
+    /// Re-keys completed.
+    pub rekeys: usize,
+    /// Outgoing messages not yet acknowledged.
+    pub outbox_len: usize,
+    /// Application actions received, in order, in MadelineProto JSON.
+    pub transcript: Vec<Value>,
+}
+
+/// Counters of the update faults.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateStats {
+    /// Updates pushed.
+    pub pushed: u64,
+    /// Dropped.
+    pub dropped: u64,
+    /// Duplicated.
+    pub duplicated: u64,
+    /// Reordered.
+    pub reordered: u64,
+    /// Delayed.
+    pub delayed: u64,
+}
+
+/// Counters of the call faults.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallStats {
+    /// Calls seen (real clients and peers).
+    pub calls: u64,
+    /// Calls failed on purpose.
+    pub failed: u64,
+}
+
+/// The answer of `faults`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultsReport {
+    /// The current configuration.
+    pub faults: Faults,
+    /// What the update faults did.
+    pub updates: UpdateStats,
+    /// What the call faults did.
+    pub calls: CallStats,
+}
+
+/// The simulation layers around the model: simulated peers and fault injection.
+#[derive(Debug, Clone)]
+pub struct Simulation {
+    /// The simulated peers.
+    pub peers: Arc<PeerHost>,
+    /// Faults on pushed updates.
+    pub sink: Arc<FaultySink>,
+    /// Faults on calls.
+    pub handler: Arc<FaultyHandler>,
+    /// The peer accounts added so far.
+    pub peer_ids: Arc<Mutex<std::collections::BTreeSet<AccountId>>>,
+}
+
+impl Simulation {
+    /// Adds `account` (created if missing) as a simulated peer.
+    pub fn add_peer(
+        &self,
+        model: &Model,
+        user_id: AccountId,
+        phone: &str,
+        first_name: &str,
+        behaviour: Behaviour,
+    ) -> Result<(), String> {
+        let digits: String = phone.chars().filter(char::is_ascii_digit).collect();
+        match model.snapshot().accounts.get(&user_id) {
+            Some(a) if a.phone == digits => {}
+            Some(a) => {
+                return Err(format!(
+                    "account {user_id} exists with phone {}, not {phone}",
+                    a.phone
+                ));
+            }
+            None => {
+                model
+                    .add_account(user_id, phone, first_name)
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        self.peers
+            .add_peer(user_id, behaviour)
+            .map_err(|e| e.to_string())?;
+        self.peer_ids
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(user_id);
+        Ok(())
+    }
+
+    /// Every online peer polls `updates.getDifference` (recovers dropped updates); errors are
+    /// ignored (the next round retries).
+    pub fn catch_up_all(&self) {
+        let ids: Vec<AccountId> = self
+            .peer_ids
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .copied()
+            .collect();
+        for id in ids {
+            if let Err(err) = self.peers.catch_up(id) {
+                debug!(peer = id, %err, "peer catch-up failed");
+            }
+        }
+    }
+}
+
+/// Parses a behaviour name: `normal`, `echo`, `offline`, `never-accept`, `decline`, `block`,
+/// `silent` (case and `-`/`_` insensitive).
+pub fn parse_behaviour(s: &str) -> Result<Behaviour, String> {
+    Ok(match s.to_ascii_lowercase().replace('_', "-").as_str() {
+        "normal" => Behaviour::Normal,
+        "echo" => Behaviour::Echo,
+        "offline" => Behaviour::Offline,
+        "never-accept" | "neveraccept" => Behaviour::NeverAccept,
+        "decline" => Behaviour::Decline,
+        "block" => Behaviour::Block,
+        "silent" => Behaviour::Silent,
+        _ => {
+            return Err(format!(
+                "unknown behaviour {s:?} (normal, echo, offline, never-accept, decline, \
+                     block, silent)"
+            ));
+        }
+    })
+}
+
+#[derive(Deserialize)]
+struct AddPeerArgs {
+    user_id: i64,
+    phone: String,
+    first_name: String,
+    behaviour: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct BehaviourArgs {
+    account: AccountId,
+    behaviour: String,
+}
+
+#[derive(Deserialize)]
+struct RequestChatArgs {
+    peer: AccountId,
+    user_id: AccountId,
+}
+
+#[derive(Deserialize)]
+struct PeerSendArgs {
+    peer: AccountId,
+    chat_id: i32,
+    action: Value,
+}
+
+#[derive(Deserialize)]
+struct PeerArg {
+    peer: AccountId,
+}
+
+#[derive(Deserialize)]
+struct SetFaultsArgs {
+    faults: Faults,
+}
+
 #[derive(Deserialize)]
 struct AddAccountArgs {
     user_id: i64,
@@ -168,6 +360,7 @@ pub struct Admin {
     keys_path: PathBuf,
     keys: Mutex<Vec<(AccountId, AuthKey)>>,
     shutdown: Notify,
+    sim: Option<Simulation>,
 }
 
 impl std::fmt::Debug for Admin {
@@ -201,7 +394,121 @@ impl Admin {
             keys_path,
             keys: Mutex::new(keys),
             shutdown: Notify::new(),
+            sim: None,
         })
+    }
+
+    /// [`Admin::new`] with the simulation layers, for the peer and fault commands.
+    pub fn with_simulation(
+        model: Arc<Model>,
+        server: ServerHandle,
+        keys_path: PathBuf,
+        keys: Vec<(AccountId, AuthKey)>,
+        sim: Simulation,
+    ) -> Arc<Admin> {
+        Arc::new(Admin {
+            model,
+            server,
+            keys_path,
+            keys: Mutex::new(keys),
+            shutdown: Notify::new(),
+            sim: Some(sim),
+        })
+    }
+
+    fn sim(&self) -> Result<&Simulation, String> {
+        self.sim
+            .as_ref()
+            .ok_or_else(|| "this server has no simulated peers nor faults".to_owned())
+    }
+
+    fn sim_dispatch(&self, cmd: &str, req: &Value) -> Result<Value, String> {
+        let sim = self.sim()?;
+        match cmd {
+            "add_peer" => {
+                let a: AddPeerArgs = args(req)?;
+                let behaviour = parse_behaviour(a.behaviour.as_deref().unwrap_or("echo"))?;
+                sim.add_peer(&self.model, a.user_id, &a.phone, &a.first_name, behaviour)?;
+                Ok(Value::Null)
+            }
+            "set_behaviour" => {
+                let a: BehaviourArgs = args(req)?;
+                let behaviour = parse_behaviour(&a.behaviour)?;
+                sim.peers
+                    .set_behaviour(a.account, behaviour)
+                    .map_err(|e| e.to_string())?;
+                Ok(Value::Null)
+            }
+            "request_chat" => {
+                let a: RequestChatArgs = args(req)?;
+                self.existing(a.user_id)?;
+                let id = sim
+                    .peers
+                    .request_chat(a.peer, a.user_id)
+                    .map_err(|e| e.to_string())?;
+                Ok(id.into())
+            }
+            "peer_send" => {
+                let a: PeerSendArgs = args(req)?;
+                let action = DecryptedMessageAction::from_json(&a.action)
+                    .map_err(|e| format!("bad action: {e}"))?;
+                let random_id = sim
+                    .peers
+                    .send_action(a.peer, a.chat_id, action)
+                    .map_err(|e| e.to_string())?;
+                Ok(random_id.into())
+            }
+            "peer_chats" => {
+                let a: PeerArg = args(req)?;
+                if sim.peers.behaviour(a.peer).is_none() {
+                    return Err(format!("{} is not a simulated peer", a.peer));
+                }
+                let chats: Vec<PeerChat> = sim
+                    .peers
+                    .chats(a.peer)
+                    .into_iter()
+                    .filter_map(|chat_id| {
+                        let i = sim.peers.chat_info(a.peer, chat_id)?;
+                        Some(PeerChat {
+                            chat_id,
+                            status: i.status.name().to_owned(),
+                            key_fingerprint: i.key_fingerprint.map(|f| f.to_i64()),
+                            rekeys: i.rekeys,
+                            outbox_len: i.outbox_len,
+                            transcript: i.transcript.iter().map(TlJson::to_json).collect(),
+                        })
+                    })
+                    .collect();
+                to_value(chats)
+            }
+            "catch_up" => {
+                let a: PeerArg = args(req)?;
+                sim.peers.catch_up(a.peer).map_err(|e| e.to_string())?;
+                Ok(Value::Null)
+            }
+            "set_faults" => {
+                let a: SetFaultsArgs = args(req)?;
+                sim.sink.set_faults(a.faults.clone());
+                sim.handler.set_faults(a.faults);
+                Ok(Value::Null)
+            }
+            "faults" => {
+                let s = sim.sink.stats();
+                let (calls, failed) = sim.handler.stats();
+                to_value(FaultsReport {
+                    faults: sim.sink.faults(),
+                    updates: UpdateStats {
+                        pushed: s.pushed,
+                        dropped: s.dropped,
+                        duplicated: s.duplicated,
+                        reordered: s.reordered,
+                        delayed: s.delayed,
+                    },
+                    calls: CallStats { calls, failed },
+                })
+            }
+            other => Err(format!("unknown command {other:?}")),
+        }
     }
 
     /// Waits until a `shutdown` command was answered.
@@ -280,6 +587,13 @@ impl Admin {
                 to_value(self.state(a.account)?)
             }
             "shutdown" => Ok(Value::Null),
+            "close_connections" => {
+                let a: AccountArg = args(req)?;
+                self.existing(a.account)?;
+                Ok(self.server.close_connections(a.account).into())
+            }
+            "add_peer" | "set_behaviour" | "request_chat" | "peer_send" | "peer_chats"
+            | "catch_up" | "set_faults" | "faults" => self.sim_dispatch(cmd, req),
             other => Err(format!("unknown command {other:?}")),
         }
     }
@@ -594,6 +908,77 @@ impl AdminClient {
     /// An account's qts and queue length.
     pub fn state(&mut self, account: AccountId) -> Result<AccountState, AdminError> {
         self.typed("state", json!({ "account": account }))
+    }
+
+    /// Makes `user_id` (created if missing) a simulated peer with `behaviour` (see
+    /// [`parse_behaviour`]).
+    pub fn add_peer(
+        &mut self,
+        user_id: AccountId,
+        phone: &str,
+        first_name: &str,
+        behaviour: &str,
+    ) -> Result<(), AdminError> {
+        self.call(
+            "add_peer",
+            json!({"user_id": user_id, "phone": phone, "first_name": first_name,
+                   "behaviour": behaviour}),
+        )
+        .map(drop)
+    }
+
+    /// Changes a peer's behaviour (leaving `offline` catches up).
+    pub fn set_behaviour(&mut self, account: AccountId, behaviour: &str) -> Result<(), AdminError> {
+        self.call(
+            "set_behaviour",
+            json!({"account": account, "behaviour": behaviour}),
+        )
+        .map(drop)
+    }
+
+    /// The peer requests a secret chat with `user_id`; the chat id.
+    pub fn request_chat(&mut self, peer: AccountId, user_id: AccountId) -> Result<i32, AdminError> {
+        self.typed("request_chat", json!({"peer": peer, "user_id": user_id}))
+    }
+
+    /// The peer sends a service action (MadelineProto JSON of a `DecryptedMessageAction`);
+    /// its random_id.
+    pub fn peer_send(
+        &mut self,
+        peer: AccountId,
+        chat_id: i32,
+        action: Value,
+    ) -> Result<i64, AdminError> {
+        self.typed(
+            "peer_send",
+            json!({"peer": peer, "chat_id": chat_id, "action": action}),
+        )
+    }
+
+    /// A peer's chats.
+    pub fn peer_chats(&mut self, peer: AccountId) -> Result<Vec<PeerChat>, AdminError> {
+        self.typed("peer_chats", json!({ "peer": peer }))
+    }
+
+    /// The peer polls `updates.getDifference` now.
+    pub fn catch_up(&mut self, peer: AccountId) -> Result<(), AdminError> {
+        self.call("catch_up", json!({ "peer": peer })).map(drop)
+    }
+
+    /// Replaces the fault configuration (updates and calls).
+    pub fn set_faults(&mut self, faults: &Faults) -> Result<(), AdminError> {
+        self.call("set_faults", json!({ "faults": faults }))
+            .map(drop)
+    }
+
+    /// The fault configuration and counters.
+    pub fn faults(&mut self) -> Result<FaultsReport, AdminError> {
+        self.typed("faults", Value::Null)
+    }
+
+    /// Closes the connections serving `account` (clients reconnect); how many.
+    pub fn close_connections(&mut self, account: AccountId) -> Result<usize, AdminError> {
+        self.typed("close_connections", json!({ "account": account }))
     }
 
     /// Stops the server (after answering).

@@ -9,10 +9,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use tgsim::admin::{self, Admin};
-use tgsim::api::LateSink;
+use tgsim::admin::{self, Admin, Simulation};
+use tgsim::api::{ApiHandler, LateSink, UpdateSink};
+use tgsim::faults::{Faults, FaultyHandler, FaultySink};
 use tgsim::keyfile;
 use tgsim::model::Model;
+use tgsim::peer::{Behaviour, PeerHost};
 use tgsim::server::Server;
 use tgsim::session::{AccountId, AuthKeys};
 
@@ -42,9 +44,32 @@ use tgsim::session::{AccountId, AuthKeys};
 /// first_name}`, `provision_key {account}`, `accounts`, `block {a, b}` (a blocks b),
 /// `unblock {a, b}`, `relayed {since?}` (relayed encrypted messages with sender, recipient,
 /// chat_id, random_id, date, qts, service and base64 `bytes`), `state {account}` (qts, pts,
-/// queue length), `shutdown`. The socket has mode 0600. Example:
+/// queue length), `close_connections {account}` (drops the account's live connections; clients
+/// reconnect), `shutdown`. The socket has mode 0600. Example:
 /// `echo '{"id":1,"cmd":"accounts"}' | socat - UNIX-CONNECT:DIR/admin.sock`.
 /// From Rust: `tgsim::admin::AdminClient::connect(path)`.
+///
+/// SIMULATED PEERS. `--peer ID:PHONE:NAME[:BEHAVIOUR]` makes an account (created if missing) a
+/// peer whose client runs inside tgsim (secret-core's Chat): it accepts, declines or ignores
+/// chat requests by its behaviour (normal, echo [default: sends back every action it gets],
+/// offline, never-accept, decline, block, silent), and every 500 ms polls
+/// `updates.getDifference` like a real client. Peers live in memory: pass the flags again on
+/// restart. Admin commands: `add_peer {user_id, phone, first_name, behaviour}`,
+/// `set_behaviour {account, behaviour}`, `request_chat {peer, user_id}` (the peer starts a
+/// chat; answers the chat id), `peer_send {peer, chat_id, action}` (a DecryptedMessageAction in
+/// MadelineProto JSON, e.g. `{"_": "decryptedMessageActionSetMessageTTL", "ttl_seconds": 5}`),
+/// `peer_chats {peer}` (status, key fingerprint, received actions), `catch_up {peer}`.
+///
+/// FAULTS. Pushed updates (to real clients and peers) can be dropped, duplicated, reordered or
+/// delayed, and calls (from both) failed with chosen errors; `--faults FILE` sets them at start
+/// (a JSON record, e.g. `{"seed": 1, "updates": {"drop": 100}, "calls": {"fail": 50, "errors":
+/// [{"code": 420, "message": "FLOOD_WAIT_1"}]}}`, probabilities per mille), the admin command
+/// `set_faults {faults}` replaces them, `faults` answers the configuration and counters.
+///
+/// EXAMPLE. A real client account 1001 and an echoing peer 2002:
+/// `tgsim --state-dir /tmp/tg --account 1001:15550001:Alice --peer 2002:15550002:Bob:echo`,
+/// then `add_account`/`provision_key {"account": 1001}` for Alice's key, connect, and request a
+/// chat with user 2002 (or `request_chat {"peer": 2002, "user_id": 1001}`).
 ///
 /// Sign-in, if a client wants it: `auth.sendCode` for the account's phone, then `auth.signIn`
 /// with code 22222.
@@ -78,6 +103,20 @@ struct Args {
     #[arg(long)]
     allow_non_loopback: bool,
 
+    /// A simulated peer (created if missing; repeatable): `USER_ID:PHONE:FIRST_NAME[:BEHAVIOUR]`,
+    /// behaviour one of normal, echo, offline, never-accept, decline, block, silent [default:
+    /// echo].
+    #[arg(long = "peer", value_name = "ID:PHONE:NAME[:BEHAVIOUR]", value_parser = parse_peer)]
+    peers: Vec<(AccountId, String, String, Behaviour)>,
+
+    /// Faults applied at start: a JSON `Faults` record (see FAULTS above).
+    #[arg(long, value_name = "FILE")]
+    faults: Option<PathBuf>,
+
+    /// Seed of the simulated peers' randomness (and of the faults when --faults is not given).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+
     /// Log level on stderr (error, warn, info, debug, trace).
     #[arg(long, default_value = "info")]
     log_level: tracing::Level,
@@ -96,6 +135,20 @@ fn parse_account(s: &str) -> Result<(AccountId, String, String), String> {
         return Err("the phone and first name must not be empty".into());
     }
     Ok((id, phone.to_owned(), name.to_owned()))
+}
+
+fn parse_peer(s: &str) -> Result<(AccountId, String, String, Behaviour), String> {
+    let (id, phone, rest) = parse_account(s)?;
+    // A trailing `:BEHAVIOUR` is taken as such only if it names one; else it is part of the name.
+    if let Some((name, b)) = rest.rsplit_once(':')
+        && let Ok(behaviour) = admin::parse_behaviour(b)
+    {
+        if name.is_empty() {
+            return Err("the first name must not be empty".into());
+        }
+        return Ok((id, phone, name.to_owned(), behaviour));
+    }
+    Ok((id, phone, rest, Behaviour::Echo))
 }
 
 fn fail(msg: impl std::fmt::Display, code: u8) -> ExitCode {
@@ -128,9 +181,28 @@ async fn main() -> ExitCode {
         return fail(format!("cannot create {}: {e}", dir.display()), 2);
     }
 
-    // The model needs a sink now; the server (the real sink) exists only after bind.
+    let faults = match &args.faults {
+        None => Faults {
+            seed: args.seed,
+            ..Faults::none()
+        },
+        Some(path) => match std::fs::read(path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice::<Faults>(&b).map_err(|e| e.to_string()))
+        {
+            Ok(f) => f,
+            Err(e) => return fail(format!("{}: {e}", path.display()), 2),
+        },
+    };
+
+    // The stack: model → FaultySink → PeerHost → (peers | LateSink → server); the server and
+    // the peers call FaultyHandler → model. The model needs a sink now; the server (the real
+    // sink) exists only after bind.
     let sink = Arc::new(LateSink::new());
-    let model = match Model::open(sink.clone(), dir.join("world.bin")) {
+    let peers = PeerHost::new(sink.clone(), args.seed);
+    let faulty_sink = Arc::new(FaultySink::new(peers.clone(), faults.clone()));
+    let model_sink: Arc<dyn UpdateSink> = faulty_sink.clone();
+    let model = match Model::open(model_sink, dir.join("world.bin")) {
         Ok(m) => Arc::new(m),
         Err(e) => {
             return fail(
@@ -161,6 +233,33 @@ async fn main() -> ExitCode {
         }
     }
 
+    let handler = Arc::new(FaultyHandler::new(model.clone(), faults));
+    peers.attach(model.clone(), handler.clone());
+    let sim = Simulation {
+        peers: peers.clone(),
+        sink: faulty_sink,
+        handler: handler.clone(),
+        peer_ids: Arc::default(),
+    };
+    for (id, phone, name, behaviour) in &args.peers {
+        if let Err(e) = sim.add_peer(&model, *id, phone, name, *behaviour) {
+            return fail(format!("cannot add peer {id}: {e}"), 2);
+        }
+    }
+    // Peers poll getDifference like real clients (recovers dropped updates).
+    {
+        let sim = sim.clone();
+        std::thread::Builder::new()
+            .name("tgsim-peer-poll".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                    sim.catch_up_all();
+                }
+            })
+            .ok();
+    }
+
     let keys_path = dir.join("keys");
     let stored = match keyfile::load(&keys_path, true) {
         Ok(k) => k,
@@ -184,7 +283,8 @@ async fn main() -> ExitCode {
         }
     }
 
-    let server = match Server::bind(args.listen, keys, model.clone()).await {
+    let server_handler: Arc<dyn ApiHandler> = handler;
+    let server = match Server::bind(args.listen, keys, server_handler).await {
         Ok(s) => s,
         Err(e) => return fail(format!("cannot listen on {}: {e}", args.listen), 1),
     };
@@ -204,7 +304,7 @@ async fn main() -> ExitCode {
             );
         }
     };
-    let admin = Admin::new(model, handle.clone(), keys_path, stored);
+    let admin = Admin::with_simulation(model, handle.clone(), keys_path, stored, sim);
     let admin_task = tokio::spawn(admin.clone().serve(listener));
 
     // Written once and never fatal: a parent that reads only the first line and closes the pipe
@@ -233,6 +333,7 @@ async fn main() -> ExitCode {
     };
     admin_task.abort();
     let _ = std::fs::remove_file(&admin_path);
+    peers.detach();
     code
 }
 
@@ -250,6 +351,24 @@ mod tests {
         assert!(parse_account("x:555:Ann").is_err());
         assert!(parse_account("0:555:Ann").is_err());
         assert!(parse_account("7::Ann").is_err());
+    }
+
+    #[test]
+    fn peer_arguments() {
+        assert_eq!(
+            parse_peer("7:555:Ann").expect("valid"),
+            (7, "555".into(), "Ann".into(), Behaviour::Echo)
+        );
+        assert_eq!(
+            parse_peer("7:555:Ann:never-accept").expect("valid"),
+            (7, "555".into(), "Ann".into(), Behaviour::NeverAccept)
+        );
+        assert_eq!(
+            parse_peer("7:555:Ann:B").expect("valid"),
+            (7, "555".into(), "Ann:B".into(), Behaviour::Echo)
+        );
+        assert!(parse_peer("7:555::offline").is_err());
+        assert!(parse_peer("7:555").is_err());
     }
 
     #[test]

@@ -90,6 +90,8 @@ struct Route {
 struct Shared {
     sessions: Mutex<Sessions>,
     routes: Mutex<HashMap<SessionKey, Route>>,
+    /// (session, connection) pairs asked to close (see [`ServerHandle::close_connections`]).
+    closing: Mutex<HashSet<(SessionKey, u64)>>,
     handler: Arc<dyn ApiHandler>,
     shutdown: watch::Sender<bool>,
     next_conn: AtomicU64,
@@ -136,6 +138,7 @@ impl Server {
             shared: Arc::new(Shared {
                 sessions: Mutex::new(Sessions::new(keys, config)),
                 routes: Mutex::new(HashMap::new()),
+                closing: Mutex::new(HashSet::new()),
                 handler,
                 shutdown,
                 next_conn: AtomicU64::new(1),
@@ -215,6 +218,24 @@ impl ServerHandle {
     /// every connection waits for this lock.
     pub fn with_sessions<R>(&self, f: impl FnOnce(&mut Sessions) -> R) -> R {
         f(&mut lock(&self.shared.sessions))
+    }
+
+    /// Closes every connection currently serving a session of `account` (the sessions stay;
+    /// clients reconnect and resume). Returns how many connections were asked to close.
+    pub fn close_connections(&self, account: AccountId) -> usize {
+        let keys = lock(&self.shared.sessions).sessions_of(account);
+        let routes = lock(&self.shared.routes);
+        let mut closing = lock(&self.shared.closing);
+        let mut conns = HashSet::new();
+        for key in keys {
+            if let Some(route) = routes.get(&key) {
+                closing.insert((key, route.conn));
+                if route.wake.send(key).is_ok() {
+                    conns.insert(route.conn);
+                }
+            }
+        }
+        conns.len()
     }
 
     /// Number of sessions currently served by a live connection.
@@ -320,6 +341,9 @@ impl Conn {
                 }
                 Step::Read(Err(err)) => break Err(format!("read failed: {err}")),
                 Step::Wake(Some(key)) => {
+                    if lock(&self.shared.closing).remove(&(key, self.id)) {
+                        break Ok(());
+                    }
                     let ours = lock(&self.shared.routes)
                         .get(&key)
                         .is_some_and(|r| r.conn == self.id);

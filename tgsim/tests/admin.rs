@@ -299,3 +299,33 @@ fn malformed_admin_lines_get_errors_and_the_server_keeps_running() {
     assert!(tgsim.is_running());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn close_connections_drops_the_accounts_live_connections() {
+    let dir = temp_dir("close");
+    let tg = Tgsim::start(&dir, &[]);
+    let mut admin = tg.admin();
+    let key = admin.add_account(ALICE, "15550001", "Alice").unwrap();
+    admin.add_account(BOB, "15550002", "Bob").unwrap();
+    assert_eq!(admin.close_connections(ALICE).unwrap(), 0, "not connected");
+    assert!(admin.close_connections(4242).is_err());
+    let bytes = key.key_bytes().unwrap();
+    let addr = tg.addr;
+    runtime().block_on(async {
+        let mut sender = tokio::time::timeout(
+            WAIT,
+            connect_with_auth(Full::new(), ServerAddr::Tcp { address: addr }, bytes),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        invoke(&mut sender, &init_get_config()).await.unwrap();
+        assert_eq!(admin.close_connections(BOB).unwrap(), 0);
+        assert_eq!(admin.close_connections(ALICE).unwrap(), 1);
+        let r = invoke(&mut sender, &tl::functions::updates::GetState {}).await;
+        assert!(r.is_err(), "the connection was closed: {r:?}");
+    });
+    // A new connection works.
+    assert!(connect_and_get_state(addr, &key) >= 0);
+    admin.shutdown().unwrap();
+}
