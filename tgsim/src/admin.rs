@@ -558,12 +558,12 @@ impl Admin {
                     .model
                     .add_account(a.user_id, &a.phone, &a.first_name)
                     .map_err(|e| e.to_string())?;
-                to_value(self.provision(account)?)
+                to_value(self.provision_key(account)?)
             }
             "provision_key" => {
                 let a: AccountArg = args(req)?;
                 self.existing(a.account)?;
-                to_value(self.provision(a.account)?)
+                to_value(self.provision_key(a.account)?)
             }
             "accounts" => to_value(self.accounts()),
             "block" | "unblock" => {
@@ -608,7 +608,8 @@ impl Admin {
 
     /// Makes a fresh random key for `account`, saves it in the key file, then registers it with
     /// the server.
-    fn provision(&self, account: AccountId) -> Result<ProvisionedKey, String> {
+    /// A fresh auth key for `account`: saved in the key file, then registered with the server.
+    pub fn provision_key(&self, account: AccountId) -> Result<ProvisionedKey, String> {
         let mut bytes = [0u8; 256];
         SystemRandom::new().fill(&mut bytes);
         let key = AuthKey::from_array(bytes);

@@ -19,14 +19,16 @@
 //! - [`faults`]: fault injection on pushed updates and on API calls.
 //! - [`admin`]: the admin interface (JSON lines on a Unix socket) and its client.
 //! - [`keyfile`]: files of provisioned auth keys.
+//! - [`instance`]: all of the above wired together and running ([`instance::Tgsim`]), as the
+//!   `tgsim` binary runs it; tests and the offline demo start it in-process.
 //!
-//! Still to come (issue "tgsim"): peers and faults in the binary and its admin commands, faults on
-//! connections, scripted peers over the network. See ARCHITECTURE.md.
+//! See ARCHITECTURE.md for where the state lives and what is (not) modelled.
 #![warn(missing_docs)]
 
 pub mod admin;
 pub mod api;
 pub mod faults;
+pub mod instance;
 pub mod keyfile;
 pub mod model;
 pub mod peer;

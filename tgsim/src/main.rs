@@ -3,20 +3,16 @@
 //! See `tgsim --help` (the doc comment of [`Args`]).
 
 use std::net::SocketAddr;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::Parser;
-use tgsim::admin::{self, Admin, Simulation};
-use tgsim::api::{ApiHandler, LateSink, UpdateSink};
-use tgsim::faults::{Faults, FaultyHandler, FaultySink};
+use tgsim::admin;
+use tgsim::faults::Faults;
+use tgsim::instance::{AccountSpec, Options, PeerSpec, StartError, Tgsim};
 use tgsim::keyfile;
-use tgsim::model::Model;
-use tgsim::peer::{Behaviour, PeerHost};
-use tgsim::server::Server;
-use tgsim::session::{AccountId, AuthKeys};
+use tgsim::peer::Behaviour;
+use tgsim::session::AccountId;
 
 /// tgsim: a local Telegram server (MTProto 2.0 over TCP) for testing secret chats.
 ///
@@ -163,23 +159,6 @@ async fn main() -> ExitCode {
         .with_max_level(args.log_level)
         .with_writer(std::io::stderr)
         .init();
-    if !args.listen.ip().is_loopback() && !args.allow_non_loopback {
-        return fail(
-            format!(
-                "refusing to listen on non-loopback address {} (use --allow-non-loopback)",
-                args.listen
-            ),
-            2,
-        );
-    }
-    let dir = &args.state_dir;
-    if let Err(e) = std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-    {
-        return fail(format!("cannot create {}: {e}", dir.display()), 2);
-    }
 
     let faults = match &args.faults {
         None => Faults {
@@ -194,147 +173,65 @@ async fn main() -> ExitCode {
             Err(e) => return fail(format!("{}: {e}", path.display()), 2),
         },
     };
-
-    // The stack: model → FaultySink → PeerHost → (peers | LateSink → server); the server and
-    // the peers call FaultyHandler → model. The model needs a sink now; the server (the real
-    // sink) exists only after bind.
-    let sink = Arc::new(LateSink::new());
-    let peers = PeerHost::new(sink.clone(), args.seed);
-    let faulty_sink = Arc::new(FaultySink::new(peers.clone(), faults.clone()));
-    let model_sink: Arc<dyn UpdateSink> = faulty_sink.clone();
-    let model = match Model::open(model_sink, dir.join("world.bin")) {
-        Ok(m) => Arc::new(m),
-        Err(e) => {
-            return fail(
-                format!("cannot open {}: {e}", dir.join("world.bin").display()),
-                2,
-            );
-        }
+    let spec = |(id, phone, first_name): &(AccountId, String, String)| AccountSpec {
+        id: *id,
+        phone: phone.clone(),
+        first_name: first_name.clone(),
     };
-    for (id, phone, name) in &args.accounts {
-        match model.snapshot().accounts.get(id) {
-            Some(a)
-                if a.phone.as_str()
-                    == phone
-                        .chars()
-                        .filter(char::is_ascii_digit)
-                        .collect::<String>() => {}
-            Some(a) => {
-                return fail(
-                    format!("account {id} exists with phone {}, not {phone}", a.phone),
-                    2,
-                );
-            }
-            None => {
-                if let Err(e) = model.add_account(*id, phone, name) {
-                    return fail(format!("cannot add account {id}: {e}"), 2);
-                }
-            }
-        }
-    }
-
-    let handler = Arc::new(FaultyHandler::new(model.clone(), faults));
-    peers.attach(model.clone(), handler.clone());
-    let sim = Simulation {
-        peers: peers.clone(),
-        sink: faulty_sink,
-        handler: handler.clone(),
-        peer_ids: Arc::default(),
-    };
-    for (id, phone, name, behaviour) in &args.peers {
-        if let Err(e) = sim.add_peer(&model, *id, phone, name, *behaviour) {
-            return fail(format!("cannot add peer {id}: {e}"), 2);
-        }
-    }
-    // Peers poll getDifference like real clients (recovers dropped updates).
-    {
-        let sim = sim.clone();
-        std::thread::Builder::new()
-            .name("tgsim-peer-poll".into())
-            .spawn(move || {
-                loop {
-                    std::thread::sleep(std::time::Duration::from_millis(500));
-                    sim.catch_up_all();
-                }
-            })
-            .ok();
-    }
-
-    let keys_path = dir.join("keys");
-    let stored = match keyfile::load(&keys_path, true) {
-        Ok(k) => k,
-        Err(e) => return fail(e, 2),
-    };
-    let mut keys = AuthKeys::new();
-    for (account, key) in &stored {
-        keys.insert(key.clone(), *account);
-    }
+    let mut extra_keys = Vec::new();
     if let Some(path) = &args.key_file {
         match keyfile::load(path, false) {
-            Ok(extra) if extra.is_empty() => {
+            Ok(keys) if keys.is_empty() => {
                 return fail(format!("{}: no auth key", path.display()), 2);
             }
-            Ok(extra) => {
-                for (account, key) in extra {
-                    keys.insert(key, account);
-                }
-            }
+            Ok(keys) => extra_keys = keys,
             Err(e) => return fail(e, 2),
         }
     }
-
-    let server_handler: Arc<dyn ApiHandler> = handler;
-    let server = match Server::bind(args.listen, keys, server_handler).await {
-        Ok(s) => s,
-        Err(e) => return fail(format!("cannot listen on {}: {e}", args.listen), 1),
+    let opts = Options {
+        listen: args.listen,
+        allow_non_loopback: args.allow_non_loopback,
+        accounts: args.accounts.iter().map(spec).collect(),
+        peers: args
+            .peers
+            .iter()
+            .map(|(id, phone, name, behaviour)| PeerSpec {
+                account: spec(&(*id, phone.clone(), name.clone())),
+                behaviour: *behaviour,
+            })
+            .collect(),
+        extra_keys,
+        faults,
+        seed: args.seed,
+        admin_socket: args.admin_socket.clone(),
+        ..Options::new(&args.state_dir)
     };
-    let handle = server.handle();
-    sink.set(Arc::new(handle.clone()));
-
-    let admin_path = args
-        .admin_socket
-        .clone()
-        .unwrap_or_else(|| dir.join("admin.sock"));
-    let listener = match admin::bind(&admin_path) {
-        Ok(l) => l,
-        Err(e) => {
-            return fail(
-                format!("cannot bind admin socket {}: {e}", admin_path.display()),
-                1,
-            );
-        }
+    let mut tgsim = match Tgsim::start(opts).await {
+        Ok(t) => t,
+        Err(e @ StartError::Usage(_)) => return fail(e, 2),
+        Err(e @ StartError::Bind(_)) => return fail(e, 1),
     };
-    let admin = Admin::with_simulation(model, handle.clone(), keys_path, stored, sim);
-    let admin_task = tokio::spawn(admin.clone().serve(listener));
 
     // Written once and never fatal: a parent that reads only the first line and closes the pipe
     // must not kill the server (println! would panic on EPIPE).
     {
         use std::io::Write as _;
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{}\n{}", server.local_addr(), admin_path.display());
+        let _ = writeln!(
+            out,
+            "{}\n{}",
+            tgsim.local_addr(),
+            tgsim.admin_path().display()
+        );
         let _ = out.flush();
     }
-    let run = server.spawn();
-    let code = tokio::select! {
-        r = run => match r {
-            Ok(Ok(())) => ExitCode::SUCCESS,
-            Ok(Err(e)) => fail(e, 1),
-            Err(e) => fail(format!("server task failed: {e}"), 1),
-        },
-        _ = tokio::signal::ctrl_c() => {
-            handle.shutdown();
-            ExitCode::SUCCESS
-        }
-        _ = admin.shutdown_requested() => {
-            handle.shutdown();
-            ExitCode::SUCCESS
-        }
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
     };
-    admin_task.abort();
-    let _ = std::fs::remove_file(&admin_path);
-    peers.detach();
-    code
+    match tgsim.run_until(interrupt).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e, 1),
+    }
 }
 
 #[cfg(test)]
