@@ -197,7 +197,9 @@ pub fn retryable(e: &RpcError) -> bool {
     e.code == 420 || e.code >= 500 || e.message == "MSG_WAIT_FAILED"
 }
 
-fn remote_of(chat: &enums::EncryptedChat) -> Option<RemoteChat> {
+/// What an `encryptedChat*` from the server tells a [`Chat`] (`None` for the kinds it does not
+/// take: empty, and requested, which starts a chat with [`Chat::from_request`]).
+pub fn remote_chat(chat: &enums::EncryptedChat) -> Option<RemoteChat> {
     match chat {
         enums::EncryptedChat::Waiting(w) => Some(RemoteChat::Waiting {
             access_hash: w.access_hash,
@@ -214,7 +216,8 @@ fn remote_of(chat: &enums::EncryptedChat) -> Option<RemoteChat> {
     }
 }
 
-fn chat_id_of(chat: &enums::EncryptedChat) -> i32 {
+/// The id of any `encryptedChat*`.
+pub fn encrypted_chat_id(chat: &enums::EncryptedChat) -> i32 {
     match chat {
         enums::EncryptedChat::Empty(c) => c.id,
         enums::EncryptedChat::Waiting(c) => c.id,
@@ -354,7 +357,7 @@ impl PeerHost {
                 g_a: req.g_a,
             },
         )?;
-        let out = remote_of(&answer)
+        let out = remote_chat(&answer)
             .map(|r| chat.on_remote_update(&r, now, &mut p.rng))
             .unwrap_or_default();
         if let Some(peer) = p.peers.get_mut(&account) {
@@ -650,7 +653,7 @@ impl Shared {
     }
 
     fn on_chat(&self, p: &mut Peers, account: AccountId, chat: &enums::EncryptedChat) {
-        let chat_id = chat_id_of(chat);
+        let chat_id = encrypted_chat_id(chat);
         let known = p
             .peers
             .get(&account)
@@ -663,7 +666,7 @@ impl Shared {
             }
             return;
         }
-        let Some(remote) = remote_of(chat) else {
+        let Some(remote) = remote_chat(chat) else {
             return;
         };
         let now = self.now_s();
@@ -820,7 +823,7 @@ impl Shared {
                         );
                         match r {
                             Ok(c) => {
-                                if let Some(remote) = remote_of(&c) {
+                                if let Some(remote) = remote_chat(&c) {
                                     work.push_back(
                                         pc.chat.on_remote_update(&remote, now, &mut p.rng),
                                     );

@@ -1,0 +1,99 @@
+//! The offline demo as a test: a real MTProto client (grammers' `Sender`) logs in to an
+//! in-process tgsim with a provisioned key and holds a secret chat with an echoing simulated
+//! peer, over MTProto on 127.0.0.1, through dropped / duplicated / reordered / delayed updates and
+//! failing calls, with re-keys on the way. The checks are the demo's own
+//! ([`offline_chat::Report::problems`]) plus that the faults and the re-keys really happened.
+#![allow(clippy::unwrap_used)]
+
+#[allow(dead_code, unreachable_pub)]
+#[path = "../examples/offline_chat.rs"]
+mod offline_chat;
+
+use std::time::Duration;
+
+use offline_chat::{DemoOptions, Report, run};
+
+fn quiet(messages: usize, faults: bool, seed: u64) -> DemoOptions {
+    DemoOptions {
+        messages,
+        faults,
+        verbose: false,
+        seed,
+        state_dir: None,
+        deadline: Duration::from_secs(120),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grammers_client_holds_a_secret_chat_with_a_peer_through_faults() {
+    let r = run(&quiet(220, true, 7)).await.unwrap();
+    assert!(r.problems().is_empty(), "{:?}", r.problems());
+    assert_eq!(r.sent.len(), 220);
+    // 220 sent + 220 echoed + service messages: at least 4 re-keys on each side.
+    assert!(r.rekeys.0 >= 4 && r.rekeys.1 >= 4, "re-keys {:?}", r.rekeys);
+    // Every application action went out once: the relayed messages from the client are the
+    // actions plus the protocol's own (layer notice, re-key messages, resends of gaps).
+    assert!(
+        r.relayed_from_client.0 >= 220,
+        "{:?}",
+        r.relayed_from_client
+    );
+    let (pushed, dropped, duplicated, reordered, delayed) = r.update_faults;
+    assert!(
+        pushed > 400 && dropped > 10 && duplicated > 10 && reordered > 10 && delayed > 5,
+        "{:?}",
+        r.update_faults
+    );
+    assert!(r.call_faults.1 > 10, "{:?}", r.call_faults);
+    assert!(r.retries > 0 && r.differences > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_faults_nothing_is_retried_or_fetched_twice() {
+    let r = run(&quiet(30, false, 3)).await.unwrap();
+    assert!(r.problems().is_empty(), "{:?}", r.problems());
+    assert_eq!(r.call_faults.1, 0);
+    assert_eq!(r.retries, 0);
+    assert_eq!(r.update_faults.1 + r.update_faults.2, 0);
+    // No re-key below 100 messages.
+    assert_eq!(r.rekeys, (0, 0));
+}
+
+#[test]
+fn the_demo_checks_catch_a_lost_a_duplicated_and_a_foreign_message() {
+    use secret_core::tl::enums::DecryptedMessageAction as A;
+    use secret_core::tl::types as st;
+    let ttl = |n| A::SetMessageTTL(st::DecryptedMessageActionSetMessageTTL { ttl_seconds: n });
+    let good = Report {
+        sent: vec![ttl(1), ttl(2)],
+        client_transcript: vec![ttl(1), ttl(2)],
+        peer_transcript: vec![ttl(1), ttl(2)],
+        fingerprints: (Some(5), Some(5)),
+        relayed_from_client: (3, 3),
+        relayed_ids: (6, 6),
+        ..Report::default()
+    };
+    assert!(good.problems().is_empty());
+    let lost = Report {
+        peer_transcript: vec![ttl(1)],
+        ..good.clone()
+    };
+    assert_eq!(lost.problems().len(), 1);
+    let twice = Report {
+        client_transcript: vec![ttl(1), ttl(1), ttl(2)],
+        ..good.clone()
+    };
+    assert_eq!(twice.problems().len(), 1);
+    let reordered = Report {
+        client_transcript: vec![ttl(2), ttl(1)],
+        ..good.clone()
+    };
+    assert_eq!(reordered.problems().len(), 1);
+    let foreign = Report {
+        relayed_from_client: (3, 2),
+        relayed_ids: (5, 6),
+        fingerprints: (Some(5), Some(6)),
+        ..good.clone()
+    };
+    assert_eq!(foreign.problems().len(), 3);
+}
