@@ -7,11 +7,11 @@
 //! requestEncryption, the key exchange, `messages.sendEncryptedService` for every application
 //! service action (TTL, read, delete, screenshot, flush history, typing), updates by qts with
 //! `updates.getDifference` for gaps and `messages.receivedQueue` for acknowledgements, re-keys
-//! every 100 messages, retries of failed calls with the same bytes. With `--faults` (the default)
+//! every 100 messages, retries of failed calls with the same bytes. Unless `--no-faults` is given,
 //! tgsim drops, duplicates, reorders and delays updates and fails a share of calls.
 //!
 //! ```sh
-//! cargo run --release -p tgsim --example offline_chat -- [--messages N] [--no-faults] [--quiet]
+//! cargo run --release -p tgsim --example offline_chat -- [--messages N] [--no-faults] [--quiet] [--seed N]
 //! ```
 //!
 //! It exits non-zero if either transcript is incomplete, out of order or has duplicates, or if
@@ -62,6 +62,9 @@ pub struct DemoOptions {
     pub state_dir: Option<PathBuf>,
     /// How long the whole exchange may take.
     pub deadline: Duration,
+    /// Whether the client also calls `updates.getDifference` when no update came for 150 ms (as a
+    /// client does on a timer); without it, it does so only on a qts gap.
+    pub poll_when_idle: bool,
 }
 
 impl Default for DemoOptions {
@@ -73,6 +76,7 @@ impl Default for DemoOptions {
             seed: 1,
             state_dir: None,
             deadline: Duration::from_secs(120),
+            poll_when_idle: true,
         }
     }
 }
@@ -101,6 +105,10 @@ pub struct Report {
     pub retries: usize,
     /// `updates.getDifference` calls.
     pub differences: usize,
+    /// Encrypted messages the client took from pushed updates, and from getDifference.
+    pub messages_pushed: usize,
+    /// See `messages_pushed`.
+    pub messages_fetched: usize,
     /// Updates fault stats: (pushed, dropped, duplicated, reordered, delayed).
     pub update_faults: (u64, u64, u64, u64, u64),
     /// Calls seen by tgsim, and how many it failed on purpose.
@@ -201,6 +209,8 @@ struct Client {
     sent_bytes: BTreeMap<i64, (bool, Vec<u8>)>,
     retries: usize,
     differences: usize,
+    pushed: usize,
+    fetched: usize,
     rng: SystemRandom,
     verbose: bool,
     printed: usize,
@@ -212,10 +222,15 @@ impl Drop for Client {
     }
 }
 
+/// The longest FLOOD_WAIT the client sleeps through; a longer one gives the call up (a send stays
+/// unsent and goes again with the same bytes on the next catch-up).
+const MAX_FLOOD_WAIT: Duration = Duration::from_secs(5);
+
 fn retry_after(e: &InvocationError) -> Option<Duration> {
     match e {
         InvocationError::Rpc(r) if r.code == 420 => {
-            Some(Duration::from_secs(u64::from(r.value.unwrap_or(1))))
+            let wait = Duration::from_secs(u64::from(r.value.unwrap_or(1)));
+            (wait <= MAX_FLOOD_WAIT).then_some(wait)
         }
         InvocationError::Rpc(r) if r.code >= 500 || r.name == "MSG_WAIT_FAILED" => {
             Some(Duration::from_millis(20))
@@ -287,6 +302,8 @@ impl Client {
             sent_bytes: BTreeMap::new(),
             retries: 0,
             differences: 0,
+            pushed: 0,
+            fetched: 0,
             rng: SystemRandom::new(),
             verbose,
             printed: 0,
@@ -518,6 +535,7 @@ impl Client {
                             self.catch_up().await?; // a gap: the queue has it all
                             continue;
                         }
+                        self.pushed += 1;
                         self.deliver(&m.message).await?;
                         self.qts = m.qts;
                     }
@@ -621,6 +639,7 @@ impl Client {
                 }
             }
             for m in &messages {
+                self.fetched += 1;
                 self.deliver(m).await?;
             }
             let tl::enums::updates::State::State(st) = state;
@@ -654,6 +673,7 @@ impl Client {
     async fn run_until(
         &mut self,
         deadline: Instant,
+        poll_when_idle: bool,
         mut done: impl FnMut(&Client) -> bool,
     ) -> Result<(), String> {
         while !done(self) {
@@ -663,7 +683,8 @@ impl Client {
             match timeout(Duration::from_millis(150), self.updates.recv()).await {
                 Ok(Some(batch)) => self.on_updates(batch).await?,
                 Ok(None) => return Err("the update connection closed".into()),
-                Err(_) => self.catch_up().await?,
+                Err(_) if poll_when_idle => self.catch_up().await?,
+                Err(_) => {}
             }
         }
         Ok(())
@@ -726,6 +747,14 @@ async fn run_in(opts: &DemoOptions, state_dir: &std::path::Path) -> Result<Repor
         behaviour: Behaviour::Echo,
     });
     tg_opts.seed = opts.seed;
+    // Unix socket paths are limited to 108 bytes; a deep TMPDIR must not break the demo.
+    tg_opts.admin_socket = Some(PathBuf::from(format!(
+        "/tmp/tgsim-demo-{}-{}.sock",
+        std::process::id(),
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+    )));
     tg_opts.peer_poll = Duration::from_millis(200);
     if opts.faults {
         tg_opts.faults = demo_faults(opts.seed);
@@ -749,7 +778,7 @@ async fn run_in(opts: &DemoOptions, state_dir: &std::path::Path) -> Result<Repor
     let chat_id = client.request_chat(BOB).await?;
     println!("Alice asked Bob for secret chat {chat_id}");
     client
-        .run_until(deadline, |c| {
+        .run_until(deadline, opts.poll_when_idle, |c| {
             c.chat
                 .as_ref()
                 .is_some_and(|c| c.key_fingerprint().is_some())
@@ -779,13 +808,16 @@ async fn run_in(opts: &DemoOptions, state_dir: &std::path::Path) -> Result<Repor
     let want = sent.len();
     let peers = tgsim.simulation().peers.clone();
     client
-        .run_until(deadline, |c| {
+        .run_until(deadline, opts.poll_when_idle, |c| {
             c.transcript.len() >= want && peers.transcript(BOB, chat_id).len() >= want
         })
         .await?;
     // Let late duplicates arrive before the transcripts are compared.
     let settle = Instant::now() + Duration::from_millis(300);
-    client.run_until(settle, |_| false).await.ok();
+    client
+        .run_until(settle, opts.poll_when_idle, |_| false)
+        .await
+        .ok();
 
     let peer_info = peers.chat_info(BOB, chat_id);
     let relayed: Vec<_> = tgsim
@@ -830,6 +862,8 @@ async fn run_in(opts: &DemoOptions, state_dir: &std::path::Path) -> Result<Repor
         relayed_ids: (ids.len(), relayed.len()),
         retries: client.retries,
         differences: client.differences,
+        messages_pushed: client.pushed,
+        messages_fetched: client.fetched,
         update_faults: (s.pushed, s.dropped, s.duplicated, s.reordered, s.delayed),
         call_faults: (calls, failed),
         elapsed: started.elapsed(),
@@ -908,6 +942,10 @@ fn main() -> std::process::ExitCode {
     println!(
         "faults: {pushed} updates pushed, {dropped} dropped, {dup} duplicated, {reord} reordered, {delayed} delayed; {} of {} calls failed on purpose; client retried {} calls, ran getDifference {} times",
         report.call_faults.1, report.call_faults.0, report.retries, report.differences
+    );
+    println!(
+        "the client took {} encrypted messages from pushed updates and {} from getDifference",
+        report.messages_pushed, report.messages_fetched
     );
     println!("took {:.1} s", report.elapsed.as_secs_f64());
     let problems = report.problems();

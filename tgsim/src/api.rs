@@ -58,11 +58,14 @@ pub trait UpdateSink: Send + Sync {
 
 /// An [`UpdateSink`] set after construction: the model needs a sink when it is created, but the
 /// server's handle (the real sink) exists only once the server is bound, and the server needs the
-/// model. Updates pushed before [`LateSink::set`] are dropped (the model keeps them queued, so a
-/// client still gets them through `updates.getDifference`).
+/// model. Updates pushed before [`LateSink::set`] or after [`LateSink::clear`] are dropped (the
+/// model keeps them queued, so a client still gets them through `updates.getDifference`).
+///
+/// [`LateSink::clear`] breaks the reference cycle model → sink → server → model when the stack
+/// is taken down.
 #[derive(Default)]
 pub struct LateSink {
-    inner: std::sync::OnceLock<std::sync::Arc<dyn UpdateSink>>,
+    inner: std::sync::RwLock<Option<std::sync::Arc<dyn UpdateSink>>>,
 }
 
 impl LateSink {
@@ -71,14 +74,33 @@ impl LateSink {
         Self::default()
     }
 
-    /// Sets the target; false (and no change) if it was set already.
+    /// Sets the target; false (and no change) if one is set already.
     pub fn set(&self, sink: std::sync::Arc<dyn UpdateSink>) -> bool {
-        self.inner.set(sink).is_ok()
+        let mut inner = self
+            .inner
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if inner.is_some() {
+            return false;
+        }
+        *inner = Some(sink);
+        true
     }
 
-    /// Whether the target is set.
+    /// Forgets the target (later updates are dropped); a new one may be set.
+    pub fn clear(&self) {
+        *self
+            .inner
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    }
+
+    /// Whether a target is set.
     pub fn is_set(&self) -> bool {
-        self.inner.get().is_some()
+        self.inner
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some()
     }
 }
 
@@ -92,7 +114,12 @@ impl std::fmt::Debug for LateSink {
 
 impl UpdateSink for LateSink {
     fn push(&self, account: AccountId, updates: Vec<u8>) {
-        if let Some(sink) = self.inner.get() {
+        let target = self
+            .inner
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some(sink) = target {
             sink.push(account, updates);
         }
     }

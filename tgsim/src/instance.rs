@@ -12,8 +12,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle as ThreadHandle;
 use std::time::Duration;
 
 use secret_core::crypto::AuthKey;
@@ -98,20 +98,26 @@ pub enum StartError {
     Usage(String),
     /// A socket could not be bound (the command line exits with 1).
     Bind(String),
+    /// The system refused something else, e.g. a thread (the command line exits with 1).
+    Io(String),
 }
 
 impl std::fmt::Display for StartError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            StartError::Usage(m) | StartError::Bind(m) => f.write_str(m),
+            StartError::Usage(m) | StartError::Bind(m) | StartError::Io(m) => f.write_str(m),
         }
     }
 }
 
 impl std::error::Error for StartError {}
 
-/// A running tgsim. Dropping it shuts the server down, stops the peers and removes the admin
-/// socket; the state dir stays.
+/// The shortest interval of the peers' getDifference poll.
+pub const MIN_PEER_POLL: Duration = Duration::from_millis(10);
+
+/// A running tgsim. Dropping it (or [`Tgsim::stop`]) shuts the server down, stops the peers and
+/// their threads, removes the admin socket and breaks the stack's reference cycle, so that
+/// everything is freed once the server's tasks have ended; the state dir stays.
 pub struct Tgsim {
     addr: SocketAddr,
     admin_path: PathBuf,
@@ -119,9 +125,12 @@ pub struct Tgsim {
     model: Arc<Model>,
     admin: Arc<Admin>,
     sim: Simulation,
+    late: Arc<LateSink>,
     run: Option<JoinHandle<std::io::Result<()>>>,
     admin_task: JoinHandle<()>,
-    poll_stop: Arc<AtomicBool>,
+    /// Dropping the sender stops the poll thread at once.
+    poll_stop: Option<mpsc::Sender<()>>,
+    poll: Option<ThreadHandle<()>>,
 }
 
 impl std::fmt::Debug for Tgsim {
@@ -199,7 +208,13 @@ impl Tgsim {
         }
 
         let keys_path = dir.join("keys");
-        let stored = keyfile::load(&keys_path, true).map_err(|e| usage(e.to_string()))?;
+        let stored = match keyfile::load(&keys_path, true) {
+            Ok(k) => k,
+            Err(e) => {
+                peers.detach();
+                return Err(usage(e));
+            }
+        };
         let mut keys = AuthKeys::new();
         for (account, key) in stored.iter().chain(&opts.extra_keys) {
             keys.insert(key.clone(), *account);
@@ -226,6 +241,7 @@ impl Tgsim {
         let listener = match admin::bind(&admin_path) {
             Ok(l) => l,
             Err(e) => {
+                sink.clear();
                 peers.detach();
                 return Err(StartError::Bind(format!(
                     "cannot bind admin socket {}: {e}",
@@ -243,23 +259,29 @@ impl Tgsim {
         let admin_task = tokio::spawn(admin.clone().serve(listener));
 
         // Peers poll getDifference like real clients (recovers dropped updates).
-        let poll_stop = Arc::new(AtomicBool::new(false));
-        {
+        let (poll_stop, stop_rx) = mpsc::channel::<()>();
+        let poll = {
             let sim = sim.clone();
-            let stop = poll_stop.clone();
-            let every = opts.peer_poll;
+            let every = opts.peer_poll.max(MIN_PEER_POLL);
             std::thread::Builder::new()
                 .name("tgsim-peer-poll".into())
                 .spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        std::thread::sleep(every);
-                        if !stop.load(Ordering::Relaxed) {
-                            sim.catch_up_all();
-                        }
+                    while let Err(mpsc::RecvTimeoutError::Timeout) = stop_rx.recv_timeout(every) {
+                        sim.catch_up_all();
                     }
                 })
-                .map_err(|e| usage(format!("cannot start the peer thread: {e}")))?;
-        }
+        };
+        let poll = match poll {
+            Ok(t) => t,
+            Err(e) => {
+                admin_task.abort();
+                handle.shutdown();
+                sink.clear();
+                peers.detach();
+                let _ = std::fs::remove_file(&admin_path);
+                return Err(StartError::Io(format!("cannot start the peer thread: {e}")));
+            }
+        };
 
         let addr = server.local_addr();
         let run = server.spawn();
@@ -270,9 +292,11 @@ impl Tgsim {
             model,
             admin,
             sim,
+            late: sink,
             run: Some(run),
             admin_task,
-            poll_stop,
+            poll_stop: Some(poll_stop),
+            poll: Some(poll),
         })
     }
 
@@ -329,15 +353,19 @@ impl Tgsim {
     }
 
     /// Stops serving (idempotent): closes the server and its connections, stops the peers and
-    /// removes the admin socket.
+    /// their threads (joined), removes the admin socket, and cuts the server off the model.
     pub fn stop(&mut self) {
         self.handle.shutdown();
         if let Some(run) = self.run.take() {
             run.abort();
         }
         self.admin_task.abort();
-        self.poll_stop.store(true, Ordering::Relaxed);
+        self.poll_stop.take();
+        if let Some(t) = self.poll.take() {
+            let _ = t.join();
+        }
         self.sim.peers.detach();
+        self.late.clear();
         let _ = std::fs::remove_file(&self.admin_path);
     }
 }

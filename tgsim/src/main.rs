@@ -209,7 +209,7 @@ async fn main() -> ExitCode {
     let mut tgsim = match Tgsim::start(opts).await {
         Ok(t) => t,
         Err(e @ StartError::Usage(_)) => return fail(e, 2),
-        Err(e @ StartError::Bind(_)) => return fail(e, 1),
+        Err(e @ (StartError::Bind(_) | StartError::Io(_))) => return fail(e, 1),
     };
 
     // Written once and never fatal: a parent that reads only the first line and closes the pipe

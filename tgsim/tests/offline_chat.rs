@@ -21,6 +21,7 @@ fn quiet(messages: usize, faults: bool, seed: u64) -> DemoOptions {
         seed,
         state_dir: None,
         deadline: Duration::from_secs(120),
+        poll_when_idle: true,
     }
 }
 
@@ -45,16 +46,33 @@ async fn grammers_client_holds_a_secret_chat_with_a_peer_through_faults() {
         r.update_faults
     );
     assert!(r.call_faults.1 > 10, "{:?}", r.call_faults);
-    assert!(r.retries > 0 && r.differences > 0);
+    assert!(r.retries > 0, "no call was retried");
+    // Both paths carried messages: most came pushed, the dropped ones through getDifference.
+    assert!(
+        r.messages_pushed > r.messages_fetched && r.messages_fetched > 0,
+        "pushed {} fetched {}",
+        r.messages_pushed,
+        r.messages_fetched
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_faults_nothing_is_retried_or_fetched_twice() {
-    let r = run(&quiet(30, false, 3)).await.unwrap();
+async fn without_faults_every_message_arrives_pushed() {
+    // No polling: the chat's acceptance and every echo must come as pushed updates, in qts
+    // order, with no gap (a gap would make the client call getDifference).
+    let r = run(&DemoOptions {
+        poll_when_idle: false,
+        ..quiet(30, false, 3)
+    })
+    .await
+    .unwrap();
     assert!(r.problems().is_empty(), "{:?}", r.problems());
     assert_eq!(r.call_faults.1, 0);
     assert_eq!(r.retries, 0);
-    assert_eq!(r.update_faults.1 + r.update_faults.2, 0);
+    assert_eq!(r.differences, 0, "a qts gap without faults");
+    assert_eq!(r.messages_fetched, 0);
+    // Bob's echoes and his layer notice.
+    assert!(r.messages_pushed > 30, "{}", r.messages_pushed);
     // No re-key below 100 messages.
     assert_eq!(r.rekeys, (0, 0));
 }
