@@ -10,8 +10,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use secret_core::crypto::{
-    AuthKey, aes_ige_decrypt, aes_ige_encrypt, aes256_encrypt_blocks, aes256_encrypt_single_blocks,
-    decrypt_message, encrypt_message,
+    AuthKey, aes_ige_decrypt, aes_ige_encrypt, aes256_encrypt_block_calls, aes256_encrypt_blocks,
+    aes256_encrypt_single_blocks, decrypt_message, encrypt_message,
 };
 use secret_core::dh::{
     DhConfig, DhSecret, TELEGRAM_DH_PRIME, bench_support, compute_shared_key, generate_key_pair,
@@ -253,7 +253,7 @@ fn main() {
     // ---- (2) AES-256-IGE throughput over 1 MiB ---------------------------------------------
     const MIB: usize = 1 << 20;
     let fresh = || -> Vec<u8> { (0..MIB).map(|i| (i as u8).wrapping_mul(13)).collect() };
-    let (mut b_one, mut b_chain, mut b_ecb) = (fresh(), fresh(), fresh());
+    let (mut b_one, mut b_chain, mut b_ecb, mut b_calls) = (fresh(), fresh(), fresh(), fresh());
     let (mut b_enc, mut b_dec) = (fresh(), fresh());
     let k32: [u8; 32] = std::array::from_fn(|i| i as u8);
     let iv32: [u8; 32] = std::array::from_fn(|i| (i as u8) ^ 0xa5);
@@ -262,6 +262,12 @@ fn main() {
             "AES-256 single blocks, one at a time (aes256_encrypt_single_blocks), 1 MiB",
             || {
                 aes256_encrypt_single_blocks(black_box(&k32), black_box(&mut b_one));
+            },
+        ),
+        bench(
+            "AES-256 one encrypt_block call per block (backend dispatch each call), 1 MiB",
+            || {
+                aes256_encrypt_block_calls(black_box(&k32), black_box(&mut b_calls));
             },
         ),
         bench(
@@ -402,18 +408,30 @@ fn main() {
     print_table(&rows);
 }
 
-/// AES-256 block by block where each block depends on the previous output (as in CBC or IGE):
-/// the latency floor of any sequential mode, shown beside the single-block baseline.
+/// AES-256 block by block where each block depends on the previous output (as in CBC or IGE),
+/// in one backend session like [`aes256_encrypt_single_blocks`]: the latency floor of any
+/// sequential mode, shown beside the single-block baseline.
 fn aes256_chained_blocks(key: &[u8; 32], buf: &mut [u8]) {
-    use aes::cipher::{BlockCipherEncrypt, KeyInit};
-    let cipher = aes::Aes256::new(key.into());
-    let (blocks, _tail) = aes::Block::slice_as_chunks_mut(buf);
-    let mut prev = aes::Block::default();
-    for block in blocks {
-        for (b, p) in block.iter_mut().zip(prev.iter()) {
-            *b ^= p;
-        }
-        cipher.encrypt_block(block);
-        prev = *block;
+    use aes::cipher::consts::U16;
+    use aes::cipher::{BlockCipherEncBackend, BlockCipherEncClosure, BlockSizeUser, KeyInit};
+
+    struct Chained<'a>(&'a mut [aes::Block]);
+    impl BlockSizeUser for Chained<'_> {
+        type BlockSize = U16;
     }
+    impl BlockCipherEncClosure for Chained<'_> {
+        fn call<B: BlockCipherEncBackend<BlockSize = U16>>(self, backend: &B) {
+            let mut prev = aes::Block::default();
+            for block in self.0 {
+                for (b, p) in block.iter_mut().zip(prev.iter()) {
+                    *b ^= p;
+                }
+                backend.encrypt_block(block.into());
+                prev = *block;
+            }
+        }
+    }
+    use aes::cipher::BlockCipherEncrypt as _;
+    let (blocks, _tail) = aes::Block::slice_as_chunks_mut(buf);
+    aes::Aes256::new(key.into()).encrypt_with_backend(Chained(blocks));
 }
