@@ -7,8 +7,10 @@
 //! requestEncryption, the key exchange, `messages.sendEncryptedService` for every application
 //! service action (TTL, read, delete, screenshot, flush history, typing), updates by qts with
 //! `updates.getDifference` for gaps and `messages.receivedQueue` for acknowledgements, re-keys
-//! every 100 messages, retries of failed calls with the same bytes. Unless `--no-faults` is given,
-//! tgsim drops, duplicates, reorders and delays updates and fails a share of calls.
+//! every 100 messages, retries of failed calls with the same bytes, a new connection when tgsim
+//! closes one. Unless `--no-faults` is given, tgsim drops, duplicates, reorders and delays
+//! updates, fails a share of calls and closes the client's connection before or after some calls
+//! run.
 //!
 //! ```sh
 //! cargo run --release -p tgsim --example offline_chat -- [--messages N] [--no-faults] [--quiet] [--seed N]
@@ -105,6 +107,10 @@ pub struct Report {
     pub retries: usize,
     /// `updates.getDifference` calls.
     pub differences: usize,
+    /// Times the client's call connection was lost and opened again.
+    pub reconnects: usize,
+    /// Connections tgsim closed on purpose: before a call ran, and instead of an answer.
+    pub closed: (u64, u64),
     /// Encrypted messages the client took from pushed updates, and from getDifference.
     pub messages_pushed: usize,
     /// See `messages_pushed`.
@@ -197,7 +203,10 @@ fn action(i: usize, recent: &[i64]) -> A {
 /// `Sender::invoke` drops the updates that arrive while it waits; tgsim pushes every update to
 /// every session of the account).
 struct Client {
+    addr: SocketAddr,
+    key: [u8; 256],
     calls: Sender<Full, Encrypted>,
+    reconnects: usize,
     updates: mpsc::UnboundedReceiver<Vec<UpdatesLike>>,
     listener: tokio::task::JoinHandle<()>,
     pts: i32,
@@ -214,6 +223,38 @@ struct Client {
     rng: SystemRandom,
     verbose: bool,
     printed: usize,
+}
+
+/// A new connection with the key, initialised like grammers' first request (invokeWithLayer,
+/// initConnection, help.getConfig).
+async fn open(addr: SocketAddr, key: [u8; 256]) -> Result<Sender<Full, Encrypted>, String> {
+    let mut s = timeout(
+        CALL_WAIT,
+        connect_with_auth(Full::new(), ServerAddr::Tcp { address: addr }, key),
+    )
+    .await
+    .map_err(|_| "connect: timed out".to_owned())?
+    .map_err(|e| format!("connect: {e}"))?;
+    let init = tl::functions::InvokeWithLayer {
+        layer: tl::LAYER,
+        query: tl::functions::InitConnection {
+            api_id: 1,
+            device_model: "tgsecretd demo".into(),
+            system_version: "linux".into(),
+            app_version: env!("CARGO_PKG_VERSION").into(),
+            system_lang_code: "en".into(),
+            lang_pack: String::new(),
+            lang_code: "en".into(),
+            proxy: None,
+            params: None,
+            query: tl::functions::help::GetConfig {},
+        },
+    };
+    timeout(CALL_WAIT, s.invoke(&init))
+        .await
+        .map_err(|_| "initConnection: timed out".to_owned())?
+        .map_err(|e| format!("initConnection: {e}"))?;
+    Ok(s)
 }
 
 impl Drop for Client {
@@ -241,37 +282,8 @@ fn retry_after(e: &InvocationError) -> Option<Duration> {
 
 impl Client {
     async fn connect(addr: SocketAddr, key: [u8; 256], verbose: bool) -> Result<Client, String> {
-        let open = || async {
-            let mut s = timeout(
-                CALL_WAIT,
-                connect_with_auth(Full::new(), ServerAddr::Tcp { address: addr }, key),
-            )
-            .await
-            .map_err(|_| "connect: timed out".to_owned())?
-            .map_err(|e| format!("connect: {e}"))?;
-            let init = tl::functions::InvokeWithLayer {
-                layer: tl::LAYER,
-                query: tl::functions::InitConnection {
-                    api_id: 1,
-                    device_model: "tgsecretd demo".into(),
-                    system_version: "linux".into(),
-                    app_version: env!("CARGO_PKG_VERSION").into(),
-                    system_lang_code: "en".into(),
-                    lang_pack: String::new(),
-                    lang_code: "en".into(),
-                    proxy: None,
-                    params: None,
-                    query: tl::functions::help::GetConfig {},
-                },
-            };
-            timeout(CALL_WAIT, s.invoke(&init))
-                .await
-                .map_err(|_| "initConnection: timed out".to_owned())?
-                .map_err(|e| format!("initConnection: {e}"))?;
-            Ok::<_, String>(s)
-        };
-        let calls = open().await?;
-        let mut listener = open().await?;
+        let calls = open(addr, key).await?;
+        let mut listener = open(addr, key).await?;
         let (tx, updates) = mpsc::unbounded_channel();
         let listener = tokio::spawn(async move {
             loop {
@@ -290,7 +302,10 @@ impl Client {
             }
         });
         let mut client = Client {
+            addr,
+            key,
             calls,
+            reconnects: 0,
             updates,
             listener,
             pts: 0,
@@ -329,7 +344,15 @@ impl Client {
                         last = e.to_string();
                         tokio::time::sleep(wait).await;
                     }
-                    None => return Err(e.to_string()),
+                    None if matches!(e, InvocationError::Rpc(_)) => return Err(e.to_string()),
+                    None => {
+                        // The connection is gone and the call may or may not have run: connect
+                        // again and send the same request (same random_id, same bytes).
+                        self.retries += 1;
+                        self.reconnects += 1;
+                        last = e.to_string();
+                        self.calls = open(self.addr, self.key).await?;
+                    }
                 },
             }
         }
@@ -709,6 +732,8 @@ fn demo_faults(seed: u64) -> Faults {
                 InjectedError::new(400, "MSG_WAIT_FAILED"),
                 InjectedError::new(420, "FLOOD_WAIT_1"),
             ],
+            close_before: 40,
+            close_after: 40,
         },
         ..Faults::default()
     }
@@ -770,7 +795,7 @@ async fn run_in(opts: &DemoOptions, state_dir: &std::path::Path) -> Result<Repor
     );
     if opts.faults {
         println!(
-            "faults on: 10% of updates dropped, 10% duplicated, 10% reordered, 5% delayed; 6% of calls fail"
+            "faults on: 10% of updates dropped, 10% duplicated, 10% reordered, 5% delayed; 6% of calls fail, 4% lose the connection before the call runs, 4% after it ran"
         );
     }
 
@@ -863,6 +888,8 @@ async fn run_in(opts: &DemoOptions, state_dir: &std::path::Path) -> Result<Repor
         retries: client.retries,
         differences: client.differences,
         messages_pushed: client.pushed,
+        reconnects: client.reconnects,
+        closed: tgsim.simulation().handler.closed(),
         messages_fetched: client.fetched,
         update_faults: (s.pushed, s.dropped, s.duplicated, s.reordered, s.delayed),
         call_faults: (calls, failed),
@@ -942,6 +969,10 @@ fn main() -> std::process::ExitCode {
     println!(
         "faults: {pushed} updates pushed, {dropped} dropped, {dup} duplicated, {reord} reordered, {delayed} delayed; {} of {} calls failed on purpose; client retried {} calls, ran getDifference {} times",
         report.call_faults.1, report.call_faults.0, report.retries, report.differences
+    );
+    println!(
+        "tgsim closed the client's connection {} times before a call ran and {} times instead of an answer; the client reconnected {} times",
+        report.closed.0, report.closed.1, report.reconnects
     );
     println!(
         "the client took {} encrypted messages from pushed updates and {} from getDifference",

@@ -194,6 +194,12 @@ pub struct CallStats {
     pub calls: u64,
     /// Calls failed on purpose.
     pub failed: u64,
+    /// Connections closed before a call ran.
+    #[serde(default)]
+    pub closed_before: u64,
+    /// Connections closed instead of a call's answer (the call ran).
+    #[serde(default)]
+    pub closed_after: u64,
 }
 
 /// The answer of `faults`.
@@ -504,7 +510,12 @@ impl Admin {
                         reordered: s.reordered,
                         delayed: s.delayed,
                     },
-                    calls: CallStats { calls, failed },
+                    calls: CallStats {
+                        calls,
+                        failed,
+                        closed_before: sim.handler.closed().0,
+                        closed_after: sim.handler.closed().1,
+                    },
                 })
             }
             other => Err(format!("unknown command {other:?}")),

@@ -24,6 +24,23 @@ impl RpcError {
     }
 }
 
+/// The name of the marker error by which a handler asks the server to close the caller's
+/// connection instead of answering (fault injection: a lost connection). Never sent to a client.
+pub const CLOSE_CONNECTION: &str = "TGSIM_CLOSE_CONNECTION";
+
+impl RpcError {
+    /// The marker error: the server closes the caller's connection and sends no answer; an
+    /// in-process caller (a simulated peer) sees a call whose outcome is unknown.
+    pub fn close_connection() -> Self {
+        RpcError::new(-1, CLOSE_CONNECTION)
+    }
+
+    /// Whether this is [`RpcError::close_connection`].
+    pub fn is_close_connection(&self) -> bool {
+        self.code == -1 && self.message == CLOSE_CONNECTION
+    }
+}
+
 impl std::fmt::Display for RpcError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} {}", self.code, self.message)
@@ -41,6 +58,9 @@ pub struct CallContext {
     pub layer: Option<i32>,
     /// The server clock, Unix milliseconds.
     pub now_ms: u64,
+    /// The server's id of the caller's TCP connection; `None` for in-process callers (simulated
+    /// peers), which have no connection to lose.
+    pub connection: Option<u64>,
 }
 
 /// Answers API calls. `query` is the boxed TL function (constructor id first, wrappers removed);

@@ -78,6 +78,14 @@ pub struct CallFaults {
     pub methods: Vec<u32>,
     /// The errors, one chosen uniformly per failure; empty means `500 INTERNAL`.
     pub errors: Vec<InjectedError>,
+    /// Share of calls (per mille, same `methods`) after which the caller's connection is closed
+    /// **before** the call runs: nothing changed, no answer. Only for callers with a connection
+    /// (not simulated peers).
+    pub close_before: u16,
+    /// Share of calls (per mille, same `methods`) that run — their effects stay — after which the
+    /// caller's connection is closed **instead of answering**: the client cannot know the outcome
+    /// and must retry (with the same random_id, which answers the first result).
+    pub close_after: u16,
 }
 
 /// The whole fault configuration. Per-account (and, for updates, per-chat) entries replace the
@@ -426,6 +434,10 @@ pub struct HandlerStats {
     pub calls: AtomicU64,
     /// Calls failed on purpose.
     pub failed: AtomicU64,
+    /// Connections closed before a call ran.
+    pub closed_before: AtomicU64,
+    /// Connections closed after a call ran, instead of its answer.
+    pub closed_after: AtomicU64,
 }
 
 /// An [`ApiHandler`] that fails a share of calls before the inner handler sees them.
@@ -468,30 +480,63 @@ impl FaultyHandler {
             self.stats.failed.load(Ordering::SeqCst),
         )
     }
+
+    /// (connections closed before a call ran, connections closed instead of an answer).
+    pub fn closed(&self) -> (u64, u64) {
+        (
+            self.stats.closed_before.load(Ordering::SeqCst),
+            self.stats.closed_after.load(Ordering::SeqCst),
+        )
+    }
 }
 
 impl ApiHandler for FaultyHandler {
     fn call(&self, ctx: &CallContext, constructor: u32, query: &[u8]) -> Result<Vec<u8>, RpcError> {
         self.stats.calls.fetch_add(1, Ordering::SeqCst);
-        let injected = {
+        enum Fault {
+            None,
+            Fail(RpcError),
+            CloseBefore,
+            CloseAfter,
+        }
+        let fault = {
             let mut g = lock(&self.state);
             let (faults, rng) = &mut *g;
             let f = faults.calls_for(ctx.account);
-            if (f.methods.is_empty() || f.methods.contains(&constructor)) && hit(rng, f.fail) {
-                Some(if f.errors.is_empty() {
+            let networked = ctx.connection.is_some();
+            if !(f.methods.is_empty() || f.methods.contains(&constructor)) {
+                Fault::None
+            } else if networked && hit(rng, f.close_before) {
+                Fault::CloseBefore
+            } else if hit(rng, f.fail) {
+                Fault::Fail(if f.errors.is_empty() {
                     RpcError::new(500, "INTERNAL")
                 } else {
                     let e = &f.errors[rng.below(f.errors.len() as u64) as usize];
                     RpcError::new(e.code, e.message.clone())
                 })
+            } else if networked && hit(rng, f.close_after) {
+                Fault::CloseAfter
             } else {
-                None
+                Fault::None
             }
         };
-        if let Some(e) = injected {
-            self.stats.failed.fetch_add(1, Ordering::SeqCst);
-            return Err(e);
+        match fault {
+            Fault::None => self.inner.call(ctx, constructor, query),
+            Fault::Fail(e) => {
+                self.stats.failed.fetch_add(1, Ordering::SeqCst);
+                Err(e)
+            }
+            Fault::CloseBefore => {
+                self.stats.closed_before.fetch_add(1, Ordering::SeqCst);
+                Err(RpcError::close_connection())
+            }
+            Fault::CloseAfter => {
+                // The effects stay; only the answer is lost.
+                let _ = self.inner.call(ctx, constructor, query);
+                self.stats.closed_after.fetch_add(1, Ordering::SeqCst);
+                Err(RpcError::close_connection())
+            }
         }
-        self.inner.call(ctx, constructor, query)
     }
 }

@@ -57,10 +57,14 @@ use tgsim::session::AccountId;
 /// `peer_chats {peer}` (status, key fingerprint, received actions), `catch_up {peer}`.
 ///
 /// FAULTS. Pushed updates (to real clients and peers) can be dropped, duplicated, reordered or
-/// delayed, and calls (from both) failed with chosen errors; `--faults FILE` sets them at start
-/// (a JSON record, e.g. `{"seed": 1, "updates": {"drop": 100}, "calls": {"fail": 50, "errors":
-/// [{"code": 420, "message": "FLOOD_WAIT_1"}]}}`, probabilities per mille), the admin command
-/// `set_faults {faults}` replaces them, `faults` answers the configuration and counters.
+/// delayed, and calls (from both) failed with chosen errors or answered by closing the caller's
+/// connection, before the call runs (`close_before`) or after it ran (`close_after`: the effect
+/// stays, the answer is lost); `--faults FILE` sets them at start (a JSON record, e.g.
+/// `{"seed": 1, "updates": {"drop": 100}, "calls": {"fail": 50, "close_after": 10, "errors":
+/// [{"code": 420, "message": "FLOOD_WAIT_1"}]}}`, probabilities per mille; `account_updates`,
+/// `chat_updates` and `account_calls` set them per account or chat), the admin command
+/// `set_faults {faults}` replaces them, `faults` answers the configuration and counters;
+/// `close_connections {account}` closes an account's connections at once.
 ///
 /// EXAMPLE. A real client account 1001 and an echoing peer 2002:
 /// `tgsim --state-dir /tmp/tg --account 1001:15550001:Alice --peer 2002:15550002:Bob:echo`,

@@ -194,7 +194,7 @@ fn now_ms_system() -> u64 {
 
 /// Whether an error is worth retrying with the same bytes.
 pub fn retryable(e: &RpcError) -> bool {
-    e.code == 420 || e.code >= 500 || e.message == "MSG_WAIT_FAILED"
+    e.code == 420 || e.code >= 500 || e.message == "MSG_WAIT_FAILED" || e.is_close_connection()
 }
 
 /// What an `encryptedChat*` from the server tells a [`Chat`] (`None` for the kinds it does not
@@ -506,6 +506,7 @@ impl Shared {
             account,
             layer: Some(grammers_tl_types::LAYER),
             now_ms: self.now_ms(),
+            connection: None,
         };
         let bytes = f.to_bytes();
         let ctor = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);

@@ -323,10 +323,13 @@ impl Conn {
         let mut buf = vec![0u8; READ_CHUNK];
         let result: Result<(), String> = loop {
             let deadline = self.deadline;
+            // Biased: a shutdown or a close asked for before the client's next bytes arrived
+            // wins over reading them (an unbiased select picks at random among ready branches).
             let step = tokio::select! {
+                biased;
                 _ = shutdown.wait_for(|stop| *stop) => Step::Shutdown,
-                n = self.stream.read(&mut buf) => Step::Read(n),
                 key = self.wake_rx.recv() => Step::Wake(key),
+                n = self.stream.read(&mut buf) => Step::Read(n),
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)),
                     if deadline.is_some() => Step::Deadline,
             };
@@ -445,14 +448,17 @@ impl Conn {
             self.flush(key).await?;
         }
         for call in calls {
-            self.answer(key, received.account, call).await;
+            if !self.answer(key, received.account, call).await {
+                return Err("closed by an injected fault".into());
+            }
             self.flush(key).await?;
         }
         Ok(())
     }
 
-    /// Runs one call through the handler and queues its answer.
-    async fn answer(&mut self, key: SessionKey, account: AccountId, call: RpcCall) {
+    /// Runs one call through the handler and queues its answer; false if the handler asked for
+    /// the connection to be closed instead ([`RpcError::close_connection`]).
+    async fn answer(&mut self, key: SessionKey, account: AccountId, call: RpcCall) -> bool {
         let layer = call.layer.or_else(|| {
             lock(&self.shared.sessions)
                 .session(key)
@@ -462,6 +468,7 @@ impl Conn {
             account,
             layer,
             now_ms: unix_ms(),
+            connection: Some(self.id),
         };
         let handler = self.shared.handler.clone();
         let constructor = call.constructor;
@@ -477,10 +484,13 @@ impl Conn {
                 warn!(%err, method = tl::name_for_id(constructor), "handler failed");
                 Err(RpcError::new(500, "INTERNAL_SERVER_ERROR"))
             });
+        if matches!(&result, Err(e) if e.is_close_connection()) {
+            return false;
+        }
         let mut sessions = lock(&self.shared.sessions);
         let Some(session) = sessions.session_mut(key) else {
             debug!(conn = self.id, "session gone before its answer");
-            return;
+            return true;
         };
         let queued = match &result {
             Ok(bytes) => session.rpc_result(call.msg_id, bytes).or_else(|err| {
@@ -492,6 +502,7 @@ impl Conn {
         if let Err(err) = queued {
             debug!(conn = self.id, %err, "answer not queued");
         }
+        true
     }
 
     /// Sends everything queued in session `key` on this connection.

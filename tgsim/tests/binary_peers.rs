@@ -168,6 +168,7 @@ fn two_peers_from_flags_chat_through_faults_and_go_offline() {
                 InjectedError::new(420, "FLOOD_WAIT_1"),
                 InjectedError::new(500, "INTERNAL"),
             ],
+            ..CallFaults::default()
         },
         ..Faults::default()
     };

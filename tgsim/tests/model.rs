@@ -63,6 +63,7 @@ fn ctx(account: AccountId, now_ms: u64) -> CallContext {
         account,
         layer: Some(grammers_tl_types::LAYER),
         now_ms,
+        connection: None,
     }
 }
 

@@ -120,6 +120,9 @@ fn faulty(seed: u64) -> Faults {
                 InjectedError::new(500, "INTERNAL"),
                 InjectedError::new(400, "MSG_WAIT_FAILED"),
             ],
+            // Peers have no connection: these must not touch them.
+            close_before: 200,
+            close_after: 200,
         },
         ..Faults::default()
     }
@@ -197,6 +200,11 @@ fn echo_chat_with_faults_rekeys_and_delivers_everything_once_in_order() {
     );
     let (calls, failed) = sim.handler.stats();
     assert!(failed > 50 && failed < calls, "{failed} of {calls}");
+    assert_eq!(
+        sim.handler.closed(),
+        (0, 0),
+        "peers have no connection to close"
+    );
     // Each message reached the server once per random_id (retries reuse the bytes).
     let relayed = sim.model.relayed();
     let mut ids: Vec<i64> = relayed.iter().map(|r| r.random_id).collect();
