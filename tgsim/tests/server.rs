@@ -381,8 +381,41 @@ async fn raw(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
     read_to_close(&mut stream).await
 }
 
+/// A `MakeWriter` that appends the formatted log lines to a shared buffer.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn lines(&self) -> Vec<String> {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
 #[tokio::test]
 async fn bad_input_closes_only_its_own_connection() {
+    // The test runtime is single-threaded: this subscriber sees the connection tasks' logs.
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let _logging = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish(),
+    );
     let f = start().await;
     let mut alice = connect(f.addr, 1).await;
     invoke(&mut alice, &init_get_config()).await.unwrap();
@@ -440,6 +473,25 @@ async fn bad_input_closes_only_its_own_connection() {
     f.handle.push(ALICE, typing_update(9));
     assert!(is_typing_from(&next_updates(&mut alice).await, 9));
     f.handle.shutdown();
+
+    // Every refused connection was logged with its reason; the one that merely went away
+    // mid-frame was not a fault.
+    let closing: Vec<String> = logs
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains("closing connection"))
+        .collect();
+    let with = |what: &str| closing.iter().filter(|l| l.contains(what)).count();
+    assert_eq!(closing.len(), 7, "{closing:#?}");
+    assert!(
+        closing
+            .iter()
+            .all(|l| l.contains("WARN") && l.contains("peer=127.0.0.1:"))
+    );
+    assert_eq!(with("transport error"), 3, "{closing:#?}"); // HTTP, bad CRC, oversize
+    assert_eq!(with("packet refused"), 4, "{closing:#?}"); // 2 unknown keys, plain, forged
+    // Alice's connection (the first) was never closed.
+    assert_eq!(with("conn=1 "), 0, "{closing:#?}");
 }
 
 #[tokio::test]
