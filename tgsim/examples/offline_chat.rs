@@ -31,7 +31,7 @@ use grammers_mtproto::transport::Full;
 use grammers_mtsender::{InvocationError, Sender, ServerAddr, connect_with_auth};
 use grammers_session::updates::UpdatesLike;
 use grammers_tl_types::{self as tl, RemoteCall};
-use secret_core::chat::{Call, Chat, Event, IncomingEncrypted, Output, SendFailure, SendMethod};
+use secret_core::chat::{Call, Chat, Event, Output, SendFailure, SendMethod};
 use secret_core::dh::DhConfig;
 use secret_core::rand::SystemRandom;
 use secret_core::tl::TlJson;
@@ -39,7 +39,7 @@ use secret_core::tl::enums::DecryptedMessageAction as A;
 use secret_core::tl::types as st;
 use tgsim::faults::{CallFaults, Faults, InjectedError, UpdateFaults};
 use tgsim::instance::{AccountSpec, Options, PeerSpec, Tgsim};
-use tgsim::peer::{Behaviour, encrypted_chat_id, remote_chat};
+use tgsim::peer::{Behaviour, encrypted_chat_id, incoming_encrypted, remote_chat};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
@@ -585,24 +585,7 @@ impl Client {
     }
 
     async fn deliver(&mut self, m: &tl::enums::EncryptedMessage) -> Result<(), String> {
-        let (chat_id, incoming) = match m {
-            tl::enums::EncryptedMessage::Message(m) => (
-                m.chat_id,
-                IncomingEncrypted {
-                    random_id: m.random_id,
-                    date: m.date,
-                    data: m.bytes.clone(),
-                },
-            ),
-            tl::enums::EncryptedMessage::Service(m) => (
-                m.chat_id,
-                IncomingEncrypted {
-                    random_id: m.random_id,
-                    date: m.date,
-                    data: m.bytes.clone(),
-                },
-            ),
-        };
+        let (chat_id, incoming) = incoming_encrypted(m);
         let now = now_s();
         let out = match self.chat.as_mut() {
             Some(chat) if chat.id() == chat_id => match chat.receive(&incoming, now, &mut self.rng)

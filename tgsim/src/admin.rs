@@ -236,21 +236,7 @@ impl Simulation {
         first_name: &str,
         behaviour: Behaviour,
     ) -> Result<(), String> {
-        let digits: String = phone.chars().filter(char::is_ascii_digit).collect();
-        match model.snapshot().accounts.get(&user_id) {
-            Some(a) if a.phone == digits => {}
-            Some(a) => {
-                return Err(format!(
-                    "account {user_id} exists with phone {}, not {phone}",
-                    a.phone
-                ));
-            }
-            None => {
-                model
-                    .add_account(user_id, phone, first_name)
-                    .map_err(|e| e.to_string())?;
-            }
-        }
+        model.ensure_account(user_id, phone, first_name)?;
         self.peers
             .add_peer(user_id, behaviour)
             .map_err(|e| e.to_string())?;

@@ -146,21 +146,6 @@ fn usage(msg: impl Into<String>) -> StartError {
     StartError::Usage(msg.into())
 }
 
-fn ensure_account(model: &Model, a: &AccountSpec) -> Result<(), StartError> {
-    let digits: String = a.phone.chars().filter(char::is_ascii_digit).collect();
-    match model.snapshot().accounts.get(&a.id) {
-        Some(existing) if existing.phone == digits => Ok(()),
-        Some(existing) => Err(usage(format!(
-            "account {} exists with phone {}, not {}",
-            a.id, existing.phone, a.phone
-        ))),
-        None => model
-            .add_account(a.id, &a.phone, &a.first_name)
-            .map(drop)
-            .map_err(|e| usage(format!("cannot add account {}: {e}", a.id))),
-    }
-}
-
 impl Tgsim {
     /// Opens the state dir, binds the server and the admin socket, and starts serving (on the
     /// current tokio runtime).
@@ -188,7 +173,9 @@ impl Tgsim {
                 .map_err(|e| usage(format!("cannot open {}: {e}", world.display())))?,
         );
         for a in &opts.accounts {
-            ensure_account(&model, a)?;
+            model
+                .ensure_account(a.id, &a.phone, &a.first_name)
+                .map_err(usage)?;
         }
 
         let handler = Arc::new(FaultyHandler::new(model.clone(), opts.faults.clone()));

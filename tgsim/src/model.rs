@@ -990,6 +990,28 @@ impl Model {
             .map_err(|e| io::Error::new(io::ErrorKind::AlreadyExists, e))
     }
 
+    /// Makes sure account `user_id` exists with this phone: created if missing, kept if it has
+    /// the same phone digits, an error if it has another phone.
+    pub fn ensure_account(
+        &self,
+        user_id: i64,
+        phone: &str,
+        first_name: &str,
+    ) -> Result<(), String> {
+        let digits: String = phone.chars().filter(char::is_ascii_digit).collect();
+        match self.snapshot().accounts.get(&user_id) {
+            Some(a) if a.phone == digits => Ok(()),
+            Some(a) => Err(format!(
+                "account {user_id} exists with phone {}, not {phone}",
+                a.phone
+            )),
+            None => self
+                .add_account(user_id, phone, first_name)
+                .map(drop)
+                .map_err(|e| format!("cannot add account {user_id}: {e}")),
+        }
+    }
+
     /// `a` blocks `b`.
     pub fn block(&self, a: AccountId, b: AccountId) -> io::Result<()> {
         self.update(|w| {

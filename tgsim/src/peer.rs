@@ -216,6 +216,22 @@ pub fn remote_chat(chat: &enums::EncryptedChat) -> Option<RemoteChat> {
     }
 }
 
+/// The chat id of an `encryptedMessage*` from the server, and what a [`Chat`] takes of it.
+pub fn incoming_encrypted(msg: &enums::EncryptedMessage) -> (i32, IncomingEncrypted) {
+    let (chat_id, random_id, date, bytes) = match msg {
+        enums::EncryptedMessage::Message(m) => (m.chat_id, m.random_id, m.date, &m.bytes),
+        enums::EncryptedMessage::Service(m) => (m.chat_id, m.random_id, m.date, &m.bytes),
+    };
+    (
+        chat_id,
+        IncomingEncrypted {
+            random_id,
+            date,
+            data: bytes.clone(),
+        },
+    )
+}
+
 /// The id of any `encryptedChat*`.
 pub fn encrypted_chat_id(chat: &enums::EncryptedChat) -> i32 {
     match chat {
@@ -619,24 +635,7 @@ impl Shared {
     }
 
     fn deliver(&self, p: &mut Peers, account: AccountId, msg: &enums::EncryptedMessage) {
-        let (chat_id, incoming) = match msg {
-            enums::EncryptedMessage::Message(m) => (
-                m.chat_id,
-                IncomingEncrypted {
-                    random_id: m.random_id,
-                    date: m.date,
-                    data: m.bytes.clone(),
-                },
-            ),
-            enums::EncryptedMessage::Service(m) => (
-                m.chat_id,
-                IncomingEncrypted {
-                    random_id: m.random_id,
-                    date: m.date,
-                    data: m.bytes.clone(),
-                },
-            ),
-        };
+        let (chat_id, incoming) = incoming_encrypted(msg);
         let now = self.now_s();
         let Some(pc) = p
             .peers
