@@ -1069,6 +1069,9 @@ where
     if !contains_nan(&j) {
         assert_eq!(E::from_json(&j).unwrap().to_bytes(), y);
         assert_eq!(json_to_boxed(&boxed_to_json(&y).unwrap()).unwrap(), y);
+        // And through JSON text, as a caller sends it (doubles and longs stay exact).
+        let text: Value = serde_json::from_str(&serde_json::to_string(&j).unwrap()).unwrap();
+        assert_eq!(E::from_json(&text).unwrap().to_bytes(), y);
     }
     (true, r.is_canonical())
 }
@@ -1168,4 +1171,84 @@ fn json_url_safe_alphabet_is_accepted_for_long_values() {
                    "g_a": URL_SAFE_NO_PAD.encode(&data)});
     let k = types::DecryptedMessageActionRequestKey::from_json(&v).unwrap();
     assert_eq!((k.exchange_id, k.g_a), (42, data));
+}
+
+// ---- JSON text round trips ----------------------------------------------------------------------
+
+/// bytes -> value -> JSON *text* -> value -> bytes, the path a D-Bus or HTTP caller takes.
+fn through_json_text<E>(bytes: &[u8]) -> Vec<u8>
+where
+    E: Serializable + Deserializable + TlJson,
+{
+    let v = E::from_bytes(bytes).unwrap();
+    let text = serde_json::to_string(&v.to_json()).unwrap();
+    let parsed: Value = serde_json::from_str(&text).unwrap();
+    E::from_json(&parsed).unwrap().to_bytes()
+}
+
+/// A `decryptedMessage` with a geo point, venue and the given long / double / bytes values.
+fn geo_message(random_id: i64, reply_to: i64, lat: f64, long: f64, text: &str) -> Vec<u8> {
+    let m = enums::DecryptedMessage::DecryptedMessage(types::DecryptedMessage {
+        silent: false,
+        random_id,
+        ttl: 0,
+        message: text.to_owned(),
+        media: Some(enums::DecryptedMessageMedia::GeoPoint(
+            types::DecryptedMessageMediaGeoPoint { lat, long },
+        )),
+        entities: None,
+        via_bot_name: None,
+        reply_to_random_id: Some(reply_to),
+        grouped_id: Some(i64::MIN),
+    });
+    m.to_bytes()
+}
+
+#[test]
+fn json_text_keeps_doubles_and_longs_exact() {
+    // Values that a float parser without exact rounding gets wrong in the last place.
+    let hard = [
+        0.1,
+        2.2250738585072014e-308,
+        5e-324,
+        f64::MAX,
+        f64::MIN_POSITIVE,
+        -0.0,
+        55.755826,
+        37.6173,
+        1.0000000000000002,
+        9007199254740993.0,
+        f64::from_bits(0x3fd5_5555_5555_5555),
+        f64::from_bits(0x7fef_ffff_ffff_fffe),
+    ];
+    for (i, &lat) in hard.iter().enumerate() {
+        let long = hard[(i + 1) % hard.len()];
+        for (rid, reply) in [(i64::MIN, i64::MAX), (i64::MAX, i64::MIN), (0, -1)] {
+            let b = geo_message(rid, reply, lat, long, "x");
+            assert_eq!(through_json_text::<enums::DecryptedMessage>(&b), b, "{lat} {long}");
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4096))]
+
+    /// Every finite double, every long (both extremes included by proptest's `any`), and random
+    /// bytes survive JSON text exactly.
+    #[test]
+    fn json_text_round_trip(lat_bits in any::<u64>(), long_bits in any::<u64>(),
+                            rid in any::<i64>(), reply in prop_oneof![Just(i64::MIN), Just(i64::MAX), any::<i64>()],
+                            key in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let (lat, long) = (f64::from_bits(lat_bits), f64::from_bits(long_bits));
+        prop_assume!(lat.is_finite() && long.is_finite());
+        let b = geo_message(rid, reply, lat, long, "héllo");
+        prop_assert_eq!(through_json_text::<enums::DecryptedMessage>(&b), b);
+        // bytes: a RequestKey with random g_a and an extreme exchange_id.
+        let k = enums::DecryptedMessageAction::RequestKey(types::DecryptedMessageActionRequestKey {
+            exchange_id: reply,
+            g_a: key,
+        })
+        .to_bytes();
+        prop_assert_eq!(through_json_text::<enums::DecryptedMessageAction>(&k), k);
+    }
 }

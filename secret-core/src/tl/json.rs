@@ -14,8 +14,11 @@
 //! * `int`: a JSON integer; input outside the `i32` range is [`JsonError::OutOfRange`].
 //! * `long`: a JSON integer (serde_json keeps all 64 bits exact). Input: a JSON integer or a
 //!   decimal string such as `"-5"` (for JavaScript callers); outside `i64` is `OutOfRange`.
-//! * `double`: a JSON number. JSON has no NaN/infinities, so those are written as the strings
-//!   `"NaN"`, `"Infinity"`, `"-Infinity"`, which are also accepted on input.
+//! * `double`: a JSON number, written in the shortest form that reads back to the same value
+//!   and read with exact rounding (serde_json's `float_roundtrip`), so every finite double
+//!   survives JSON *text* bit for bit (`-0.0` included). JSON has no NaN/infinities, so those are
+//!   written as the strings `"NaN"`, `"Infinity"`, `"-Infinity"`, which are also accepted on
+//!   input (a NaN's payload bits are not kept).
 //! * `string`: a JSON string.
 //! * `bytes`: standard base64 with padding. Input: standard or URL-safe base64 (padding
 //!   optional); hex when the string is `0x` followed by an even number of hex digits; or the
