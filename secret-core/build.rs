@@ -311,6 +311,23 @@ fn gen_write(t: &Ty, var: &str, depth: usize) -> String {
     }
 }
 
+/// An expression for the encoded length of `var` (a `&T`), saturating instead of overflowing.
+fn gen_len(t: &Ty, var: &str, depth: usize) -> String {
+    match t {
+        Ty::Int => "4usize".into(),
+        Ty::Long | Ty::Double => "8usize".into(),
+        Ty::Str | Ty::Bytes => format!("bytes_len({var}.len())"),
+        Ty::Boxed(_) => format!("crate::tl::Serializable::serialized_len({var})"),
+        Ty::Vector(i) => {
+            let e = format!("e{depth}");
+            format!(
+                "{var}.iter().fold(8usize, |a, {e}| a.saturating_add({}))",
+                gen_len(i, &e, depth + 1)
+            )
+        }
+    }
+}
+
 /// An expression reading a `T` from `r` (with `?`).
 fn gen_read(t: &Ty, depth: usize) -> String {
     match t {
@@ -457,7 +474,7 @@ fn generate(src: &str) -> String {
     // ---- types ----
     o.push_str("/// One struct per TL constructor (generated from `schema/secret_api.tl`).\npub mod types {\n");
     o.push_str("#![allow(clippy::upper_case_acronyms, clippy::redundant_closure)]\n");
-    o.push_str("#[allow(unused_imports)]\nuse crate::tl::{json, write_bytes, write_f64, write_i32, write_i64, write_string, write_u32, write_vector_len, JsonError, Reader, TlError};\n\n");
+    o.push_str("#[allow(unused_imports)]\nuse crate::tl::{bytes_len, json, write_bytes, write_f64, write_i32, write_i64, write_string, write_u32, write_vector_len, JsonError, Reader, TlError};\n\n");
     for c in &ctors {
         gen_struct(&mut o, c, ctor_is_eq(c, &eq));
     }
@@ -642,6 +659,35 @@ fn gen_struct(o: &mut String, c: &Ctor, is_eq: bool) {
     }
     o.push_str("    }\n\n");
 
+    let mut len_terms: Vec<String> = Vec::new();
+    for f in &c.fields {
+        match &f.kind {
+            Kind::Flags => len_terms.push("4usize".into()),
+            Kind::Plain(t) => len_terms.push(gen_len(t, &f.local, 0)),
+            Kind::Opt { ty, .. } => len_terms.push(format!(
+                "{}.as_ref().map_or(0usize, |x| {})",
+                f.local,
+                gen_len(ty, "x", 0)
+            )),
+            Kind::True { .. } => {}
+        }
+    }
+    let len_body = if len_terms.is_empty() {
+        "0".to_owned()
+    } else {
+        format!(
+            "{destructure}\n        0usize{}",
+            len_terms
+                .iter()
+                .map(|t| format!(".saturating_add({t})"))
+                .collect::<String>()
+        )
+    };
+    let _ = writeln!(
+        o,
+        "    /// The length of the bare encoding, computed without encoding (saturating).\n    #[allow(unused_variables)]\n    pub fn serialized_len_bare(&self) -> usize {{\n        {len_body}\n    }}\n"
+    );
+
     let r_name = if c.fields.is_empty() { "_r" } else { "r" };
     let _ = writeln!(
         o,
@@ -697,7 +743,7 @@ fn gen_struct(o: &mut String, c: &Ctor, is_eq: bool) {
     // Serializable / Deserializable
     let _ = writeln!(
         o,
-        "impl crate::tl::Serializable for {0} {{\n    fn serialize(&self, out: &mut Vec<u8>) {{\n        write_u32(out, {1:#010x});\n        self.serialize_bare(out);\n    }}\n}}\n\n\
+        "impl crate::tl::Serializable for {0} {{\n    fn serialize(&self, out: &mut Vec<u8>) {{\n        write_u32(out, {1:#010x});\n        self.serialize_bare(out);\n    }}\n\n    fn serialized_len(&self) -> usize {{\n        4usize.saturating_add(self.serialized_len_bare())\n    }}\n}}\n\n\
          impl crate::tl::Deserializable for {0} {{\n    fn deserialize(r: &mut Reader<'_>) -> Result<Self, TlError> {{\n        let id = r.read_u32()?;\n        if id != {1:#010x} {{\n            return Err(TlError::UnknownConstructor {{ id, type_name: {2:?} }});\n        }}\n        Self::deserialize_bare(r)\n    }}\n}}\n",
         c.rust, c.id, c.tl
     );
@@ -798,8 +844,9 @@ fn gen_enum(o: &mut String, t: &str, cs: &[&Ctor], is_eq: bool) {
     );
     let _ = writeln!(
         o,
-        "impl crate::tl::Serializable for {t} {{\n    fn serialize(&self, out: &mut Vec<u8>) {{\n        match self {{\n{}        }}\n    }}\n}}\n",
-        arms("crate::tl::Serializable::serialize(x, out)")
+        "impl crate::tl::Serializable for {t} {{\n    fn serialize(&self, out: &mut Vec<u8>) {{\n        match self {{\n{}        }}\n    }}\n\n    fn serialized_len(&self) -> usize {{\n        match self {{\n{}        }}\n    }}\n}}\n",
+        arms("crate::tl::Serializable::serialize(x, out)"),
+        arms("crate::tl::Serializable::serialized_len(x)")
     );
     let _ = writeln!(
         o,

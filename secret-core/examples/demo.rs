@@ -123,9 +123,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
 
     // One service message, shown on the wire and decrypted by the peer.
-    let sent = a.send_service(
+    let sent = a.send_action(
         A::SetMessageTTL(types::DecryptedMessageActionSetMessageTTL { ttl_seconds: 30 }),
-        None,
         1,
         &mut rng,
     )?;
@@ -151,7 +150,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         hex(&t.data[8..24]),
         hex(&t.data[24..56])
     );
-    let key = b.state().key.as_ref().ok_or("no key")?.key.clone();
+    let key = b.state().pfs().key().ok_or("no key")?.key.clone();
     let plain = crypto::decrypt_message(&key, secret_core::Role::Creator.kdf_x(), &t.data)?;
     println!(
         "B decrypts: {}",
@@ -188,7 +187,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 A::Noop(types::DecryptedMessageActionNoop {})
             };
             let app = !matches!(act, A::Noop(_));
-            let s = chats[side].send_service(act.clone(), None, now, &mut rng)?;
+            let s = chats[side].send_action(act.clone(), now, &mut rng)?;
             if app {
                 sent_by[side].push((s.random_id, act));
             }
@@ -239,14 +238,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         if round > total + 200 {
             for (i, c) in chats.iter().enumerate() {
-                let st = c.state();
+                let st = c.state().seq();
                 eprintln!(
                     "side {i}: in_raw {} out_raw {} peer_in {} queue {:?} resend {:?} sent {} got {}",
-                    st.in_raw,
-                    st.out_raw,
-                    st.peer_in_raw,
-                    st.gap_queue.keys().take(5).collect::<Vec<_>>(),
-                    st.resend_request,
+                    st.in_raw(),
+                    st.out_raw(),
+                    st.peer_in_raw(),
+                    c.gap_queue().map(|q| q.out_raw).take(5).collect::<Vec<_>>(),
+                    st.resend_request(),
                     sent_by[i].len(),
                     got_by[i].len()
                 );

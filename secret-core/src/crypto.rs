@@ -57,6 +57,19 @@ pub enum CryptoError {
     NotBlockAligned,
     /// A packet plaintext must not be empty.
     EmptyPlaintext,
+    /// Explicit end-to-end padding must be 12 to 1024 bytes and complete the plaintext to a
+    /// multiple of 16 bytes.
+    BadPadding {
+        /// The padding length given.
+        len: usize,
+        /// The payload length.
+        payload_len: usize,
+    },
+    /// The payload is longer than [`MAX_PAYLOAD_LEN`].
+    PayloadTooLong {
+        /// The payload length.
+        len: usize,
+    },
 }
 
 impl fmt::Display for CryptoError {
@@ -69,6 +82,14 @@ impl fmt::Display for CryptoError {
                 f.write_str("buffer length is not a multiple of the 16-byte AES block")
             }
             CryptoError::EmptyPlaintext => f.write_str("packet plaintext is empty"),
+            CryptoError::BadPadding { len, payload_len } => write!(
+                f,
+                "{len} bytes of padding after a {payload_len}-byte payload: need 12 to 1024 \
+                 making the plaintext a multiple of 16"
+            ),
+            CryptoError::PayloadTooLong { len } => {
+                write!(f, "payload of {len} bytes exceeds {MAX_PAYLOAD_LEN}")
+            }
         }
     }
 }
@@ -273,6 +294,14 @@ pub(crate) mod fixed_bytes {
             }
             Ok(out)
         }
+    }
+
+    /// Serialises the array as a byte string (for `#[serde(with = ...)]`).
+    pub(crate) fn serialize<S: serde::Serializer, const N: usize>(
+        v: &[u8; N],
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
     }
 
     /// Deserialises exactly `N` bytes.
@@ -536,26 +565,69 @@ pub fn encrypt_message(
         payload.len() <= MAX_PAYLOAD_LEN,
         "payload too long for one message"
     );
-    let prefixed_len = 4 + payload.len();
-    let pad = padding_len(prefixed_len);
-    let total = prefixed_len + pad;
+    seal_e2e(key, x, payload, padding_len(4 + payload.len()), |pad| {
+        rng.fill(pad)
+    })
+}
 
-    let mut out = Vec::with_capacity(MESSAGE_HEADER_LEN + total);
-    out.extend_from_slice(&key.fingerprint().0);
-    out.extend_from_slice(&[0u8; 16]); // msg_key, filled in below
+/// [`encrypt_message`] with the padding given instead of drawn, so that the result is fully
+/// determined (interoperability tests against other implementations and published vectors).
+///
+/// `padding` must be 12 to 1024 bytes and make `4 + len(payload) + len(padding)` a multiple of
+/// 16 ([`CryptoError::BadPadding`] otherwise); any such length is valid on the wire, the bucket
+/// sizes of [`padding_len`] are only what we choose. The payload may have any length up to
+/// [`MAX_PAYLOAD_LEN`] ([`CryptoError::PayloadTooLong`]).
+pub fn encrypt_message_with_padding(
+    key: &AuthKey,
+    x: usize,
+    payload: &[u8],
+    padding: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    if payload.len() > MAX_PAYLOAD_LEN {
+        return Err(CryptoError::PayloadTooLong { len: payload.len() });
+    }
+    let total = 4 + payload.len() + padding.len();
+    if !(MIN_PADDING..=MAX_PADDING).contains(&padding.len()) || !total.is_multiple_of(BLOCK) {
+        return Err(CryptoError::BadPadding {
+            len: padding.len(),
+            payload_len: payload.len(),
+        });
+    }
+    Ok(seal_e2e(key, x, payload, padding.len(), |pad| {
+        pad.copy_from_slice(padding)
+    }))
+}
+
+/// Lays out `int32_le(len(payload)) || payload || padding` directly in AES blocks (so the IGE
+/// pass cannot meet a partial block), fills the padding with `fill`, and encrypts.
+///
+/// The blocks hold at least `pad_len` padding bytes; callers pass a `pad_len` that makes the
+/// total a multiple of 16, so `fill` gets exactly `pad_len` bytes.
+fn seal_e2e(
+    key: &AuthKey,
+    x: usize,
+    payload: &[u8],
+    pad_len: usize,
+    fill: impl FnOnce(&mut [u8]),
+) -> Vec<u8> {
+    let used = 4 + payload.len();
+    let mut blocks = vec![aes::Block::default(); (used + pad_len).div_ceil(BLOCK)];
+    let plain = aes::Block::slice_as_flattened_mut(&mut blocks);
+    // ok: a payload over 4 GiB cannot reach here (MAX_PAYLOAD_LEN is 1 MiB; see the asserts).
     let len_prefix = u32::try_from(payload.len()).unwrap_or(u32::MAX);
-    out.extend_from_slice(&len_prefix.to_le_bytes());
-    out.extend_from_slice(payload);
-    let pad_start = out.len();
-    out.resize(pad_start + pad, 0);
-    rng.fill(&mut out[pad_start..]);
+    plain[..4].copy_from_slice(&len_prefix.to_le_bytes());
+    plain[4..used].copy_from_slice(payload);
+    fill(&mut plain[used..]);
 
-    let mk = msg_key(key, &out[MESSAGE_HEADER_LEN..], x);
-    out[8..MESSAGE_HEADER_LEN].copy_from_slice(&mk);
+    let mk = msg_key(key, plain, x);
     let (aes_key, aes_iv) = kdf(key, &mk, x);
-    // `total` is a multiple of 16 by construction of `padding_len`, so this cannot fail; if it
-    // ever did, the message would simply be rejected by the receiver.
-    let _ = aes_ige_encrypt(&aes_key, &aes_iv, &mut out[MESSAGE_HEADER_LEN..]);
+    IgeEnc::new((&aes_key).into(), (&aes_iv).into()).encrypt_blocks(&mut blocks);
+
+    let cipher = aes::Block::slice_as_flattened(&blocks);
+    let mut out = Vec::with_capacity(MESSAGE_HEADER_LEN + cipher.len());
+    out.extend_from_slice(&key.fingerprint().0);
+    out.extend_from_slice(&mk);
+    out.extend_from_slice(cipher);
     out
 }
 

@@ -91,7 +91,7 @@ const fn hex_256(s: &str) -> [u8; DH_PRIME_LEN] {
 // ---------------------------------------------------------------------------------------------
 
 /// Why DH parameters or values were rejected.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DhError {
     /// `p` is not exactly 2048 bits (256 big-endian bytes with the top bit set).
     PrimeSize,
@@ -451,21 +451,32 @@ pub fn generate_key_pair(
     rng: &mut dyn SecureRandom,
     server_random: &[u8],
 ) -> Result<DhKeyPair, DhError> {
+    for _ in 0..KEY_GENERATION_TRIES {
+        match key_pair_from_secret(cfg, generate_secret(rng, server_random)) {
+            Err(DhError::PublicValueOutOfRange) => continue,
+            other => return other,
+        }
+    }
+    Err(DhError::KeyGeneration)
+}
+
+/// The key pair of a given secret exponent: `g^secret mod p` in constant time, as minimal
+/// big-endian bytes. [`DhError::PublicValueOutOfRange`] if the public value fails
+/// [`check_public_value`] (a drawn secret is then replaced; a given one is refused).
+///
+/// Production code draws its secrets ([`generate_key_pair`]); this exists for deterministic
+/// interoperability tests.
+pub fn key_pair_from_secret(cfg: &DhConfig, secret: DhSecret) -> Result<DhKeyPair, DhError> {
     check_prime_shape(&cfg.p).map_err(|_| DhError::KeyGeneration)?;
     let g = u8::try_from(cfg.g)
         .ok()
         .filter(|g| (2..=7).contains(g))
         .ok_or(DhError::KeyGeneration)?;
-    for _ in 0..KEY_GENERATION_TRIES {
-        let secret = generate_secret(rng, server_random);
-        let full = modpow_ct(&[g], secret.as_bytes(), &cfg.p)?;
-        let first_nonzero = full.iter().position(|&b| b != 0).unwrap_or(full.len());
-        let public = full[first_nonzero..].to_vec();
-        if check_public_value(cfg, &public).is_ok() {
-            return Ok(DhKeyPair { secret, public });
-        }
-    }
-    Err(DhError::KeyGeneration)
+    let full = modpow_ct(&[g], secret.as_bytes(), &cfg.p)?;
+    let first_nonzero = full.iter().position(|&b| b != 0).unwrap_or(full.len());
+    let public = full[first_nonzero..].to_vec();
+    check_public_value(cfg, &public)?;
+    Ok(DhKeyPair { secret, public })
 }
 
 /// Checks the peer's public value and computes the shared key `peer_public^secret mod p` in

@@ -52,7 +52,7 @@ impl ReceiveHarness {
             0,
             &mut rng,
         );
-        let peer_key = b.state().key.as_ref()?.key.clone();
+        let peer_key = b.state().pfs().key()?.key.clone();
         Some(ReceiveHarness { chat: a, peer_key })
     }
 
@@ -87,6 +87,8 @@ impl ReceiveHarness {
         };
         let mut chat = self.chat.clone();
         let before = chat.state().clone();
+        let gap_before: Vec<_> = chat.gap_queue().cloned().collect();
+        let outbox_before: Vec<_> = chat.outbox().cloned().collect();
         let msg = IncomingEncrypted {
             random_id: rng.next_i64(),
             date: 1,
@@ -98,12 +100,29 @@ impl ReceiveHarness {
                     chat.state() == &before,
                     "a refused message changed the state"
                 );
+                assert!(chat.gap_queue().cloned().collect::<Vec<_>>() == gap_before);
+                assert!(chat.outbox().cloned().collect::<Vec<_>>() == outbox_before);
             }
             Ok(out) => {
                 assert!(mode % 4 >= 2, "an unauthenticated message was accepted");
-                if !out.state_changed {
-                    assert!(chat.state() == &before, "state changed without saying so");
-                }
+                let (now, was) = (chat.state(), &before);
+                assert!(
+                    out.changed.auth || now.auth() == was.auth(),
+                    "auth changed silently"
+                );
+                assert!(
+                    out.changed.config || now.config() == was.config(),
+                    "config changed silently"
+                );
+                assert!(
+                    out.changed.pfs || now.pfs() == was.pfs(),
+                    "keys changed silently"
+                );
+                assert!(
+                    out.changed.seq || now.seq() == was.seq(),
+                    "seq changed silently"
+                );
+                assert!(!chat.unreported_changes().any(), "changes left unreported");
                 // Whatever happened, the chat still answers sends or is closed; no panic.
                 let _ = chat.tick(2, &mut rng);
             }

@@ -12,6 +12,7 @@ pub mod dh;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod rand;
+pub mod record;
 pub mod tl;
 
 /// Who created the secret chat. It fixes the KDF offset and the seq_no parity of each side.

@@ -8,6 +8,7 @@ use secret_core::Role;
 use secret_core::chat::*;
 use secret_core::crypto::{self, AuthKey};
 use secret_core::rand::{SecureRandom, SeededRandom};
+use secret_core::record;
 use secret_core::tl::enums::{DecryptedMessage, DecryptedMessageAction as A, SendMessageAction};
 use secret_core::tl::{Deserializable, Serializable, types};
 
@@ -33,9 +34,9 @@ fn incoming(t: &Transmit) -> IncomingEncrypted {
 /// Every key a chat can decrypt with, for test inspection.
 fn keys_of(chat: &Chat) -> Vec<AuthKey> {
     let st = chat.state();
-    let mut v: Vec<AuthKey> = st.key.iter().map(|k| k.key.clone()).collect();
-    v.extend(st.old_key.iter().cloned());
-    if let Rekey::Accepted { key, .. } = &st.rekey {
+    let mut v: Vec<AuthKey> = st.pfs().key().iter().map(|k| k.key.clone()).collect();
+    v.extend(st.pfs().old_key().cloned());
+    if let Rekey::Accepted { key, .. } = st.pfs().rekey() {
         v.push(key.clone());
     }
     v
@@ -80,7 +81,7 @@ fn forge_bytes(
     action: A,
     rng: &mut SeededRandom,
 ) -> IncomingEncrypted {
-    let key = sender.state().key.as_ref().expect("key").key.clone();
+    let key = sender.state().pfs().key().expect("key").key.clone();
     let random_id = rng.next_i64();
     let l = types::DecryptedMessageLayer {
         random_bytes: vec![5; random_bytes],
@@ -95,6 +96,10 @@ fn forge_bytes(
         date: 1,
         data,
     }
+}
+
+fn service(random_id: i64, action: A) -> DecryptedMessage {
+    DecryptedMessage::Service(types::DecryptedMessageService { random_id, action })
 }
 
 fn ttl(n: i32) -> A {
@@ -127,7 +132,7 @@ impl Duo {
 
     fn send(&mut self, side: usize, action: A) -> (Sent, Vec<Transmit>) {
         let s = self.c[side]
-            .send_service(action, None, self.now, &mut self.rng)
+            .send_action(action, self.now, &mut self.rng)
             .expect("send");
         self.s[side].persist(&self.c[side], &s.output);
         let t = sends(&s.output);
@@ -207,7 +212,7 @@ fn first_messages_carry_documented_seq_numbers_and_decrypt_on_the_other_side() {
 #[test]
 fn layer_is_raised_by_the_peer_and_sent_as_min_of_both() {
     let mut d = Duo::new(2);
-    assert_eq!(d.c[0].state().peer_layer, 144);
+    assert_eq!(d.c[0].state().config().peer_layer(), 144);
     let (s, t) = d.send(0, ttl(5));
     assert_eq!(s.layer, 144);
     let l = open(&d.c[1], Role::Creator, &t[0]);
@@ -293,7 +298,7 @@ fn a_gap_queues_messages_and_asks_for_exactly_one_resend() {
             end_seq_no: 5
         })
     );
-    assert_eq!(d.c[1].state().gap_queue.len(), 4);
+    assert_eq!(d.c[1].gap_queue().count(), 4);
     // A answers with the original bytes.
     let o = d.deliver(0, &resends[0]).expect("resend handled");
     let answers = sends(&o);
@@ -314,8 +319,8 @@ fn a_gap_queues_messages_and_asks_for_exactly_one_resend() {
         }
     }
     assert_eq!(got, vec![0, 1, 2, 3, 4, 5], "delivered once each, in order");
-    assert!(d.c[1].state().gap_queue.is_empty());
-    assert_eq!(d.c[1].state().resend_request, None);
+    assert!(d.c[1].gap_queue().next().is_none());
+    assert_eq!(d.c[1].state().seq().resend_request(), None);
 }
 
 #[test]
@@ -364,14 +369,14 @@ fn assert_discarded(
         delete_history: false
     }));
     match d.c[side].status() {
-        Status::Discarded(DiscardReason::Protocol(v)) => assert!(check(v), "reason {v:?}"),
+        Status::Discarded(DiscardReason::Protocol(v)) => assert!(check(&v), "reason {v:?}"),
         s => panic!("not discarded: {s:?}"),
     }
     // The closure is persisted and survives a restart.
     d.restart(side);
     assert!(matches!(d.c[side].status(), Status::Discarded(_)));
     assert!(matches!(
-        d.c[side].send_service(ttl(1), None, 0, &mut d.rng),
+        d.c[side].send_action(ttl(1), 0, &mut d.rng),
         Err(SendError::WrongState { .. })
     ));
 }
@@ -448,7 +453,7 @@ fn legacy_in_seq_no_minus_one_is_tolerated_not_fatal() {
     let mut d = Duo::new(11);
     let m = forge(&d.c[1], 144, -1, 2, typing(), &mut d.rng);
     assert_eq!(d.receive(0, &m), Err(ReceiveError::Unsequenced));
-    assert_eq!(d.c[0].status(), &Status::Ready);
+    assert_eq!(d.c[0].status(), Status::Ready);
 }
 
 #[test]
@@ -480,7 +485,7 @@ fn a_resend_for_an_acknowledged_slot_is_filled_with_a_noop_in_that_slot() {
         &mut d.rng,
     );
     let o = d.receive(0, &m).expect("answered");
-    assert_eq!(d.c[0].status(), &Status::Ready);
+    assert_eq!(d.c[0].status(), Status::Ready);
     let ts = sends(&o);
     assert_eq!(ts.len(), 1);
     assert_eq!(ts[0].out_seq_no, 3);
@@ -553,9 +558,9 @@ fn every_application_action_reaches_the_peer_with_its_effect() {
         "app actions delivered; Noop/NotifyLayer are internal"
     );
     assert!(got.contains(&Event::TtlChanged(60)));
-    assert_eq!(d.c[1].state().ttl_seconds, 60);
+    assert_eq!(d.c[1].state().config().ttl_seconds(), 60);
     assert_eq!(
-        d.c[0].state().ttl_seconds,
+        d.c[0].state().config().ttl_seconds(),
         60,
         "the sender applies its own TTL too"
     );
@@ -565,7 +570,7 @@ fn every_application_action_reaches_the_peer_with_its_effect() {
 fn protocol_actions_cannot_be_sent_by_the_application_and_bad_input_changes_nothing() {
     let mut d = Duo::new(16);
     let before = postcard::to_stdvec(d.c[0].state()).expect("encodes");
-    let r = |d: &mut Duo, a: A| d.c[0].send_service(a, None, 0, &mut d.rng);
+    let r = |d: &mut Duo, a: A| d.c[0].send_action(a, 0, &mut d.rng);
     assert!(matches!(
         r(
             &mut d,
@@ -616,10 +621,7 @@ fn protocol_actions_cannot_be_sent_by_the_application_and_bad_input_changes_noth
     ));
     assert!(matches!(
         r(&mut d, ttl(-1)),
-        Err(SendError::InvalidField {
-            field: "ttl_seconds",
-            ..
-        })
+        Err(SendError::InvalidField { ref field, .. }) if field == "ttl_seconds"
     ));
     assert!(matches!(
         r(
@@ -645,7 +647,7 @@ fn protocol_actions_cannot_be_sent_by_the_application_and_bad_input_changes_noth
         action: ttl(1),
     });
     assert!(matches!(
-        d.c[0].send_message(legacy, 0, &mut d.rng),
+        d.c[0].send_message(legacy, SendMethod::SendEncryptedService, 0, &mut d.rng),
         Err(SendError::NotAllowed { .. })
     ));
     assert_eq!(
@@ -656,12 +658,18 @@ fn protocol_actions_cannot_be_sent_by_the_application_and_bad_input_changes_noth
     // A random_id still in flight cannot be reused.
     let (s, _) = d.send(0, ttl(1));
     assert_eq!(
-        d.c[0].send_service(ttl(2), Some(s.random_id), 0, &mut d.rng),
+        d.c[0].send_message(
+            service(s.random_id, ttl(2)),
+            SendMethod::SendEncrypted,
+            0,
+            &mut d.rng
+        ),
         Err(SendError::BadRandomId(s.random_id))
     );
     assert_eq!(
-        d.c[0].send_service(ttl(2), Some(0), 0, &mut d.rng).err(),
-        Some(SendError::BadRandomId(0))
+        postcard::to_stdvec(d.c[0].state()).expect("encodes"),
+        postcard::to_stdvec(d.s[0].restore().state()).expect("encodes"),
+        "refusals left the chat as stored"
     );
 }
 
@@ -671,11 +679,8 @@ fn sending_before_ready_is_a_wrong_state_error() {
     let (mut a, _, _) =
         Chat::request(1, 1, 2, common::dh_config(), &[], 0, &mut rng).expect("request");
     assert!(matches!(
-        a.send_service(ttl(1), None, 0, &mut rng),
-        Err(SendError::WrongState {
-            status: "waiting",
-            ..
-        })
+        a.send_action(ttl(1), 0, &mut rng),
+        Err(SendError::WrongState { ref status, .. }) if status == "waiting"
     ));
 }
 
@@ -792,7 +797,7 @@ fn rekey_after_100_messages_switches_both_sides_without_losing_anything() {
         let (_, t) = d.send(side, typing());
         d.pump(side, t);
     }
-    assert!(d.c[0].state().old_key.is_none() && d.c[1].state().old_key.is_none());
+    assert!(d.c[0].state().pfs().old_key().is_none() && d.c[1].state().pfs().old_key().is_none());
     let (_, t) = d.send(0, typing());
     assert_eq!(
         t[0].data[..8],
@@ -807,7 +812,10 @@ fn the_new_key_is_stored_before_accept_key_and_commit_key_leave() {
     let s = d.c[0].start_rekey(None, d.now, &mut d.rng).expect("start");
     d.s[0].persist(&d.c[0], &s.output);
     assert!(
-        matches!(d.s[0].restore().state().rekey, Rekey::Requested { .. }),
+        matches!(
+            d.s[0].restore().state().pfs().rekey(),
+            &Rekey::Requested { .. }
+        ),
         "secret stored with RequestKey"
     );
     let req = sends(&s.output);
@@ -818,9 +826,9 @@ fn the_new_key_is_stored_before_accept_key_and_commit_key_leave() {
         A::AcceptKey(_)
     ));
     // The output that carries AcceptKey stores the pending key with it.
-    assert!(o.state_changed);
+    assert!(o.changed.pfs);
     let restored_b = d.s[1].restore();
-    let Rekey::Accepted { key, .. } = &restored_b.state().rekey else {
+    let Rekey::Accepted { key, .. } = restored_b.state().pfs().rekey() else {
         panic!("pending key not stored")
     };
     let new_fp = key.fingerprint();
@@ -841,7 +849,7 @@ fn the_new_key_is_stored_before_accept_key_and_commit_key_leave() {
     let noop = sends(&o);
     assert_eq!(noop[0].data[..8], new_fp.0);
     let _ = d.deliver(0, &noop[0]).expect("noop");
-    assert!(d.c[0].state().old_key.is_none());
+    assert!(d.c[0].state().pfs().old_key().is_none());
 }
 
 #[test]
@@ -854,11 +862,13 @@ fn simultaneous_requests_are_resolved_by_exchange_id() {
         let sb = d.c[1]
             .start_rekey(None, d.now, &mut d.rng)
             .expect("b starts");
-        let ea = match &d.c[0].state().rekey {
+        d.s[0].persist(&d.c[0], &sa.output);
+        d.s[1].persist(&d.c[1], &sb.output);
+        let ea = match d.c[0].state().pfs().rekey() {
             Rekey::Requested { exchange_id, .. } => *exchange_id,
             _ => panic!(),
         };
-        let eb = match &d.c[1].state().rekey {
+        let eb = match d.c[1].state().pfs().rekey() {
             Rekey::Requested { exchange_id, .. } => *exchange_id,
             _ => panic!(),
         };
@@ -872,9 +882,12 @@ fn simultaneous_requests_are_resolved_by_exchange_id() {
         assert_eq!(d.c[0].key_fingerprint(), d.c[1].key_fingerprint());
         // The larger exchange_id (signed) won: its owner is the one that sent CommitKey.
         let winner = if ea > eb { 0 } else { 1 };
-        assert!(d.c[winner].state().old_key.is_some() || d.c[1 - winner].state().old_key.is_some());
-        assert_eq!(d.c[0].state().rekey, Rekey::Idle);
-        assert_eq!(d.c[1].state().rekey, Rekey::Idle);
+        assert!(
+            d.c[winner].state().pfs().old_key().is_some()
+                || d.c[1 - winner].state().pfs().old_key().is_some()
+        );
+        assert_eq!(d.c[0].state().pfs().rekey(), &Rekey::Idle);
+        assert_eq!(d.c[1].state().pfs().rekey(), &Rekey::Idle);
     }
 }
 
@@ -883,10 +896,10 @@ fn a_mismatched_accept_key_aborts_the_exchange_but_keeps_the_chat() {
     let mut d = Duo::new(27);
     let s = d.c[0].start_rekey(None, d.now, &mut d.rng).expect("start");
     d.s[0].persist(&d.c[0], &s.output);
-    let Rekey::Requested { exchange_id, .. } = d.c[0].state().rekey.clone() else {
+    let Rekey::Requested { exchange_id, .. } = d.c[0].state().pfs().rekey().clone() else {
         panic!()
     };
-    let g_b = d.c[0].state().dh.p[..200].to_vec(); // in range but the fingerprint is wrong
+    let g_b = d.c[0].state().auth().dh().p[..200].to_vec(); // in range but the fingerprint is wrong
     let mut g = g_b.clone();
     g[0] = 0x40;
     let m = forge(
@@ -902,8 +915,8 @@ fn a_mismatched_accept_key_aborts_the_exchange_but_keeps_the_chat() {
         &mut d.rng,
     );
     let o = d.receive(0, &m).expect("handled");
-    assert_eq!(d.c[0].status(), &Status::Ready);
-    assert_eq!(d.c[0].state().rekey, Rekey::Idle);
+    assert_eq!(d.c[0].status(), Status::Ready);
+    assert_eq!(d.c[0].state().pfs().rekey(), &Rekey::Idle);
     assert!(o.events.contains(&Event::RekeyAborted { exchange_id }));
     let t = sends(&o);
     assert_eq!(
@@ -981,7 +994,7 @@ fn messages_that_overtake_the_acceptance_are_kept_and_processed() {
         key_fingerprint,
     } = half_open(29);
     let notify = sends(&accepted).remove(0);
-    let s = b.send_service(ttl(7), None, 0, &mut rng).expect("send");
+    let s = b.send_action(ttl(7), 0, &mut rng).expect("send");
     let ttl_msg = sends(&s.output).remove(0);
     // The messages arrive before updateEncryption.
     assert!(a.receive(&incoming(&notify), 0, &mut rng).is_ok());
@@ -996,7 +1009,7 @@ fn messages_that_overtake_the_acceptance_are_kept_and_processed() {
         &mut rng,
     );
     assert!(o.events.contains(&Event::TtlChanged(7)));
-    assert_eq!(a.state().in_raw, 2);
+    assert_eq!(a.state().seq().in_raw(), 2);
 }
 
 #[test]
@@ -1022,7 +1035,7 @@ fn a_wrong_fingerprint_at_creation_discards_the_chat() {
     }));
     assert_eq!(
         a.status(),
-        &Status::Discarded(DiscardReason::Protocol(
+        Status::Discarded(DiscardReason::Protocol(
             ProtocolViolation::KeyFingerprintMismatch
         ))
     );
@@ -1073,7 +1086,7 @@ fn remote_discard_and_fatal_send_errors_close_the_chat() {
     );
     assert_eq!(
         d.c[0].status(),
-        &Status::Discarded(DiscardReason::Remote {
+        Status::Discarded(DiscardReason::Remote {
             history_deleted: true
         })
     );
@@ -1104,7 +1117,7 @@ fn remote_discard_and_fatal_send_errors_close_the_chat() {
     assert!(o.outbox_remove.contains(&(s.out_seq_no as u32 / 2)));
     assert_eq!(
         d.c[1].status(),
-        &Status::Discarded(DiscardReason::ServerRefused {
+        Status::Discarded(DiscardReason::ServerRefused {
             error: "USER_IS_BLOCKED".into()
         })
     );
@@ -1113,21 +1126,26 @@ fn remote_discard_and_fatal_send_errors_close_the_chat() {
 #[test]
 fn restore_rejects_inconsistent_records() {
     let d = Duo::new(33);
-    let mut st = d.c[0].state().clone();
-    st.version = 99;
-    assert_eq!(
-        Chat::restore(st, vec![]).err(),
-        Some(RestoreError::Version(99))
-    );
-    let mut st = d.c[0].state().clone();
-    st.key = None;
+    // Records are private: an inconsistent one is made by editing its serde form.
+    let edit = |f: &dyn Fn(&mut serde_json::Value)| -> ChatState {
+        let mut v = serde_json::to_value(d.c[0].state()).expect("to json");
+        f(&mut v);
+        serde_json::from_value(v).expect("from json")
+    };
+    let restore = |st: ChatState, outbox: Vec<OutboxEntry>| Chat::restore(st, outbox, vec![]);
+    assert!(restore(d.c[0].state().clone(), vec![]).is_ok());
+    let no_key = edit(&|v| v["pfs"]["key"] = serde_json::Value::Null);
     assert!(matches!(
-        Chat::restore(st, vec![]),
+        restore(no_key, vec![]),
         Err(RestoreError::Inconsistent(_))
     ));
-    let st = d.c[0].state().clone();
+    let acked_beyond = edit(&|v| v["seq"]["peer_in_raw"] = 1_000_000.into());
+    assert!(matches!(
+        restore(acked_beyond, vec![]),
+        Err(RestoreError::Inconsistent(_))
+    ));
     let e = OutboxEntry {
-        out_raw: st.out_raw + 5,
+        out_raw: d.c[0].state().seq().out_raw() + 5,
         in_raw: 0,
         random_id: 1,
         method: SendMethod::SendEncrypted,
@@ -1138,8 +1156,15 @@ fn restore_rejects_inconsistent_records() {
         sent_date: None,
     };
     assert!(matches!(
-        Chat::restore(st, vec![e]),
+        restore(d.c[0].state().clone(), vec![e]),
         Err(RestoreError::Inconsistent(_))
+    ));
+    // A record of another layout version is refused before it reaches the chat.
+    let mut seq = record::encode(d.c[0].state().seq()).expect("encodes");
+    seq[0] = 99;
+    assert!(matches!(
+        record::decode::<SeqState>(&seq),
+        Err(record::RecordError::Version { found: 99, .. })
     ));
 }
 
@@ -1191,14 +1216,14 @@ fn the_acceptor_can_start_a_rekey_too() {
     let ev = d.pump(0, t);
     assert!(ev.contains(&(1, Event::TtlChanged(44))));
     // A keeps the old key until the initiator has written under the new one.
-    assert!(d.c[0].state().old_key.is_some());
+    assert!(d.c[0].state().pfs().old_key().is_some());
     assert!(matches!(
         d.c[0].start_rekey(None, d.now, &mut d.rng),
         Err(SendError::RekeyBusy(_))
     ));
     let (_, t) = d.send(1, typing());
     d.pump(1, t);
-    assert!(d.c[0].state().old_key.is_none());
+    assert!(d.c[0].state().pfs().old_key().is_none());
     // A re-key cannot start while one runs.
     let s = d.c[0]
         .start_rekey(None, d.now, &mut d.rng)
@@ -1210,14 +1235,450 @@ fn the_acceptor_can_start_a_rekey_too() {
     ));
     // The application can abort its own exchange.
     let a = d.c[0]
-        .send_service(
+        .send_action(
             A::AbortKey(types::DecryptedMessageActionAbortKey { exchange_id: 0 }),
-            None,
             d.now,
             &mut d.rng,
         )
         .expect("abort");
-    assert_eq!(d.c[0].state().rekey, Rekey::Idle);
+    assert_eq!(d.c[0].state().pfs().rekey(), &Rekey::Idle);
     let l = open(&d.c[1], Role::Creator, &sends(&a.output)[0]);
     assert!(matches!(action_of(&l), A::AbortKey(_)));
+}
+
+// ---- the parsing rule: malformed known content closes the chat, unknown ids are newer content ----
+
+/// A message as `sender` would write it, with `message` as the raw TL bytes in the message slot
+/// (and the next seq numbers of a Duo after setup).
+fn forge_content(sender: &Chat, message: &[u8], rng: &mut SeededRandom) -> IncomingEncrypted {
+    let key = sender.state().pfs().key().expect("key").key.clone();
+    // After the setup both sides sent one NotifyLayer and processed the other's.
+    let (in_seq_no, out_seq_no) = match sender.role() {
+        Role::Creator => (2, 3),
+        Role::Acceptor => (3, 2),
+    };
+    let mut payload = types::DecryptedMessageLayer {
+        random_bytes: vec![5; 31],
+        layer: 144,
+        in_seq_no,
+        out_seq_no,
+        message: DecryptedMessage::Service(types::DecryptedMessageService {
+            random_id: 1,
+            action: typing(),
+        }),
+    }
+    .to_bytes();
+    // Keep the wrapper's header (id, 32 bytes of random_bytes, layer, in, out), swap the message.
+    payload.truncate(4 + 32 + 12);
+    payload.extend_from_slice(message);
+    let data = crypto::encrypt_message(&key, sender.role().kdf_x(), &payload, rng);
+    IncomingEncrypted {
+        random_id: rng.next_i64(),
+        date: 1,
+        data,
+    }
+}
+
+fn service_bytes(action: A) -> Vec<u8> {
+    service(77, action).to_bytes()
+}
+
+#[test]
+fn trailing_bytes_after_a_known_object_close_the_chat_for_both_roles() {
+    for sender in [1usize, 0] {
+        for extra in [4usize, 8] {
+            for random in [false, true] {
+                let mut d = Duo::new(40 + extra as u64);
+                let mut content = service_bytes(ttl(9));
+                let tail: Vec<u8> = if random {
+                    (0..extra).map(|_| d.rng.next_u32() as u8).collect()
+                } else {
+                    vec![0; extra]
+                };
+                content.extend_from_slice(&tail);
+                let m = forge_content(&d.c[sender], &content, &mut d.rng);
+                let to = 1 - sender;
+                let o = d.receive(to, &m).expect("authenticated, so processed");
+                assert!(
+                    !o.events
+                        .iter()
+                        .any(|e| matches!(e, Event::Unsupported { .. })),
+                    "known content with {extra} trailing bytes is not newer-layer content"
+                );
+                assert_discarded(&mut d, to, o, |v| {
+                    matches!(v, ProtocolViolation::MalformedMessage(_))
+                });
+            }
+        }
+    }
+}
+
+#[test]
+fn a_known_constructor_cut_short_closes_the_chat() {
+    for sender in [0usize, 1] {
+        let mut d = Duo::new(50 + sender as u64);
+        let full = service_bytes(A::ReadMessages(types::DecryptedMessageActionReadMessages {
+            random_ids: vec![1, 2, 3],
+        }));
+        let cut = &full[..full.len() - 8];
+        let m = forge_content(&d.c[sender], cut, &mut d.rng);
+        let o = d.receive(1 - sender, &m).expect("processed");
+        assert_discarded(&mut d, 1 - sender, o, |v| {
+            matches!(v, ProtocolViolation::MalformedMessage(_))
+        });
+    }
+}
+
+#[test]
+fn an_object_of_the_wrong_type_in_the_message_slot_closes_the_chat() {
+    for sender in [0usize, 1] {
+        let mut d = Duo::new(52 + sender as u64);
+        // A DecryptedMessageAction where a DecryptedMessage belongs.
+        let m = forge_content(&d.c[sender], &ttl(5).to_bytes(), &mut d.rng);
+        let o = d.receive(1 - sender, &m).expect("processed");
+        assert_discarded(&mut d, 1 - sender, o, |v| {
+            matches!(v, ProtocolViolation::MalformedMessage(_))
+        });
+    }
+}
+
+#[test]
+fn an_unknown_constructor_id_is_newer_layer_content_that_consumes_its_slot() {
+    for sender in [0usize, 1] {
+        let mut d = Duo::new(54 + sender as u64);
+        let to = 1 - sender;
+        let before = d.c[to].state().seq().in_raw();
+        // An id in no layer of the schema, with content we cannot read behind it.
+        let mut content = 0x0bad_cafe_u32.to_le_bytes().to_vec();
+        content.extend_from_slice(&[9; 12]);
+        assert!(secret_core::tl::constructor_name(0x0bad_cafe).is_none());
+        let m = forge_content(&d.c[sender], &content, &mut d.rng);
+        let o = d.receive(to, &m).expect("processed");
+        assert!(
+            o.events.contains(&Event::Unsupported {
+                random_id: m.random_id,
+                layer: 144,
+                constructor: 0x0bad_cafe,
+            }),
+            "{:?}",
+            o.events
+        );
+        assert_eq!(d.c[to].status(), Status::Ready);
+        assert_eq!(d.c[to].state().seq().in_raw(), before + 1, "slot consumed");
+        // The next message in order is processed normally.
+        let (in_seq_no, out_seq_no) = match d.c[sender].role() {
+            Role::Creator => (2, 5),
+            Role::Acceptor => (3, 4),
+        };
+        let next = forge(&d.c[sender], 144, in_seq_no, out_seq_no, ttl(3), &mut d.rng);
+        let o = d.receive(to, &next).expect("processed");
+        assert!(o.events.contains(&Event::TtlChanged(3)), "{:?}", o.events);
+        assert_eq!(d.c[to].state().seq().in_raw(), before + 2);
+    }
+}
+
+// ---- the method of an application message is the caller's ----
+
+#[test]
+fn the_application_chooses_the_method_and_resends_keep_it() {
+    let mut d = Duo::new(60);
+    // A user-visible action through the silent method, and typing through the notifying one.
+    let s1 = d.c[0]
+        .send_message(
+            service(0, ttl(30)),
+            SendMethod::SendEncryptedService,
+            d.now,
+            &mut d.rng,
+        )
+        .expect("send");
+    d.s[0].persist(&d.c[0], &s1.output);
+    let s2 = d.c[0]
+        .send_message(
+            service(0, typing()),
+            SendMethod::SendEncrypted,
+            d.now,
+            &mut d.rng,
+        )
+        .expect("send");
+    d.s[0].persist(&d.c[0], &s2.output);
+    assert_eq!(
+        sends(&s1.output)[0].method,
+        SendMethod::SendEncryptedService
+    );
+    assert_eq!(sends(&s2.output)[0].method, SendMethod::SendEncrypted);
+    assert_eq!(
+        default_method(&service(0, ttl(30))),
+        SendMethod::SendEncrypted,
+        "TDLib's rule stays the default"
+    );
+    // After a restart the unsent messages go out with their own methods.
+    d.restart(0);
+    let unsent = d.c[0].unsent();
+    let method_of = |rid: i64| unsent.iter().find(|t| t.random_id == rid).map(|t| t.method);
+    assert_eq!(
+        method_of(s1.random_id),
+        Some(SendMethod::SendEncryptedService)
+    );
+    assert_eq!(method_of(s2.random_id), Some(SendMethod::SendEncrypted));
+    // The peer asks for both again: the answers carry the same bytes and methods.
+    let resend = forge(
+        &d.c[1],
+        144,
+        3,
+        2,
+        A::Resend(types::DecryptedMessageActionResend {
+            start_seq_no: 3,
+            end_seq_no: 5,
+        }),
+        &mut d.rng,
+    );
+    let o = d.receive(0, &resend).expect("processed");
+    let again = sends(&o);
+    assert_eq!(again.len(), 2);
+    assert_eq!(again[0].data, sends(&s1.output)[0].data);
+    assert_eq!(again[0].method, SendMethod::SendEncryptedService);
+    assert_eq!(again[1].method, SendMethod::SendEncrypted);
+    // The chat's own protocol messages are always silent.
+    let r = d.c[1].start_rekey(None, d.now, &mut d.rng).expect("rekey");
+    assert_eq!(sends(&r.output)[0].method, SendMethod::SendEncryptedService);
+}
+
+// ---- no input panics; required protocol messages are never skipped ----
+
+#[test]
+fn oversized_fields_are_too_large_not_a_panic() {
+    let mut d = Duo::new(61);
+    let before = d.s[0].clone();
+    let text = "x".repeat(17 << 20); // over the TL limit of a string (16 MiB - 1)
+    let m = DecryptedMessage::DecryptedMessage(types::DecryptedMessage {
+        silent: false,
+        random_id: 0,
+        ttl: 0,
+        message: text,
+        media: None,
+        entities: None,
+        via_bot_name: None,
+        reply_to_random_id: None,
+        grouped_id: None,
+    });
+    assert!(matches!(
+        d.c[0].send_message(m, SendMethod::SendEncrypted, d.now, &mut d.rng),
+        Err(SendError::TooLarge { size }) if size > 17 << 20
+    ));
+    let ids = A::ReadMessages(types::DecryptedMessageActionReadMessages {
+        random_ids: vec![1; 3 << 20],
+    });
+    assert!(matches!(
+        d.c[0].send_action(ids, d.now, &mut d.rng),
+        Err(SendError::TooLarge { .. })
+    ));
+    d.s[0].check_mirrors(&d.c[0]);
+    assert_eq!(d.s[0], before, "nothing stored changed");
+}
+
+/// A chat whose next message would be the last seq number it may use.
+fn exhausted(d: &mut Duo, side: usize) {
+    let mut v = serde_json::to_value(d.c[side].state()).expect("json");
+    v["seq"]["out_raw"] = ((i32::MAX as u32 - 1) / 2).into();
+    let st: ChatState = serde_json::from_value(v).expect("json");
+    let outbox: Vec<_> = d.c[side].outbox().cloned().collect();
+    d.c[side] = Chat::restore(st, outbox, vec![]).expect("restores");
+}
+
+#[test]
+fn an_accept_key_that_cannot_be_queued_closes_the_chat() {
+    let mut d = Duo::new(62);
+    exhausted(&mut d, 1);
+    let req = d.c[0]
+        .start_rekey(None, d.now, &mut d.rng)
+        .expect("request");
+    let o = d.c[1]
+        .receive(&incoming(&sends(&req.output)[0]), d.now, &mut d.rng)
+        .expect("processed");
+    assert!(
+        matches!(
+            d.c[1].status(),
+            Status::Discarded(DiscardReason::CannotSend { ref action, .. })
+                if action == "decryptedMessageActionAcceptKey"
+        ),
+        "{:?}",
+        d.c[1].status()
+    );
+    assert!(o.calls.contains(&Call::DiscardEncryption {
+        delete_history: false
+    }));
+    assert_eq!(d.c[1].state().pfs().rekey(), &Rekey::Idle);
+}
+
+#[test]
+fn a_resend_request_that_cannot_be_queued_closes_the_chat() {
+    let mut d = Duo::new(63);
+    exhausted(&mut d, 0);
+    // B's message 2 arrives before its message 1: A must ask for 1 and cannot.
+    let (_, first) = d.send(1, ttl(1));
+    let (_, second) = d.send(1, ttl(2));
+    let _ = first;
+    let o = d.c[0]
+        .receive(&incoming(&second[0]), d.now, &mut d.rng)
+        .expect("processed");
+    assert!(matches!(
+        d.c[0].status(),
+        Status::Discarded(DiscardReason::CannotSend { ref action, .. })
+            if action == "decryptedMessageActionResend"
+    ));
+    assert!(o.calls.contains(&Call::DiscardEncryption {
+        delete_history: false
+    }));
+}
+
+// ---- small records, keyed gap entries, one timer ----
+
+#[test]
+fn an_ordinary_message_rewrites_only_the_small_seq_record() {
+    let mut d = Duo::new(64);
+    // The first message after the setup raises the layer the peer writes in (a config change).
+    let (_, t) = d.send(0, typing());
+    d.pump(0, t);
+    let (s, t) = d.send(0, typing());
+    assert_eq!(
+        s.output.changed,
+        Changed {
+            seq: true,
+            ..Default::default()
+        }
+    );
+    let o = d.deliver(1, &t[0]).expect("delivered");
+    assert_eq!(
+        o.changed,
+        Changed {
+            seq: true,
+            ..Default::default()
+        }
+    );
+    let seq = record::encode(d.c[1].state().seq()).expect("encodes");
+    assert!(seq.len() < 24, "seq record is {} bytes", seq.len());
+    // The keys are only rewritten by a re-key.
+    let r = d.c[0].start_rekey(None, d.now, &mut d.rng).expect("rekey");
+    assert!(r.output.changed.pfs);
+}
+
+#[test]
+fn messages_held_ahead_of_a_gap_are_keyed_records_of_their_own() {
+    let mut d = Duo::new(65);
+    let (_, t1) = d.send(0, ttl(1));
+    let (_, t2) = d.send(0, ttl(2));
+    let (_, t3) = d.send(0, ttl(3));
+    let o2 = d.deliver(1, &t2[0]).expect("held");
+    assert_eq!(
+        o2.gap_put.iter().map(|q| q.out_raw).collect::<Vec<_>>(),
+        vec![2]
+    );
+    assert!(!o2.changed.auth && !o2.changed.pfs && !o2.changed.config);
+    let o3 = d.deliver(1, &t3[0]).expect("held");
+    assert_eq!(
+        o3.gap_put.iter().map(|q| q.out_raw).collect::<Vec<_>>(),
+        vec![3]
+    );
+    assert_eq!(d.s[1].gap.len(), 2, "stored apart from the state");
+    d.restart(1);
+    let o1 = d.deliver(1, &t1[0]).expect("fills the gap");
+    assert_eq!(o1.gap_remove, vec![2, 3]);
+    assert!(d.s[1].gap.is_empty());
+    let ttls: Vec<_> = o1
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::TtlChanged(t) => Some(*t),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ttls, vec![1, 2, 3]);
+}
+
+#[test]
+fn next_deadline_names_the_resend_retry_and_the_seven_day_rekey() {
+    let mut d = Duo::new(66);
+    let week = REKEY_AFTER_SECS;
+    assert_eq!(
+        d.c[1].next_deadline(),
+        Some(week),
+        "the key came into use at 0"
+    );
+    let (_, _lost) = d.send(0, ttl(1));
+    let (_, t2) = d.send(0, ttl(2));
+    d.deliver(1, &t2[0]).expect("held");
+    let retry = d.now + RESEND_RETRY_SECS;
+    assert_eq!(d.c[1].next_deadline(), Some(retry));
+    // Before the deadline a tick does nothing; at it, the Resend is repeated.
+    let early = d.c[1].tick(retry - 1, &mut d.rng);
+    assert!(early.is_empty());
+    let due = d.c[1].tick(retry, &mut d.rng);
+    d.s[1].persist(&d.c[1], &due);
+    let again = sends(&due);
+    assert_eq!(again.len(), 1);
+    assert!(matches!(
+        action_of(&open(&d.c[0], Role::Acceptor, &again[0])),
+        A::Resend(_)
+    ));
+    assert_eq!(d.c[1].next_deadline(), Some(retry + RESEND_RETRY_SECS));
+    // The deadline survives a restart.
+    d.restart(1);
+    assert_eq!(d.c[1].next_deadline(), Some(retry + RESEND_RETRY_SECS));
+}
+
+// ---- serde: events, calls and errors have a stable encoding ----
+
+#[test]
+fn events_calls_and_errors_round_trip_through_postcard_and_json() {
+    let mut d = Duo::new(67);
+    let (s, t) = d.send(0, ttl(7));
+    let o = d.deliver(1, &t[0]).expect("delivered");
+    let mut events = o.events.clone();
+    events.extend(s.output.events.clone());
+    events.push(Event::Unsupported {
+        random_id: 1,
+        layer: 200,
+        constructor: 0xdead_beef,
+    });
+    events.push(Event::StatusChanged(Status::Discarded(
+        DiscardReason::CannotSend {
+            action: "x".into(),
+            error: "y".into(),
+        },
+    )));
+    assert!(events.iter().any(|e| matches!(e, Event::Action { .. })));
+    for e in &events {
+        let b = record::encode(e).expect("encodes");
+        assert_eq!(&record::decode::<Event>(&b).expect("decodes"), e);
+        let j = serde_json::to_string(e).expect("json");
+        assert_eq!(&serde_json::from_str::<Event>(&j).expect("json back"), e);
+    }
+    // In JSON a TL action is readable MadelineProto-style JSON.
+    let action = events
+        .iter()
+        .find(|e| matches!(e, Event::Action { .. }))
+        .expect("action");
+    let j = serde_json::to_value(action).expect("json");
+    assert_eq!(
+        j["Action"]["action"]["_"],
+        "decryptedMessageActionSetMessageTTL"
+    );
+    for c in &s.output.calls {
+        let b = postcard::to_stdvec(c).expect("encodes");
+        assert_eq!(&postcard::from_bytes::<Call>(&b).expect("decodes"), c);
+    }
+    let errors = [
+        SendError::TooLarge { size: 5 },
+        SendError::WrongState {
+            status: "waiting".into(),
+            what: "send".into(),
+        },
+    ];
+    for e in errors {
+        let j = serde_json::to_string(&e).expect("json");
+        assert_eq!(serde_json::from_str::<SendError>(&j).expect("back"), e);
+    }
+    let r = ReceiveError::Duplicate { out_seq_no: 4 };
+    let b = postcard::to_stdvec(&r).expect("encodes");
+    assert_eq!(postcard::from_bytes::<ReceiveError>(&b).expect("back"), r);
 }

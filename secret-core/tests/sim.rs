@@ -240,7 +240,7 @@ impl Sim {
         let p = &mut self.p[side];
         let sent = p
             .chat
-            .send_service(action.clone(), None, now, &mut p.rng)
+            .send_action(action.clone(), now, &mut p.rng)
             .expect("send");
         let before = p.crashes;
         let rid = sent.random_id;
@@ -297,7 +297,7 @@ impl Sim {
     fn complete(&self) -> bool {
         self.p[0].received == self.p[1].sent
             && self.p[1].received == self.p[0].sent
-            && self.p.iter().all(|p| p.chat.state().gap_queue.is_empty())
+            && self.p.iter().all(|p| p.chat.gap_queue().next().is_none())
     }
 
     fn run(&mut self, per_side: usize) {
@@ -346,10 +346,7 @@ impl Sim {
                     let now = self.now;
                     let p = &mut self.p[side];
                     let noop = A::Noop(types::DecryptedMessageActionNoop {});
-                    let s = p
-                        .chat
-                        .send_service(noop, None, now, &mut p.rng)
-                        .expect("noop");
+                    let s = p.chat.send_action(noop, now, &mut p.rng).expect("noop");
                     self.apply(side, s.output);
                 }
             }
@@ -385,7 +382,7 @@ impl Sim {
                 other.received.len(),
                 "something delivered twice"
             );
-            assert_eq!(p.chat.state().status, Status::Ready);
+            assert_eq!(p.chat.status(), Status::Ready);
         }
     }
 }

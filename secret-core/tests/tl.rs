@@ -1225,7 +1225,11 @@ fn json_text_keeps_doubles_and_longs_exact() {
         let long = hard[(i + 1) % hard.len()];
         for (rid, reply) in [(i64::MIN, i64::MAX), (i64::MAX, i64::MIN), (0, -1)] {
             let b = geo_message(rid, reply, lat, long, "x");
-            assert_eq!(through_json_text::<enums::DecryptedMessage>(&b), b, "{lat} {long}");
+            assert_eq!(
+                through_json_text::<enums::DecryptedMessage>(&b),
+                b,
+                "{lat} {long}"
+            );
         }
     }
 }

@@ -364,7 +364,7 @@ impl Client {
         Some(tl::enums::InputEncryptedChat::Chat(
             tl::types::InputEncryptedChat {
                 chat_id: chat.id(),
-                access_hash: chat.state().access_hash,
+                access_hash: chat.state().auth().access_hash(),
             },
         ))
     }
@@ -803,7 +803,7 @@ async fn run_in(opts: &DemoOptions, state_dir: &std::path::Path) -> Result<Repor
         let now = now_s();
         let chat = client.chat.as_mut().ok_or("no chat")?;
         let s = chat
-            .send_service(a.clone(), None, now, &mut client.rng)
+            .send_action(a.clone(), now, &mut client.rng)
             .map_err(|e| e.to_string())?;
         recent.push(s.random_id);
         sent.push(a);

@@ -413,7 +413,7 @@ impl PeerHost {
             .ok_or(PeerError::NoChat(chat_id))?;
         let sent = pc
             .chat
-            .send_service(action, None, now, &mut p.rng)
+            .send_action(action, now, &mut p.rng)
             .map_err(PeerError::Send)?;
         self.shared.perform(p, account, chat_id, sent.output);
         Ok(sent.random_id)
@@ -761,7 +761,7 @@ impl Shared {
                     _ => {}
                 }
             }
-            let access_hash = pc.chat.state().access_hash;
+            let access_hash = pc.chat.state().auth().access_hash();
             let input = enums::InputEncryptedChat::Chat(types::InputEncryptedChat {
                 chat_id,
                 access_hash,
@@ -847,7 +847,7 @@ impl Shared {
                 }
             }
             for a in echoes {
-                match pc.chat.send_service(a, None, now, &mut p.rng) {
+                match pc.chat.send_action(a, now, &mut p.rng) {
                     Ok(s) => work.push_back(s.output),
                     Err(e) => self.problem(format!("{account}: echo refused: {e}")),
                 }

@@ -520,14 +520,11 @@ fn full_secret_chat_queue_and_difference() {
     let script_a = [typing(), ttl(5), typing()];
     let script_b = [ttl(9), typing()];
     for a in &script_a {
-        let s = alice
-            .chat
-            .send_service(a.clone(), None, 0, &mut rng)
-            .unwrap();
+        let s = alice.chat.send_action(a.clone(), 0, &mut rng).unwrap();
         perform(&w, &mut alice, &s.output);
     }
     for a in &script_b {
-        let s = bob.chat.send_service(a.clone(), None, 0, &mut rng).unwrap();
+        let s = bob.chat.send_action(a.clone(), 0, &mut rng).unwrap();
         perform(&w, &mut bob, &s.output);
     }
     pump(&w, &mut bob, &mut rng);
@@ -552,7 +549,7 @@ fn full_secret_chat_queue_and_difference() {
 
     // Bob "disconnects": the pushes for him are lost.
     for a in [ttl(1), typing(), ttl(2)] {
-        let s = alice.chat.send_service(a, None, 0, &mut rng).unwrap();
+        let s = alice.chat.send_action(a, 0, &mut rng).unwrap();
         perform(&w, &mut alice, &s.output);
     }
     assert_eq!(w.sink.take(BOB).len(), 3);
@@ -589,7 +586,7 @@ fn full_secret_chat_queue_and_difference() {
 
     // A slice when qts_limit is smaller than what is queued.
     for a in [typing(), typing()] {
-        let s = alice.chat.send_service(a, None, 0, &mut rng).unwrap();
+        let s = alice.chat.send_action(a, 0, &mut rng).unwrap();
         perform(&w, &mut alice, &s.output);
     }
     let d = w
@@ -858,10 +855,7 @@ fn send_errors_and_duplicates() {
     bob.qts += 1;
 
     // A repeated random_id gets the first date and is not delivered twice.
-    let s = alice
-        .chat
-        .send_service(typing(), None, 0, &mut rng)
-        .unwrap();
+    let s = alice.chat.send_action(typing(), 0, &mut rng).unwrap();
     let t = s.output.transmits().next().unwrap().clone();
     let enums::messages::SentEncryptedMessage::Message(first) =
         w.call(ALICE, &svc(h, t.random_id, t.data.clone())).unwrap()
@@ -884,10 +878,7 @@ fn send_errors_and_duplicates() {
 
     // Blocking.
     w.model.block(BOB, ALICE).unwrap();
-    let s = alice
-        .chat
-        .send_service(typing(), None, 0, &mut rng)
-        .unwrap();
+    let s = alice.chat.send_action(typing(), 0, &mut rng).unwrap();
     let t = s.output.transmits().next().unwrap().clone();
     assert_eq!(
         w.err(ALICE, &svc(h, t.random_id, t.data.clone())),
@@ -931,10 +922,7 @@ fn persistence_across_reopen() {
     let w = World::with_path(Some(path.clone()));
     let mut rng = SeededRandom::new(5);
     let (mut alice, _bob) = establish(&w, &mut rng);
-    let s = alice
-        .chat
-        .send_service(typing(), None, 0, &mut rng)
-        .unwrap();
+    let s = alice.chat.send_action(typing(), 0, &mut rng).unwrap();
     perform(&w, &mut alice, &s.output);
     let before = w.model.snapshot();
     let queued = w.model.queued(BOB);

@@ -1,10 +1,22 @@
-//! The persisted form of a chat: [`ChatState`] (one record) plus one [`OutboxEntry`] per
-//! unacknowledged outgoing message.
+//! The persisted form of a chat, as small, separately keyed records.
 //!
-//! Every field that the protocol needs after a restart lives here; a [`super::Chat`] restored from
-//! any `(ChatState, outbox)` pair that it once reported continues exactly where it left off.
-
-use std::collections::{BTreeMap, VecDeque};
+//! Like TDLib's secret-chat state (auth, config, PFS and seq-number records, each under its own
+//! key), a chat is stored as four records plus two families of keyed entries, so that the update
+//! that happens on every message stays a few dozen bytes:
+//!
+//! | record | changes | holds |
+//! | --- | --- | --- |
+//! | [`AuthState`] | at creation, acceptance, closure | ids, role, DH parameters, the [`Stage`] with its stage-specific data |
+//! | [`ConfigState`] | when a layer or the TTL changes | layers, TTL |
+//! | [`PfsState`] | when a re-key starts, ends or is abandoned | the key in use, the previous key, the exchange |
+//! | [`SeqState`] | on almost every message | the three seq counters and our outstanding Resend request |
+//! | [`OutboxEntry`] (by `out_raw`) | put when we create a message, removed when acknowledged | the exact ciphertext |
+//! | [`QueuedMessage`] (by `out_raw`) | put when a peer message arrives ahead of a gap, removed when processed | the decrypted message |
+//!
+//! Every output of a [`super::Chat`] says which records changed ([`super::Changed`]) and which
+//! entries to put or remove; a chat restored from any set of records that it once reported
+//! continues exactly where it left off. The records are plain serde values; their stored form
+//! (a versioned envelope) is [`crate::record`].
 
 use serde::{Deserialize, Serialize};
 
@@ -12,10 +24,7 @@ use crate::Role;
 use crate::crypto::{AuthKey, KeyFingerprint};
 use crate::dh::{DhConfig, DhSecret};
 
-/// Version of the stored record layout. Bump on any incompatible change.
-pub const STATE_VERSION: u32 = 1;
-
-/// Where the chat is in its life.
+/// Where the chat is in its life, as reported to the application (no secrets).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Status {
     /// The peer asked us for a chat (`encryptedChatRequested`); we have not accepted yet.
@@ -40,6 +49,55 @@ impl Status {
     }
 }
 
+/// The chat's stage with the data that only that stage needs (persisted in [`AuthState`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Stage {
+    /// The peer asked us for a chat; we keep their `g_a` until we accept (or decline).
+    Requested {
+        /// The creator's `g_a` as received.
+        g_a: Vec<u8>,
+    },
+    /// We asked for a chat; we keep our secret `a` until the peer's `g_b` arrives.
+    Waiting {
+        /// Our secret exponent (stored before `requestEncryption` leaves).
+        secret: DhSecret,
+        /// Peer messages that overtook the acceptance, processed once the key is known
+        /// (at most [`super::MAX_EARLY`] of them, [`super::MAX_EARLY_BYTES`] in all).
+        early: Vec<EarlyMessage>,
+    },
+    /// Keys are agreed.
+    Ready,
+    /// Closed for good; nothing of the chat's secrets is kept.
+    Discarded(DiscardReason),
+}
+
+impl Stage {
+    /// The status the application sees.
+    pub fn status(&self) -> Status {
+        match self {
+            Stage::Requested { .. } => Status::Requested,
+            Stage::Waiting { .. } => Status::Waiting,
+            Stage::Ready => Status::Ready,
+            Stage::Discarded(r) => Status::Discarded(r.clone()),
+        }
+    }
+
+    /// A short lower-case name, as [`Status::name`].
+    pub fn name(&self) -> &'static str {
+        match self {
+            Stage::Requested { .. } => "requested",
+            Stage::Waiting { .. } => "waiting",
+            Stage::Ready => "ready",
+            Stage::Discarded(_) => "discarded",
+        }
+    }
+
+    /// True once the chat is closed.
+    pub fn is_discarded(&self) -> bool {
+        matches!(self, Stage::Discarded(_))
+    }
+}
+
 /// Why a chat was closed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DiscardReason {
@@ -53,13 +111,21 @@ pub enum DiscardReason {
         /// Whether the peer asked to delete the history.
         history_deleted: bool,
     },
-    /// The server refused a send with a fatal error (e.g. `ENCRYPTION_DECLINED`, `USER_IS_BLOCKED`).
+    /// The server refused a send with a fatal error (e.g. `USER_IS_BLOCKED`, `DATA_INVALID`).
     ServerRefused {
         /// The Telegram error name.
         error: String,
     },
     /// The peer broke the protocol; the chat cannot continue safely.
     Protocol(ProtocolViolation),
+    /// A message the protocol requires of us (an answer to a Resend, AcceptKey, CommitKey, our
+    /// own Resend request…) could not be created, so the chat cannot continue without a hole.
+    CannotSend {
+        /// The TL name of the action that could not be sent.
+        action: String,
+        /// Why (the [`super::SendError`] as text).
+        error: String,
+    },
 }
 
 /// A peer behaviour that makes the chat unusable (digest §4.2, §4.3, §5, §6).
@@ -100,7 +166,9 @@ pub enum ProtocolViolation {
         /// end_seq_no as received.
         end_seq_no: i32,
     },
-    /// An authenticated message that is not a valid `decryptedMessageLayer`.
+    /// An authenticated message that is not exactly one valid `decryptedMessageLayer` holding a
+    /// `DecryptedMessage` (bad length or padding, truncation, trailing bytes, a known
+    /// constructor of the wrong type).
     MalformedMessage(String),
     /// The key the peer derived does not match ours (chat creation).
     KeyFingerprintMismatch,
@@ -110,12 +178,13 @@ pub enum ProtocolViolation {
     BadRekey(String),
 }
 
-/// The method an outgoing message is sent with (TDLib's choice per action, digest §9).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The method an outgoing message is sent with. Stored in its outbox entry, so that every
+/// (re)send of a message uses the method it was created with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum SendMethod {
-    /// `messages.sendEncrypted` (push-notifying: content, read/delete/screenshot/flush/TTL).
+    /// `messages.sendEncrypted`: the peer's devices may show a notification.
     SendEncrypted,
-    /// `messages.sendEncryptedService` (silent protocol messages: layer, resend, keys, noop, typing).
+    /// `messages.sendEncryptedService`: silent.
     SendEncryptedService,
 }
 
@@ -130,16 +199,18 @@ impl SendMethod {
 }
 
 /// One outgoing message kept until the peer acknowledges it: exactly the bytes that went (or will
-/// go) on the wire, so that a Resend is answered with the original ciphertext.
+/// go) on the wire, so that a Resend is answered with the original ciphertext. Keyed by
+/// `out_raw`; put when the message is created (before it can leave), put again when the server
+/// accepted it, removed when the peer's in_seq_no passes it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutboxEntry {
-    /// Raw out sequence number (`out_seq_no = 2 * out_raw + parity`).
+    /// Raw out sequence number (`out_seq_no = 2 * out_raw + parity`); the record's key.
     pub out_raw: u32,
     /// Raw in sequence number carried by this message.
     pub in_raw: u32,
     /// The outer and inner random_id.
     pub random_id: i64,
-    /// How it is sent.
+    /// How it is sent (and re-sent).
     pub method: SendMethod,
     /// The encrypted `data` argument (fingerprint, msg_key, ciphertext).
     pub data: Vec<u8>,
@@ -153,14 +224,17 @@ pub struct OutboxEntry {
     pub sent_date: Option<i32>,
 }
 
-/// A peer message received ahead of a gap, kept decrypted until the gap is filled.
+/// A peer message received ahead of a gap, kept decrypted until the gap is filled. Keyed by
+/// `out_raw`; put when it arrives, removed when it is processed in order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueuedMessage {
+    /// The peer's raw out sequence number (`out_seq_no / 2`); the record's key.
+    pub out_raw: u32,
     /// The outer random_id of the encrypted message.
     pub random_id: i64,
     /// The server date of the encrypted message.
     pub date: i32,
-    /// The decrypted, authenticated `decryptedMessageLayer` (TL bytes).
+    /// The decrypted, authenticated `decryptedMessageLayer` (TL bytes; it parsed when it came).
     pub plaintext: Vec<u8>,
     /// Fingerprint of the key it was encrypted with.
     pub key_fingerprint: KeyFingerprint,
@@ -186,8 +260,20 @@ pub struct ResendRequest {
     pub start_raw: u32,
     /// Last raw seq asked for.
     pub end_raw: u32,
-    /// When we asked (injected clock).
+    /// When we asked (injected clock); asked again after [`super::RESEND_RETRY_SECS`].
     pub at: u64,
+}
+
+/// The key in use and since when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyState {
+    /// The shared key.
+    pub key: AuthKey,
+    /// When it came into use (injected clock); survives restarts, so the 7-day rule does too.
+    pub since: u64,
+    /// `out_raw + in_raw` when it came into use: the messages (in + out) under this key are the
+    /// growth of that sum since, so counting them costs no write per message.
+    pub since_seq: u32,
 }
 
 /// Perfect-forward-secrecy exchange in progress (digest §5).
@@ -199,14 +285,14 @@ pub enum Rekey {
     Requested {
         /// Our exchange_id.
         exchange_id: i64,
-        /// Our secret `a`.
+        /// Our secret `a`, stored with the RequestKey that carries `g_a`.
         secret: DhSecret,
     },
     /// We sent AcceptKey and wait for CommitKey; the new key is already usable for decryption.
     Accepted {
         /// The peer's exchange_id.
         exchange_id: i64,
-        /// The key we will switch to on CommitKey.
+        /// The key we will switch to on CommitKey, stored with the AcceptKey that announces it.
         key: AuthKey,
     },
 }
@@ -220,73 +306,213 @@ impl Rekey {
             Rekey::Accepted { .. } => "accepted",
         }
     }
+
+    /// The running exchange, if any.
+    pub fn exchange_id(&self) -> Option<i64> {
+        match self {
+            Rekey::Idle => None,
+            Rekey::Requested { exchange_id, .. } | Rekey::Accepted { exchange_id, .. } => {
+                Some(*exchange_id)
+            }
+        }
+    }
 }
 
-/// The key in use and how much it has been used.
+/// Who the chat is with and where it stands. Written at creation, acceptance and closure.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KeyState {
-    /// The shared key.
-    pub key: AuthKey,
-    /// When it came into use (injected clock); survives restarts, so the 7-day rule does too.
-    pub since: u64,
-    /// Messages (in + out) processed with it since it came into use.
-    pub messages: u32,
+pub struct AuthState {
+    /// The chat id (the `random_id` of `messages.requestEncryption`).
+    pub(super) chat_id: i32,
+    /// The chat's access_hash (0 until the server told us).
+    pub(super) access_hash: i64,
+    /// Our own user id.
+    pub(super) self_user_id: i64,
+    /// The peer's user id.
+    pub(super) peer_user_id: i64,
+    /// Our role: fixes the KDF offset and the parity of our seq numbers for the chat's life.
+    pub(super) role: Role,
+    /// The stage, with the data only that stage needs.
+    pub(super) stage: Stage,
+    /// The DH parameters the chat (and its re-keys) use.
+    pub(super) dh: DhConfig,
+    /// When the chat was created here (injected clock).
+    pub(super) created_at: u64,
 }
 
-/// Everything a chat needs to continue after a restart, apart from the outbox entries.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ChatState {
-    /// Record layout version ([`STATE_VERSION`]).
-    pub version: u32,
-    /// The chat id (the `random_id` of `messages.requestEncryption`).
-    pub chat_id: i32,
-    /// The chat's access_hash (0 until the server told us).
-    pub access_hash: i64,
-    /// Our own user id.
-    pub self_user_id: i64,
+impl AuthState {
+    /// The chat id.
+    pub fn chat_id(&self) -> i32 {
+        self.chat_id
+    }
+    /// The access_hash (0 until known).
+    pub fn access_hash(&self) -> i64 {
+        self.access_hash
+    }
+    /// Our user id.
+    pub fn self_user_id(&self) -> i64 {
+        self.self_user_id
+    }
     /// The peer's user id.
-    pub peer_user_id: i64,
+    pub fn peer_user_id(&self) -> i64 {
+        self.peer_user_id
+    }
     /// Our role.
-    pub role: Role,
-    /// Lifecycle.
-    pub status: Status,
-    /// The DH parameters the chat (and its re-keys) use.
-    pub dh: DhConfig,
-    /// The creator's secret `a` while waiting for acceptance.
-    pub handshake_secret: Option<DhSecret>,
-    /// The creator's `g_a` as received, while our acceptance is pending (acceptor).
-    pub peer_g_a: Option<Vec<u8>>,
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    /// The stage.
+    pub fn stage(&self) -> &Stage {
+        &self.stage
+    }
+    /// The DH parameters.
+    pub fn dh(&self) -> &DhConfig {
+        &self.dh
+    }
+    /// When the chat was created here.
+    pub fn created_at(&self) -> u64 {
+        self.created_at
+    }
+}
+
+/// Layers and the TTL. Written when one of them changes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigState {
+    /// Highest layer we know the peer supports (from its messages and NotifyLayer); our messages
+    /// are written in `min(ours, this)`, at least [`super::MIN_LAYER`].
+    pub(super) peer_layer: i32,
+    /// Layer of the last in-order peer message: it must never decrease.
+    pub(super) peer_message_layer: i32,
+    /// The layer we last announced with NotifyLayer (0: never); a newer build announces again.
+    pub(super) announced_layer: i32,
+    /// Chat-wide self-destruct timer in seconds, as last set by either side.
+    pub(super) ttl_seconds: i32,
+}
+
+impl ConfigState {
+    /// Highest layer the peer supports, as far as we know.
+    pub fn peer_layer(&self) -> i32 {
+        self.peer_layer
+    }
+    /// Layer of the peer's last in-order message.
+    pub fn peer_message_layer(&self) -> i32 {
+        self.peer_message_layer
+    }
+    /// The layer we last announced (0: never).
+    pub fn announced_layer(&self) -> i32 {
+        self.announced_layer
+    }
+    /// The chat's TTL in seconds.
+    pub fn ttl_seconds(&self) -> i32 {
+        self.ttl_seconds
+    }
+}
+
+/// The keys. Written when a key comes into use or is dropped and when a re-key changes state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PfsState {
+    /// The key in use (None before the chat is ready and after it is discarded).
+    pub(super) key: Option<KeyState>,
+    /// The previous key, kept after a switch until the peer has used the new one (earlier
+    /// messages still in flight may need it).
+    pub(super) old_key: Option<AuthKey>,
+    /// `SHA1(first key)[..16]`, for the key visualization after re-keys.
+    pub(super) initial_key_sha1_16: Option<[u8; 16]>,
+    /// The re-key exchange, if one is running.
+    pub(super) rekey: Rekey,
+}
+
+impl PfsState {
     /// The key in use.
-    pub key: Option<KeyState>,
-    /// The previous key, kept during and after a switch until the peer has used the new one.
-    pub old_key: Option<AuthKey>,
-    /// Fingerprint of the first key (for key visualization).
-    pub initial_key_sha1_16: Option<[u8; 16]>,
-    /// Messages we created (the next one gets this raw out number).
-    pub out_raw: u32,
-    /// Peer messages processed in order (the next expected raw peer out number).
-    pub in_raw: u32,
+    pub fn key(&self) -> Option<&KeyState> {
+        self.key.as_ref()
+    }
+    /// The previous key, while still held.
+    pub fn old_key(&self) -> Option<&AuthKey> {
+        self.old_key.as_ref()
+    }
+    /// The re-key exchange.
+    pub fn rekey(&self) -> &Rekey {
+        &self.rekey
+    }
+    /// `SHA1(first key)[..16]`.
+    pub fn initial_key_sha1_16(&self) -> Option<[u8; 16]> {
+        self.initial_key_sha1_16
+    }
+}
+
+/// The seq counters. Written on almost every message (a few dozen bytes).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeqState {
+    /// Messages we created: the next one gets this raw out number. Never decreases, so a seq
+    /// slot is never reused under one key (the one exception is the Noop that fills a slot the
+    /// peer asks for and we no longer hold, see [`super::Chat`]).
+    pub(super) out_raw: u32,
+    /// Peer messages processed in order: the next expected raw peer out number.
+    pub(super) in_raw: u32,
     /// The peer's latest raw in number: all our messages below it are acknowledged.
-    pub peer_in_raw: u32,
-    /// Layer of the last in-order peer message (must not decrease).
-    pub peer_message_layer: i32,
-    /// Highest layer we know the peer supports.
-    pub peer_layer: i32,
-    /// The layer we last announced with NotifyLayer (0: never).
-    pub announced_layer: i32,
-    /// Chat-wide self-destruct timer in seconds.
-    pub ttl_seconds: i32,
-    /// Re-keying state.
-    pub rekey: Rekey,
-    /// Peer messages received ahead of a gap, by raw out number.
-    pub gap_queue: BTreeMap<u32, QueuedMessage>,
+    pub(super) peer_in_raw: u32,
+    /// Our outstanding Resend request, if any.
+    pub(super) resend_request: Option<ResendRequest>,
+}
+
+impl SeqState {
+    /// The next raw out number.
+    pub fn out_raw(&self) -> u32 {
+        self.out_raw
+    }
+    /// The next expected raw peer out number.
+    pub fn in_raw(&self) -> u32 {
+        self.in_raw
+    }
+    /// The peer's latest raw in number.
+    pub fn peer_in_raw(&self) -> u32 {
+        self.peer_in_raw
+    }
     /// Our outstanding Resend request.
-    pub resend_request: Option<ResendRequest>,
-    /// Messages that arrived before the chat was ready (creator only).
-    pub early: Vec<EarlyMessage>,
-    /// random_ids of recent outgoing messages no longer in the outbox (bounded), so that a new
-    /// message never reuses one.
-    pub recent_random_ids: VecDeque<i64>,
-    /// When the chat was created here (injected clock).
-    pub created_at: u64,
+    pub fn resend_request(&self) -> Option<&ResendRequest> {
+        self.resend_request.as_ref()
+    }
+}
+
+/// The four records of a chat, as one value (the outbox and the gap queue are stored apart).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatState {
+    pub(super) auth: AuthState,
+    pub(super) config: ConfigState,
+    pub(super) pfs: PfsState,
+    pub(super) seq: SeqState,
+}
+
+impl ChatState {
+    /// Reassembles the records read back from a store (checked by [`super::Chat::restore`]).
+    pub fn from_parts(
+        auth: AuthState,
+        config: ConfigState,
+        pfs: PfsState,
+        seq: SeqState,
+    ) -> ChatState {
+        ChatState {
+            auth,
+            config,
+            pfs,
+            seq,
+        }
+    }
+
+    /// Who and where.
+    pub fn auth(&self) -> &AuthState {
+        &self.auth
+    }
+    /// Layers and TTL.
+    pub fn config(&self) -> &ConfigState {
+        &self.config
+    }
+    /// Keys.
+    pub fn pfs(&self) -> &PfsState {
+        &self.pfs
+    }
+    /// Seq counters.
+    pub fn seq(&self) -> &SeqState {
+        &self.seq
+    }
 }

@@ -66,9 +66,15 @@ pub trait Serializable {
     /// `i32::MAX` elements: TL cannot represent them (secret-chat payloads are far smaller).
     fn serialize(&self, out: &mut Vec<u8>);
 
+    /// The length of the boxed encoding, computed without encoding (saturating at
+    /// `usize::MAX`). A value whose length is at most [`MAX_BYTES_LEN`] has no field too long
+    /// for TL, so [`Serializable::serialize`] cannot panic on it: check this first whenever the
+    /// value comes from outside.
+    fn serialized_len(&self) -> usize;
+
     /// The boxed encoding as a new vector.
     fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(self.serialized_len().min(MAX_BYTES_LEN));
         self.serialize(&mut out);
         out
     }
@@ -314,6 +320,15 @@ fn write_f64(out: &mut Vec<u8>, v: f64) {
     out.extend_from_slice(&v.to_le_bytes());
 }
 
+/// The encoded length of a `bytes`/`string` of `len` bytes (length prefix and padding).
+fn bytes_len(len: usize) -> usize {
+    let header: usize = if len < 254 { 1 } else { 4 };
+    header.saturating_add(len).saturating_add(3) & !3
+}
+
+// The two writers below panic on values TL cannot represent. No input reaches them: parsing and
+// JSON bound every field, and values built by hand are measured with `serialized_len` first
+// (`Chat::send_message` refuses anything over 64 KiB before serializing).
 fn write_bytes(out: &mut Vec<u8>, data: &[u8]) {
     let len = data.len();
     assert!(
@@ -338,9 +353,91 @@ fn write_string(out: &mut Vec<u8>, s: &str) {
 }
 
 fn write_vector_len(out: &mut Vec<u8>, len: usize) {
+    #[allow(clippy::panic)] // see above: unreachable from input
     let count = i32::try_from(len).unwrap_or_else(|_| panic!("TL vector of {len} elements"));
     write_u32(out, VECTOR_CONSTRUCTOR_ID);
     write_i32(out, count);
 }
 
+/// serde for TL values (`#[serde(with = "crate::tl::serde_tl")]`), used by the records and
+/// events that carry a TL message.
+///
+/// Binary formats (postcard, the stored records) get the boxed TL bytes, whose meaning is fixed
+/// by the schema and therefore stable across versions of this crate; human-readable formats
+/// (JSON) get the MadelineProto-style JSON of [`json`].
+pub mod serde_tl {
+    use serde::de::{Error as _, SeqAccess, Visitor};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::{Deserializable, Serializable, TlJson};
+
+    /// Writes `v` as TL bytes (binary formats) or JSON (human-readable formats).
+    pub fn serialize<T: Serializable + TlJson, S: Serializer>(
+        v: &T,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            v.to_json().serialize(s)
+        } else {
+            s.serialize_bytes(&v.to_bytes())
+        }
+    }
+
+    /// Reads what [`serialize`] wrote; bytes must be exactly one value.
+    pub fn deserialize<'de, T: Deserializable + TlJson, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<T, D::Error> {
+        if d.is_human_readable() {
+            let v = serde_json::Value::deserialize(d)?;
+            T::from_json(&v).map_err(D::Error::custom)
+        } else {
+            let b = d.deserialize_bytes(ByteBuf)?;
+            T::from_bytes(&b).map_err(D::Error::custom)
+        }
+    }
+
+    struct ByteBuf;
+
+    impl<'de> Visitor<'de> for ByteBuf {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("TL bytes")
+        }
+
+        fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(v.to_vec())
+        }
+
+        fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(v)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(b) = seq.next_element::<u8>()? {
+                if out.len() >= super::MAX_BYTES_LEN {
+                    return Err(A::Error::custom("TL value too long"));
+                }
+                out.push(b);
+            }
+            Ok(out)
+        }
+    }
+}
+
 include!(concat!(env!("OUT_DIR"), "/secret_api.rs"));
+
+impl enums::DecryptedMessage {
+    /// The message's `random_id` (every layer's constructor has one).
+    pub fn random_id(&self) -> i64 {
+        match self {
+            enums::DecryptedMessage::DecryptedMessage8(x) => x.random_id,
+            enums::DecryptedMessage::Service8(x) => x.random_id,
+            enums::DecryptedMessage::DecryptedMessage23(x) => x.random_id,
+            enums::DecryptedMessage::Service(x) => x.random_id,
+            enums::DecryptedMessage::DecryptedMessage46(x) => x.random_id,
+            enums::DecryptedMessage::DecryptedMessage(x) => x.random_id,
+        }
+    }
+}

@@ -5,10 +5,11 @@
 use std::collections::BTreeMap;
 
 use secret_core::chat::{
-    Call, Chat, ChatRequest, ChatState, Event, OutboxEntry, Output, RemoteChat,
+    Call, Chat, ChatRequest, ChatState, Event, OutboxEntry, Output, QueuedMessage, RemoteChat,
 };
 use secret_core::dh::{DhConfig, TELEGRAM_DH_PRIME};
 use secret_core::rand::SeededRandom;
+use secret_core::record;
 
 pub const CREATOR_ID: i64 = 1001;
 pub const ACCEPTOR_ID: i64 = 2002;
@@ -18,35 +19,91 @@ pub fn dh_config() -> DhConfig {
     DhConfig::validate(3, &TELEGRAM_DH_PRIME, 12).expect("the Telegram prime validates")
 }
 
-/// What a daemon would have stored for one chat.
+/// What a daemon would have stored for one chat: each record through the real record encoding.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Store {
-    pub state: Vec<u8>,
+    pub auth: Vec<u8>,
+    pub config: Vec<u8>,
+    pub pfs: Vec<u8>,
+    pub seq: Vec<u8>,
     pub outbox: BTreeMap<u32, Vec<u8>>,
+    pub gap: BTreeMap<u32, Vec<u8>>,
 }
 
 impl Store {
+    /// Applies an output as a daemon does, then checks that what is stored is exactly the live
+    /// chat: a record changed without being named in `changed` (or an entry not put) fails here.
     pub fn persist(&mut self, chat: &Chat, out: &Output) {
-        if out.state_changed {
-            self.state = postcard::to_stdvec(chat.state()).expect("state encodes");
+        let st = chat.state();
+        let enc = |e: Result<Vec<u8>, record::RecordError>| e.expect("record encodes");
+        if out.changed.auth {
+            self.auth = enc(record::encode(st.auth()));
+        }
+        if out.changed.config {
+            self.config = enc(record::encode(st.config()));
+        }
+        if out.changed.pfs {
+            self.pfs = enc(record::encode(st.pfs()));
+        }
+        if out.changed.seq {
+            self.seq = enc(record::encode(st.seq()));
         }
         for e in &out.outbox_put {
-            self.outbox
-                .insert(e.out_raw, postcard::to_stdvec(e).expect("entry encodes"));
+            assert!(
+                !out.outbox_remove.contains(&e.out_raw),
+                "put and remove overlap"
+            );
+            self.outbox.insert(e.out_raw, enc(record::encode(e)));
         }
         for k in &out.outbox_remove {
             self.outbox.remove(k);
         }
+        for q in &out.gap_put {
+            assert!(
+                !out.gap_remove.contains(&q.out_raw),
+                "put and remove overlap"
+            );
+            self.gap.insert(q.out_raw, enc(record::encode(q)));
+        }
+        for k in &out.gap_remove {
+            self.gap.remove(k);
+        }
+        assert!(!chat.unreported_changes().any(), "changes left unreported");
+        self.check_mirrors(chat);
+    }
+
+    /// The stored records decode to exactly the chat's state, outbox and gap queue.
+    pub fn check_mirrors(&self, chat: &Chat) {
+        let back = self.restore();
+        assert_eq!(
+            back.state(),
+            chat.state(),
+            "stored records differ from the chat"
+        );
+        let outbox = |c: &Chat| c.outbox().cloned().collect::<Vec<_>>();
+        assert_eq!(outbox(&back), outbox(chat), "stored outbox differs");
+        let gap = |c: &Chat| c.gap_queue().cloned().collect::<Vec<_>>();
+        assert_eq!(gap(&back), gap(chat), "stored gap queue differs");
     }
 
     pub fn restore(&self) -> Chat {
-        let state: ChatState = postcard::from_bytes(&self.state).expect("state decodes");
+        let state = ChatState::from_parts(
+            record::decode(&self.auth).expect("auth decodes"),
+            record::decode(&self.config).expect("config decodes"),
+            record::decode(&self.pfs).expect("pfs decodes"),
+            record::decode(&self.seq).expect("seq decodes"),
+        );
         let outbox: Vec<OutboxEntry> = self
             .outbox
             .values()
-            .map(|b| postcard::from_bytes(b).expect("entry decodes"))
+            .map(|b| record::decode(b).expect("entry decodes"))
             .collect();
-        Chat::restore(state, outbox).expect("restores")
+        let gap: Vec<QueuedMessage> = self
+            .gap
+            .values()
+            .map(|b| record::decode(b).expect("entry decodes"))
+            .collect();
+        Chat::restore(state, outbox, gap).expect("restores")
     }
 }
 
