@@ -699,3 +699,224 @@ fn e_rfc3526_prime_full_validation_and_cache() {
     );
     assert_eq!(cache.get(200), None);
 }
+
+// ---------------------------------------------------------------------------------------------
+// F. The whole path of a chat through the public API, against an independent implementation
+// ---------------------------------------------------------------------------------------------
+
+mod f {
+    use secret_core::Role;
+    use secret_core::chat::{
+        Call, Chat, ChatRequest, Event, IncomingEncrypted, MessageEntropy, RemoteChat, SendMethod,
+    };
+    use secret_core::dh::{DhConfig, DhSecret, TELEGRAM_DH_PRIME};
+    use secret_core::rand::SeededRandom;
+    use secret_core::tl::enums::{DecryptedMessage, DecryptedMessageAction};
+    use secret_core::tl::types;
+
+    const DOC: &str = include_str!("VECTORS.md");
+
+    /// The hex value written after `label =` in `part` (the value's lines follow the label).
+    fn value(part: &str, label: &str) -> Vec<u8> {
+        let start = part
+            .find(&format!("{label} ="))
+            .unwrap_or_else(|| panic!("{label} not in VECTORS.md F"));
+        let rest = &part[start..];
+        let rest = &rest[rest.find('\n').expect("newline") + 1..];
+        let hex: String = rest
+            .lines()
+            .take_while(|l| !l.is_empty() && l.bytes().all(|c| c.is_ascii_hexdigit()))
+            .collect();
+        hex::decode(hex).expect("hex")
+    }
+
+    fn sections() -> (&'static str, &'static str, &'static str) {
+        let f = &DOC[DOC.find("## F.").expect("F")..DOC.find("## G.").expect("G")];
+        let c = f.find("The creator's first").expect("creator part");
+        let a = f.find("The acceptor's first").expect("acceptor part");
+        (&f[..c], &f[c..a], &f[a..])
+    }
+
+    fn secret(b: Vec<u8>) -> DhSecret {
+        DhSecret::from_array(b.try_into().expect("256 bytes"))
+    }
+
+    fn ttl_message(random_id: i64, ttl_seconds: i32) -> DecryptedMessage {
+        DecryptedMessage::Service(types::DecryptedMessageService {
+            random_id,
+            action: DecryptedMessageAction::SetMessageTTL(
+                types::DecryptedMessageActionSetMessageTTL { ttl_seconds },
+            ),
+        })
+    }
+
+    #[test]
+    fn f_exponents_to_key_to_fingerprint_to_data_byte_for_byte() {
+        let (dh_part, creator, acceptor) = sections();
+        let dh = DhConfig::validate(3, &TELEGRAM_DH_PRIME, 1).expect("prime");
+        let mut rng = SeededRandom::new(1);
+
+        // Exponent a -> g_a.
+        let (mut a, req, _) =
+            Chat::request_with_secret(7, 100, 200, dh.clone(), secret(value(dh_part, "a")), 0)
+                .expect("request");
+        assert_eq!(req.g_a, value(dh_part, "g_a"));
+
+        // Exponent b -> g_b -> key -> fingerprint.
+        let request = ChatRequest {
+            chat_id: 7,
+            access_hash: 1,
+            admin_id: 100,
+            participant_id: 200,
+            g_a: req.g_a.clone(),
+        };
+        let (mut b, _) = Chat::from_request(&request, 200, dh, 0).expect("from_request");
+        let out = b
+            .accept_with_secret(secret(value(dh_part, "b")), 0, &mut rng)
+            .expect("accept");
+        let Some(Call::AcceptEncryption {
+            g_b,
+            key_fingerprint,
+        }) = out.calls.first().cloned()
+        else {
+            panic!("acceptEncryption first")
+        };
+        assert_eq!(g_b, value(dh_part, "g_b"));
+        let fp = value(dh_part, "key_fingerprint");
+        assert_eq!(key_fingerprint.to_le_bytes().to_vec(), fp);
+        assert_eq!(b.key_fingerprint().map(|k| k.0.to_vec()), Some(fp.clone()));
+        assert_eq!(
+            b.state().pfs().key().map(|k| k.key.as_bytes().to_vec()),
+            Some(value(dh_part, "key"))
+        );
+        let ready = a.on_remote_update(
+            &RemoteChat::Accepted {
+                access_hash: 1,
+                g_a_or_b: g_b,
+                key_fingerprint,
+            },
+            0,
+            &mut rng,
+        );
+        assert_eq!(a.key_fingerprint().map(|k| k.0.to_vec()), Some(fp));
+        let notify_layer = ready.transmits().next().expect("NotifyLayer").clone();
+
+        // Each side's first application message -> data, byte for byte.
+        for (chat, part, message, x_role) in [
+            (
+                &mut a,
+                creator,
+                ttl_message(0x0123_4567_89ab_cdef, 30),
+                Role::Creator,
+            ),
+            (&mut b, acceptor, ttl_message(-2, 86400), Role::Acceptor),
+        ] {
+            assert_eq!(chat.role(), x_role);
+            let entropy = MessageEntropy {
+                random_bytes: value(part, "random_bytes"),
+                padding: value(part, "padding"),
+            };
+            let sent = chat
+                .send_message_with_entropy(
+                    message,
+                    SendMethod::SendEncryptedService,
+                    entropy,
+                    0,
+                    &mut rng,
+                )
+                .expect("send");
+            let data = &sent.output.transmits().next().expect("transmit").data;
+            assert_eq!(
+                hex::encode(data),
+                hex::encode(value(part, "data")),
+                "{x_role:?}"
+            );
+        }
+
+        // And the other side reads them, in order.
+        let deliver = |chat: &mut Chat, random_id, data, rng: &mut SeededRandom| {
+            chat.receive(
+                &IncomingEncrypted {
+                    random_id,
+                    date: 1,
+                    data,
+                },
+                0,
+                rng,
+            )
+            .expect("received")
+        };
+        deliver(&mut b, notify_layer.random_id, notify_layer.data, &mut rng);
+        let o = deliver(
+            &mut b,
+            0x0123_4567_89ab_cdef,
+            value(creator, "data"),
+            &mut rng,
+        );
+        assert!(o.events.contains(&Event::TtlChanged(30)), "{:?}", o.events);
+    }
+
+    #[test]
+    fn f_entropy_that_breaks_the_format_is_refused() {
+        let (dh_part, creator, _) = sections();
+        let dh = DhConfig::validate(3, &TELEGRAM_DH_PRIME, 1).expect("prime");
+        let mut rng = SeededRandom::new(2);
+        let (mut a, req, _) =
+            Chat::request_with_secret(7, 100, 200, dh.clone(), secret(value(dh_part, "a")), 0)
+                .expect("request");
+        let request = ChatRequest {
+            chat_id: 7,
+            access_hash: 1,
+            admin_id: 100,
+            participant_id: 200,
+            g_a: req.g_a,
+        };
+        let (mut b, _) = Chat::from_request(&request, 200, dh, 0).expect("from_request");
+        let out = b
+            .accept_with_secret(secret(value(dh_part, "b")), 0, &mut rng)
+            .expect("accept");
+        let Some(Call::AcceptEncryption {
+            g_b,
+            key_fingerprint,
+        }) = out.calls.first().cloned()
+        else {
+            panic!()
+        };
+        let _ = a.on_remote_update(
+            &RemoteChat::Accepted {
+                access_hash: 1,
+                g_a_or_b: g_b,
+                key_fingerprint,
+            },
+            0,
+            &mut rng,
+        );
+        let before = a.state().clone();
+        for (rb, pad) in [
+            (vec![0u8; 14], value(creator, "padding")),
+            (value(creator, "random_bytes"), vec![0; 11]),
+            (value(creator, "random_bytes"), vec![0; 25]),
+        ] {
+            let e = MessageEntropy {
+                random_bytes: rb,
+                padding: pad,
+            };
+            assert!(
+                a.send_message_with_entropy(
+                    ttl_message(5, 1),
+                    SendMethod::SendEncrypted,
+                    e,
+                    0,
+                    &mut rng
+                )
+                .is_err()
+            );
+            assert_eq!(a.state(), &before, "a refused send changes nothing");
+        }
+        // A secret whose public value is out of range is refused, not used.
+        let mut one = [0u8; 256];
+        one[255] = 1;
+        let dh = DhConfig::validate(3, &TELEGRAM_DH_PRIME, 1).expect("prime");
+        assert!(Chat::request_with_secret(8, 1, 2, dh, DhSecret::from_array(one), 0).is_err());
+    }
+}
