@@ -10,14 +10,14 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use secret_core::crypto::{
-    AuthKey, aes_ige_decrypt, aes_ige_encrypt, aes256_encrypt_block_calls, aes256_encrypt_blocks,
-    aes256_encrypt_single_blocks, decrypt_message, encrypt_message,
+    AuthKey, CryptoError, aes_ige_decrypt, aes_ige_encrypt, aes256_encrypt_block_calls,
+    aes256_encrypt_blocks, aes256_encrypt_single_blocks, decrypt_message, encrypt_message, sha256,
 };
 use secret_core::dh::{
     DhConfig, DhSecret, TELEGRAM_DH_PRIME, bench_support, compute_shared_key, generate_key_pair,
     modpow_ct, modpow_num_bigint,
 };
-use secret_core::rand::{SecureRandom, SeededRandom};
+use secret_core::rand::{SecureRandom, SeededRandom, SystemRandom};
 
 struct Settings {
     reps: usize,
@@ -197,20 +197,38 @@ fn main() {
     let mut forged = data.clone();
     forged[30] ^= 1;
     let (aes_key, aes_iv) = ([0x11u8; 32], [0x22u8; 32]);
-    let mut rng = SeededRandom::new(1);
-    let mut rng_cost = SeededRandom::new(2);
+    // The message rows draw from the production RNG, as the daemon does.
+    let mut rng = SystemRandom::new();
+    let mut rng_prim = SystemRandom::new();
+    let mut rng_fill = SystemRandom::new();
+    let plain = vec![7u8; padded_len];
+    let kb = key.as_bytes();
+    let mk16 = [3u8; 16];
+    // The primitives of one message and nothing else: msg_key = SHA-256(key part || plaintext),
+    // the KDF's two SHA-256 over 52 bytes each, one IGE pass (with its key schedule) over the
+    // padded plaintext, and (encrypt only) the padding drawn from the OS RNG.
+    let primitives = |ige: fn(&[u8; 32], &[u8; 32], &mut [u8]) -> Result<(), CryptoError>,
+                      rng: Option<&mut SystemRandom>| {
+        black_box(sha256(&[&kb[88..120], black_box(&plain)]));
+        black_box(sha256(&[&mk16, &kb[0..36]]));
+        black_box(sha256(&[&kb[40..76], &mk16]));
+        let mut buf = [7u8; 1280];
+        let buf = &mut buf[..padded_len];
+        if let Some(r) = rng {
+            r.fill(&mut buf[padded_len - pad..]);
+        }
+        ige(black_box(&aes_key), black_box(&aes_iv), black_box(buf)).ok();
+    };
     let mut group = vec![
         bench(
-            format!("AES-256-IGE alone, same {padded_len} B plaintext (incl. key setup)"),
-            || {
-                let mut buf = [7u8; 256];
-                let buf = &mut buf[..padded_len];
-                aes_ige_encrypt(black_box(&aes_key), black_box(&aes_iv), black_box(buf)).ok();
-            },
+            format!(
+                "encrypt primitives alone: 3 SHA-256, IGE over {padded_len} B, {pad} B from SystemRandom"
+            ),
+            || primitives(aes_ige_encrypt, Some(&mut rng_prim)),
         ),
         bench(
             format!(
-                "encrypt_message ({} B service msg -> {} B data)",
+                "encrypt_message ({} B service msg -> {} B data, SystemRandom)",
                 payload.len(),
                 data.len()
             ),
@@ -223,17 +241,19 @@ fn main() {
                 ));
             },
         ),
-        bench("decrypt_message (same data)", || {
-            black_box(decrypt_message(black_box(&key), 0, black_box(&data)).ok());
-        }),
-        bench("decrypt_message, forged (msg_key mismatch)", || {
-            black_box(decrypt_message(black_box(&key), 0, black_box(&forged)).is_err());
-        }),
         bench(
-            format!("  in encrypt: SeededRandom fill of {pad} B padding"),
+            format!("  of which: AES-256-IGE alone, {padded_len} B (incl. key setup)"),
+            || {
+                let mut buf = [7u8; 256];
+                let buf = &mut buf[..padded_len];
+                aes_ige_encrypt(black_box(&aes_key), black_box(&aes_iv), black_box(buf)).ok();
+            },
+        ),
+        bench(
+            format!("  of which: SystemRandom fill of {pad} B padding"),
             || {
                 let mut b = [0u8; 1024];
-                rng_cost.fill(&mut b[..pad]);
+                rng_fill.fill(&mut b[..pad]);
                 black_box(&b);
             },
         ),
@@ -245,7 +265,30 @@ fn main() {
         &group,
         &ns,
         "ns/op",
-        "IGE alone",
+        "enc primitives",
+        |t| t,
+    );
+    drop(group);
+    let mut group = vec![
+        bench(
+            format!("decrypt primitives alone: 3 SHA-256, IGE decrypt over {padded_len} B"),
+            || primitives(aes_ige_decrypt, None),
+        ),
+        bench("decrypt_message (same data)", || {
+            black_box(decrypt_message(black_box(&key), 0, black_box(&data)).ok());
+        }),
+        bench("decrypt_message, forged (msg_key mismatch)", || {
+            black_box(decrypt_message(black_box(&key), 0, black_box(&forged)).is_err());
+        }),
+    ];
+    let ns = measure_group(&s, &mut group);
+    push_group(
+        &mut rows,
+        "message",
+        &group,
+        &ns,
+        "ns/op",
+        "dec primitives",
         |t| t,
     );
     drop(group);
