@@ -19,6 +19,9 @@ use secret_core::dh::{
 };
 use secret_core::rand::{SecureRandom, SeededRandom, SystemRandom};
 
+/// `aes_ige_encrypt` or `aes_ige_decrypt`.
+type IgeFn = fn(&[u8; 32], &[u8; 32], &mut [u8]) -> Result<(), CryptoError>;
+
 struct Settings {
     reps: usize,
     target: Duration,
@@ -207,8 +210,7 @@ fn main() {
     // The primitives of one message and nothing else: msg_key = SHA-256(key part || plaintext),
     // the KDF's two SHA-256 over 52 bytes each, one IGE pass (with its key schedule) over the
     // padded plaintext, and (encrypt only) the padding drawn from the OS RNG.
-    let primitives = |ige: fn(&[u8; 32], &[u8; 32], &mut [u8]) -> Result<(), CryptoError>,
-                      rng: Option<&mut SystemRandom>| {
+    let primitives = |ige: IgeFn, rng: Option<&mut SystemRandom>| {
         black_box(sha256(&[&kb[88..120], black_box(&plain)]));
         black_box(sha256(&[&mk16, &kb[0..36]]));
         black_box(sha256(&[&kb[40..76], &mk16]));

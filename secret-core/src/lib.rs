@@ -5,6 +5,12 @@
 //! fully deterministic, which is what lets its test suite drive two chats through a lossy simulated
 //! relay in one process.
 #![warn(missing_docs)]
+// No input, store or network data may panic this crate: outside tests, unwrap / expect / panic
+// are errors, and each remaining exception carries its reason at the place it is allowed.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod chat;
 pub mod crypto;

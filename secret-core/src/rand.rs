@@ -74,6 +74,8 @@ impl Default for SystemRandom {
 }
 
 impl SecureRandom for SystemRandom {
+    // A crypto daemon without entropy must stop rather than go on with predictable keys.
+    #[allow(clippy::panic)]
     fn fill(&mut self, dest: &mut [u8]) {
         use ring::rand::SecureRandom as _;
         // ok: ring's SystemRandom fails only when the OS has no entropy source at all

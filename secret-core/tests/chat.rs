@@ -1606,7 +1606,7 @@ fn next_deadline_names_the_resend_retry_and_the_seven_day_rekey() {
     );
     let (_, _lost) = d.send(0, ttl(1));
     let (_, t2) = d.send(0, ttl(2));
-    d.deliver(1, &t2[0]).expect("held");
+    let _ = d.deliver(1, &t2[0]).expect("held");
     let retry = d.now + RESEND_RETRY_SECS;
     assert_eq!(d.c[1].next_deadline(), Some(retry));
     // Before the deadline a tick does nothing; at it, the Resend is repeated.

@@ -846,7 +846,7 @@ mod f {
             )
             .expect("received")
         };
-        deliver(&mut b, notify_layer.random_id, notify_layer.data, &mut rng);
+        let _ = deliver(&mut b, notify_layer.random_id, notify_layer.data, &mut rng);
         let o = deliver(
             &mut b,
             0x0123_4567_89ab_cdef,

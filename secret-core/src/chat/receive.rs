@@ -33,6 +33,7 @@ use crate::tl::{self, Deserializable, TlError, types};
 
 /// The content of a `decryptedMessageLayer`.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // transient: parsed, then moved into an event once
 pub(crate) enum Content {
     /// A message of a layer we know.
     Known(DecryptedMessage),
