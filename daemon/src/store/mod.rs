@@ -1,0 +1,1 @@
+//! The daemon's durable store (being built).
