@@ -1,1 +1,338 @@
-//! The daemon's durable store (being built).
+//! The daemon's durable store: byte keys and values in named trees over sled 0.34.7, written
+//! in atomic batches with durable group commit.
+//!
+//! [`Store`] is deliberately narrow: nine trees ([`Tree`]), point reads, prefix scans, and
+//! writes only through a [`Batch`] handed to [`Store::commit`]. What the bytes mean is the
+//! caller's business (records are `secret_core::record` envelopes; keys come from [`keys`],
+//! whose byte order is the numeric order).
+//!
+//! # Rules
+//!
+//! 1. **Atomic.** Each batch is applied in one sled transaction over the trees it writes (all
+//!    trees are in one sled `Db`): all of it or nothing, also across `kill -9` (the crash test
+//!    in `tests/store_crash.rs` checks it). Ops apply in order and see the earlier ops of their
+//!    batch; `put_if_absent` keeps an existing value and reports what it did in the
+//!    [`CommitOutcome`]. A key or value over the [`StoreOptions`] limits fails the whole batch
+//!    ([`StoreError::TooLarge`]) and nothing of it is applied.
+//! 2. **Durable before acknowledged.** A commit resolves `Ok` only after its transaction, a
+//!    sled flush *and* the syncs sled leaves out. sled's `flush()` is `pwrite` +
+//!    `sync_file_range` with no fsync (upstream issue #1452), durable against a killed process
+//!    but not against a power cut, so after each flush the writer fdatasyncs `db` (through a
+//!    read-only handle opened at open), and fsyncs every blob file that appeared in `blobs/`
+//!    since the last flush, then `blobs/` itself. sled puts any *page* larger than about
+//!    `segment_size / 4` (~128 KiB with the default 512 KiB segment) in a blob file, and a page
+//!    is a whole tree node, up to 16 entries: small values can land in a blob when their node
+//!    is rewritten. So the writer lists `blobs/` after every flush (one `getdents` on an almost
+//!    always empty directory) rather than guessing from value sizes. At open it fsyncs `conf`,
+//!    the existing blob files, `blobs/`, the store directory (sled's snapshot rename) and `db`.
+//! 3. **Group commit, off the caller's thread.** One writer thread (`tgsecretd-store`) takes
+//!    the first queued batch and every batch queued behind it (at most
+//!    [`StoreOptions::max_group`]), applies each in its own transaction, makes the group
+//!    durable with one flush and one round of syncs, then answers each batch. The batch is
+//!    queued when [`Store::commit`] is called; the returned future (`Send + 'static`, any
+//!    executor) only waits for the answer, so commits from one caller apply in call order.
+//!    A failed flush or sync fails every batch of its group and **poisons** the store: what is
+//!    durable is unknown, so every later commit and read fails with [`StoreError::Poisoned`]
+//!    until the daemon restarts and sled recovers. A sled error inside a transaction poisons
+//!    it too; a batch over the limits does not. Nothing in the writer panics on an error.
+//! 4. **Files 0600 in a 0700 directory.** [`Store::open`] creates the directory and missing
+//!    parents with 0700 (an existing store directory is set to 0700), and after sled opened
+//!    it sets 0700 on `blobs/` and 0600 on every file in both. Blob files created later get
+//!    0600 before they are fsynced. The store does not touch the process umask: the binary
+//!    sets it (077) before opening, which closes the window between sled creating a file and
+//!    the store's chmod.
+//! 5. **One daemon per store.** sled holds `flock(db, LOCK_EX | LOCK_NB)` while open; a second
+//!    open, from another process or this one, is [`StoreError::Locked`] ("another tgsecretd
+//!    is already using DIR"). Only that lock failure maps to `Locked`; other I/O errors stay
+//!    [`StoreError::Sled`]. The lock is released when the store is closed or dropped (both
+//!    join the writer thread).
+//! 6. **Typed errors, no panics.** No `unwrap`, `expect` or `panic` outside tests; every
+//!    failure is a [`StoreError`].
+//! 7. **sled's files are pinned.** sled writes `db`, `conf`, `snap.<16 hex>` and
+//!    `blobs/<lsn>` and nothing else; `tests/store_layout.rs` fails if a sled version writes
+//!    elsewhere, since such a file would not be synced.
+//!
+//! Reads ([`Store::get`], [`Store::scan_prefix`], [`Store::last_with_prefix`]) run on the
+//! caller's thread and see every *applied* batch, including one whose commit has not resolved
+//! yet (it is in memory, its flush pending). Callers must act on a write only after its commit
+//! resolved; with one actor per chat that is the natural order.
+
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+mod batch;
+mod error;
+mod files;
+pub mod keys;
+mod stats;
+mod writer;
+
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{self, Sender};
+use std::thread::JoinHandle;
+
+pub use batch::{Batch, CommitOutcome, Tree};
+pub use error::StoreError;
+pub use stats::CommitStats;
+
+use files::DurableFiles;
+use stats::Counters;
+use writer::{Failure, Job, Limits, Reply, Writer};
+
+/// A key and its value, as read.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
+/// Tunables of [`Store::open`].
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// sled's page cache, in bytes.
+    pub cache_capacity: u64,
+    /// The longest key a batch may write.
+    pub max_key_len: usize,
+    /// The longest value a batch may write.
+    pub max_value_len: usize,
+    /// The most batches one group commit takes.
+    pub max_group: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> StoreOptions {
+        StoreOptions {
+            cache_capacity: 64 * 1024 * 1024,
+            max_key_len: 1024,
+            max_value_len: 8 * 1024 * 1024,
+            max_group: 1024,
+        }
+    }
+}
+
+/// One sled tree per [`Tree`], indexed by [`Tree::index`].
+pub(crate) struct Trees([sled::Tree; Tree::ALL.len()]);
+
+impl Trees {
+    fn open(db: &sled::Db) -> Result<Trees, StoreError> {
+        let trees = Tree::ALL.map(|t| db.open_tree(t.name()));
+        let [a, b, c, d, e, f, g, h, i] = trees;
+        let open = |r: sled::Result<sled::Tree>| r.map_err(StoreError::sled("open tree"));
+        Ok(Trees([
+            open(a)?,
+            open(b)?,
+            open(c)?,
+            open(d)?,
+            open(e)?,
+            open(f)?,
+            open(g)?,
+            open(h)?,
+            open(i)?,
+        ]))
+    }
+
+    pub(crate) fn get(&self, tree: Tree) -> &sled::Tree {
+        &self.0[tree.index()]
+    }
+
+    fn clone_all(&self) -> Trees {
+        Trees(self.0.clone())
+    }
+}
+
+/// The durable store (see the module doc for its rules).
+pub struct Store {
+    dir: PathBuf,
+    trees: Trees,
+    jobs: Option<Sender<Job>>,
+    writer: Option<JoinHandle<Result<(), StoreError>>>,
+    counters: Arc<Counters>,
+    failure: Failure,
+}
+
+impl Store {
+    /// Open (or create) the store in `dir`. Blocking: sled recovers its log here.
+    pub fn open(dir: &Path, opts: StoreOptions) -> Result<Store, StoreError> {
+        files::create_dir(dir)?;
+        let db = open_sled(dir, &opts)?;
+        let trees = Trees::open(&db)?;
+        let counters = Arc::new(Counters::default());
+        let files = DurableFiles::open(dir, &counters)?;
+        let failure = Failure::default();
+        let writer = Writer {
+            db,
+            trees: trees.clone_all(),
+            files,
+            counters: Arc::clone(&counters),
+            failure: Arc::clone(&failure),
+            limits: Limits {
+                max_key_len: opts.max_key_len,
+                max_value_len: opts.max_value_len,
+            },
+            max_group: opts.max_group.max(1),
+        };
+        let (jobs, rx) = mpsc::channel();
+        let handle = std::thread::Builder::new()
+            .name("tgsecretd-store".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| StoreError::io("start the writer thread for", dir, e))?;
+        Ok(Store {
+            dir: dir.to_path_buf(),
+            trees,
+            jobs: Some(jobs),
+            writer: Some(handle),
+            counters,
+            failure,
+        })
+    }
+
+    /// Queue `batch` now; the future resolves once it is applied and durable (rule 2).
+    pub fn commit(
+        &self,
+        batch: Batch,
+    ) -> impl Future<Output = Result<CommitOutcome, StoreError>> + Send + 'static + use<> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let queued = self.queue(batch, Reply::Async(tx));
+        async move {
+            queued?;
+            rx.await.unwrap_or(Err(StoreError::Stopped))
+        }
+    }
+
+    /// [`Store::commit`], blocking the calling thread until the batch is durable.
+    pub fn commit_blocking(&self, batch: Batch) -> Result<CommitOutcome, StoreError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.queue(batch, Reply::Blocking(tx))?;
+        rx.recv().unwrap_or(Err(StoreError::Stopped))
+    }
+
+    /// The value of `key` in `tree`.
+    pub fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.check()?;
+        let value = self.tree(tree).get(key).map_err(StoreError::sled("get"))?;
+        Ok(value.map(|v| v.to_vec()))
+    }
+
+    /// The entries of `tree` whose key starts with `prefix`, in key order.
+    pub fn scan_prefix<'s>(
+        &'s self,
+        tree: Tree,
+        prefix: &[u8],
+    ) -> impl Iterator<Item = Result<Entry, StoreError>> + use<'s> {
+        let (refused, entries) = match self.check() {
+            Err(e) => (Some(e), None),
+            Ok(()) => (None, Some(self.tree(tree).scan_prefix(prefix))),
+        };
+        refused
+            .into_iter()
+            .map(Err)
+            .chain(entries.into_iter().flatten().map(entry))
+    }
+
+    /// The entry of `tree` with the largest key that starts with `prefix`.
+    pub fn last_with_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<Option<Entry>, StoreError> {
+        self.check()?;
+        self.tree(tree)
+            .scan_prefix(prefix)
+            .next_back()
+            .map(entry)
+            .transpose()
+    }
+
+    /// The writer's counters.
+    pub fn stats(&self) -> CommitStats {
+        self.counters.snapshot()
+    }
+
+    /// The store directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Stop the writer after the batches already queued, with a final flush and sync; release
+    /// the lock. A poisoned store reports its first failure.
+    pub fn close(mut self) -> Result<(), StoreError> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Result<(), StoreError> {
+        drop(self.jobs.take());
+        match self.writer.take().map(JoinHandle::join) {
+            None => Ok(()),
+            Some(Ok(result)) => result,
+            Some(Err(_panic)) => Err(StoreError::Stopped),
+        }
+    }
+
+    fn queue(&self, batch: Batch, reply: Reply) -> Result<(), StoreError> {
+        self.check()?;
+        let jobs = self.jobs.as_ref().ok_or(StoreError::Stopped)?;
+        jobs.send(Job { batch, reply })
+            .map_err(|_| StoreError::Stopped)
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        match self.failure.get() {
+            Some(cause) => Err(StoreError::Poisoned {
+                cause: Arc::clone(cause),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn tree(&self, tree: Tree) -> &sled::Tree {
+        self.trees.get(tree)
+    }
+}
+
+impl Drop for Store {
+    /// Like [`Store::close`], without the result.
+    fn drop(&mut self) {
+        let _result = self.stop();
+    }
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn open_sled(dir: &Path, opts: &StoreOptions) -> Result<sled::Db, StoreError> {
+    sled::Config::new()
+        .path(dir)
+        .cache_capacity(opts.cache_capacity)
+        .flush_every_ms(None)
+        .open()
+        .map_err(|e| match e {
+            sled::Error::Io(io) if is_lock_conflict(&io) => StoreError::Locked {
+                dir: dir.to_path_buf(),
+            },
+            other => StoreError::Sled {
+                op: "open",
+                source: other,
+            },
+        })
+}
+
+/// sled 0.34.7 reports a held lock as `Io(Other, "could not acquire lock on \"…/db\": Os {
+/// code: 11, kind: WouldBlock, .. }")` (fs2's `try_lock_exclusive` error, formatted).
+fn is_lock_conflict(error: &io::Error) -> bool {
+    let text = error.to_string();
+    match error.kind() {
+        io::ErrorKind::WouldBlock => true,
+        io::ErrorKind::Other => {
+            text.starts_with("could not acquire lock on") && text.contains("WouldBlock")
+        }
+        _ => false,
+    }
+}
+
+/// A sled entry as owned bytes.
+fn entry(item: sled::Result<(sled::IVec, sled::IVec)>) -> Result<Entry, StoreError> {
+    let (k, v) = item.map_err(StoreError::sled("scan"))?;
+    Ok((k.to_vec(), v.to_vec()))
+}
