@@ -37,9 +37,11 @@ use secret_core::rand::SystemRandom;
 use secret_core::tl::TlJson;
 use secret_core::tl::enums::DecryptedMessageAction as A;
 use secret_core::tl::types as st;
+use tglink::ErrorClass;
+use tglink::convert::{encrypted_chat_id, incoming_encrypted, remote_chat};
 use tgsim::faults::{CallFaults, Faults, InjectedError, UpdateFaults};
 use tgsim::instance::{AccountSpec, Options, PeerSpec, Tgsim};
-use tgsim::peer::{Behaviour, encrypted_chat_id, incoming_encrypted, remote_chat};
+use tgsim::peer::Behaviour;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
@@ -263,22 +265,30 @@ impl Drop for Client {
     }
 }
 
-/// The longest FLOOD_WAIT the client sleeps through; a longer one gives the call up (a send stays
-/// unsent and goes again with the same bytes on the next catch-up).
-const MAX_FLOOD_WAIT: Duration = Duration::from_secs(5);
+/// A call that did not succeed: its class by the shared rules ([`tglink::errors`]) and its
+/// Telegram name.
+#[derive(Debug)]
+struct CallFailure {
+    class: ErrorClass,
+    name: String,
+    text: String,
+}
 
-fn retry_after(e: &InvocationError) -> Option<Duration> {
-    match e {
-        InvocationError::Rpc(r) if r.code == 420 => {
-            let wait = Duration::from_secs(u64::from(r.value.unwrap_or(1)));
-            (wait <= MAX_FLOOD_WAIT).then_some(wait)
-        }
-        InvocationError::Rpc(r) if r.code >= 500 || r.name == "MSG_WAIT_FAILED" => {
-            Some(Duration::from_millis(20))
-        }
-        _ => None,
+impl std::fmt::Display for CallFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({:?}): {}", self.name, self.class, self.text)
     }
 }
+
+impl From<CallFailure> for String {
+    fn from(f: CallFailure) -> String {
+        f.to_string()
+    }
+}
+
+/// Attempts of one call before it is left for the next catch-up (a send stays unsent and goes
+/// again with the same bytes). Waits the server asks for are always waited out.
+const MAX_ATTEMPTS: usize = 8;
 
 impl Client {
     async fn connect(addr: SocketAddr, key: [u8; 256], verbose: bool) -> Result<Client, String> {
@@ -331,32 +341,45 @@ impl Client {
         Ok(client)
     }
 
-    /// Invokes with retries (same request bytes) on flood waits and transient errors.
-    async fn call<R: RemoteCall>(&mut self, request: &R) -> Result<R::Return, String> {
-        let mut last = String::new();
-        for _ in 0..8 {
-            match timeout(CALL_WAIT, self.calls.invoke(request)).await {
-                Err(_) => return Err("call timed out".into()),
+    /// Invokes with retries (same request bytes) by the shared classification: a FLOOD_WAIT is
+    /// waited out, a lost connection or a transient error is retried (over a new connection),
+    /// anything else is final for this call.
+    async fn call<R: RemoteCall>(&mut self, request: &R) -> Result<R::Return, CallFailure> {
+        let mut last = CallFailure {
+            class: ErrorClass::RetryNow,
+            name: "TIMEOUT".into(),
+            text: "no attempt".into(),
+        };
+        for _ in 0..MAX_ATTEMPTS {
+            let e = match timeout(CALL_WAIT, self.calls.invoke(request)).await {
                 Ok(Ok(r)) => return Ok(r),
-                Ok(Err(e)) => match retry_after(&e) {
-                    Some(wait) => {
-                        self.retries += 1;
-                        last = e.to_string();
-                        tokio::time::sleep(wait).await;
+                Ok(Err(e)) => e,
+                Err(_) => InvocationError::Dropped("call timed out"),
+            };
+            last = CallFailure {
+                class: tglink::classify(&e),
+                name: tglink::errors::error_name(&e),
+                text: e.to_string(),
+            };
+            match last.class {
+                ErrorClass::RetryAfter(wait) => tokio::time::sleep(wait).await,
+                ErrorClass::RetryNow if matches!(e, InvocationError::Rpc(_)) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                ErrorClass::RetryNow => {
+                    // The connection is gone and the call may or may not have run: connect
+                    // again and send the same request (same random_id, same bytes).
+                    self.reconnects += 1;
+                    match open(self.addr, self.key).await {
+                        Ok(c) => self.calls = c,
+                        Err(e) => last.text = e,
                     }
-                    None if matches!(e, InvocationError::Rpc(_)) => return Err(e.to_string()),
-                    None => {
-                        // The connection is gone and the call may or may not have run: connect
-                        // again and send the same request (same random_id, same bytes).
-                        self.retries += 1;
-                        self.reconnects += 1;
-                        last = e.to_string();
-                        self.calls = open(self.addr, self.key).await?;
-                    }
-                },
+                }
+                _ => return Err(last),
             }
+            self.retries += 1;
         }
-        Err(format!("gave up after retries: {last}"))
+        Err(last)
     }
 
     fn input_chat(&self) -> Option<tl::enums::InputEncryptedChat> {
@@ -499,12 +522,11 @@ impl Client {
                                 chat.on_sent(t.random_id, m.date)
                             }
                             // Kept unsent; the next catch-up sends the same bytes again.
-                            Err(e) if e.starts_with("gave up") || e.contains("timed out") => {
+                            Err(f) if f.class.is_retry() => {
                                 chat.on_send_failed(t.random_id, &SendFailure::Retry)
                             }
-                            Err(e) => {
-                                chat.on_send_failed(t.random_id, &SendFailure::Fatal { error: e })
-                            }
+                            Err(f) => chat
+                                .on_send_failed(t.random_id, &SendFailure::Fatal { error: f.name }),
                         }
                     }
                     Call::AcceptEncryption {

@@ -35,13 +35,14 @@ use std::thread;
 
 use grammers_tl_types::{Deserializable, RemoteCall, enums, functions, types};
 use secret_core::chat::{
-    Call, Chat, ChatRequest, Event, IncomingEncrypted, Output, RemoteChat, SendError, SendFailure,
-    SendMethod, Status,
+    Call, Chat, ChatRequest, Event, Output, SendError, SendFailure, SendMethod, Status,
 };
 use secret_core::crypto::KeyFingerprint;
 use secret_core::dh::DhConfig;
 use secret_core::rand::SeededRandom;
 use secret_core::tl::enums::DecryptedMessageAction;
+use tglink::TgError;
+use tglink::convert::{encrypted_chat_id, incoming_encrypted, remote_chat};
 
 use crate::api::{ApiHandler, CallContext, RpcError, UpdateSink};
 use crate::model::Model;
@@ -192,55 +193,10 @@ fn now_ms_system() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Whether an error is worth retrying with the same bytes.
+/// Whether an error is worth retrying with the same bytes: the shared classification
+/// ([`tglink::errors`]), plus tgsim's own close-connection marker.
 pub fn retryable(e: &RpcError) -> bool {
-    e.code == 420 || e.code >= 500 || e.message == "MSG_WAIT_FAILED" || e.is_close_connection()
-}
-
-/// What an `encryptedChat*` from the server tells a [`Chat`] (`None` for the kinds it does not
-/// take: empty, and requested, which starts a chat with [`Chat::from_request`]).
-pub fn remote_chat(chat: &enums::EncryptedChat) -> Option<RemoteChat> {
-    match chat {
-        enums::EncryptedChat::Waiting(w) => Some(RemoteChat::Waiting {
-            access_hash: w.access_hash,
-        }),
-        enums::EncryptedChat::Chat(c) => Some(RemoteChat::Accepted {
-            access_hash: c.access_hash,
-            g_a_or_b: c.g_a_or_b.clone(),
-            key_fingerprint: c.key_fingerprint,
-        }),
-        enums::EncryptedChat::Discarded(d) => Some(RemoteChat::Discarded {
-            history_deleted: d.history_deleted,
-        }),
-        _ => None,
-    }
-}
-
-/// The chat id of an `encryptedMessage*` from the server, and what a [`Chat`] takes of it.
-pub fn incoming_encrypted(msg: &enums::EncryptedMessage) -> (i32, IncomingEncrypted) {
-    let (chat_id, random_id, date, bytes) = match msg {
-        enums::EncryptedMessage::Message(m) => (m.chat_id, m.random_id, m.date, &m.bytes),
-        enums::EncryptedMessage::Service(m) => (m.chat_id, m.random_id, m.date, &m.bytes),
-    };
-    (
-        chat_id,
-        IncomingEncrypted {
-            random_id,
-            date,
-            data: bytes.clone(),
-        },
-    )
-}
-
-/// The id of any `encryptedChat*`.
-pub fn encrypted_chat_id(chat: &enums::EncryptedChat) -> i32 {
-    match chat {
-        enums::EncryptedChat::Empty(c) => c.id,
-        enums::EncryptedChat::Waiting(c) => c.id,
-        enums::EncryptedChat::Requested(c) => c.id,
-        enums::EncryptedChat::Chat(c) => c.id,
-        enums::EncryptedChat::Discarded(c) => c.id,
-    }
+    e.is_close_connection() || TgError::parse(e.code, &e.message).class().is_retry()
 }
 
 impl PeerHost {
@@ -804,7 +760,9 @@ impl Shared {
                             }
                             Err(e) => pc.chat.on_send_failed(
                                 t.random_id,
-                                &SendFailure::Fatal { error: e.message },
+                                &SendFailure::Fatal {
+                                    error: TgError::parse(e.code, &e.message).name,
+                                },
                             ),
                         };
                         work.push_back(o);
