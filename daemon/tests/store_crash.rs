@@ -5,9 +5,10 @@
 //! `commit_blocking`, eight tokio tasks with `commit`), printing `STORE-CHILD acked N` after
 //! each commit resolved. Batch N writes three related entries, in `Chats`, `Outbox` (every
 //! 97th value is 150 KiB, so blob files are written and synced too) and `Inbound`
-//! (`put_if_absent`). The parent SIGKILLs the child at a random moment (every fifth round within
-//! 12 ms of the spawn, around open), reopens the store and checks every batch it finds and every batch that was
-//! acknowledged, over all rounds so far; the next round continues on the same store.
+//! (`put_if_absent`). The parent SIGKILLs the child at a random moment (every fifth round
+//! within 12 ms of the spawn, around open), reopens the store and checks every batch it finds
+//! and every batch that was acknowledged, over all rounds so far; the next round continues on
+//! the same store.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
