@@ -26,6 +26,10 @@ use tgsecretd::store::{Batch, Store, StoreOptions, Tree};
 const DIR_ENV: &str = "STORE_CRASH_DIR";
 const BASE_ENV: &str = "STORE_CRASH_BASE";
 const MARK: &str = "STORE-CHILD ";
+/// Set: every round kills early (around open), to hunt recovery bugs.
+const EARLY_ENV: &str = "STORE_CRASH_ALL_EARLY";
+/// Overrides the number of rounds of the `--ignored` test.
+const ROUNDS_ENV: &str = "STORE_CRASH_ROUNDS";
 /// Batch numbers of round r start at r * ROUND_SPAN.
 const ROUND_SPAN: u64 = 10_000_000;
 /// The trees of a batch, with a tag mixed into each value.
@@ -182,7 +186,7 @@ fn run_and_kill(dir: &Path, round: u64, rng: &mut Rng) -> (Vec<u64>, &'static st
     let (ready_tx, ready_rx) = mpsc::channel();
     let reader = read_child(&mut child, ready_tx);
     // Every fifth round kills soon after the spawn: before, during or just after open.
-    let when = if round % 5 == 3 {
+    let when = if round % 5 == 3 || std::env::var_os(EARLY_ENV).is_some() {
         std::thread::sleep(Duration::from_millis(rng.below(12)));
         "early (0-12 ms after spawn)"
     } else {
@@ -214,18 +218,21 @@ fn present(store: &Store, tree: Tree, tag: u8) -> BTreeSet<u64> {
 }
 
 /// Reopen and check: all three parts of every batch found, every acknowledged batch found.
-fn check(dir: &Path, acked: &BTreeSet<u64>) -> usize {
-    let store = Store::open(dir, StoreOptions::default()).expect("reopen after kill");
+fn check(dir: &Path, acked: &BTreeSet<u64>) -> Result<usize, String> {
+    let store = Store::open(dir, StoreOptions::default()).map_err(|e| format!("reopen: {e:?}"))?;
     let [a, b, c] = TREES.map(|(tree, tag)| present(&store, tree, tag));
-    assert!(
-        a == b && b == c,
-        "a batch is partly present: {:?}",
-        partial(&a, &b, &c)
-    );
+    if !(a == b && b == c) {
+        return Err(format!(
+            "a batch is partly present: {:?}",
+            partial(&a, &b, &c)
+        ));
+    }
     let lost: Vec<&u64> = acked.difference(&a).collect();
-    assert!(lost.is_empty(), "acknowledged batches lost: {lost:?}");
-    store.close().expect("close");
-    a.len()
+    if !lost.is_empty() {
+        return Err(format!("acknowledged batches lost: {lost:?}"));
+    }
+    store.close().map_err(|e| format!("close: {e}"))?;
+    Ok(a.len())
 }
 
 fn partial(a: &BTreeSet<u64>, b: &BTreeSet<u64>, c: &BTreeSet<u64>) -> Vec<u64> {
@@ -248,7 +255,16 @@ fn kill_rounds(rounds: u64) {
         let (new, when) = run_and_kill(&dir, round, &mut rng);
         let count = new.len();
         acked.extend(new);
-        let found = check(&dir, &acked);
+        let found = match check(&dir, &acked) {
+            Ok(found) => found,
+            Err(why) => {
+                let kept = tmp.keep();
+                panic!(
+                    "round {round} ({when}): {why}; store kept in {}",
+                    kept.display()
+                );
+            }
+        };
         eprintln!(
             "round {round}: killed {when}, {count} acked; in all {} acked, {found} found \
              ({} applied but never acknowledged: in flight at a kill)",
@@ -267,5 +283,6 @@ fn kill_minus_9_loses_no_acknowledged_batch_and_tears_none() {
 #[test]
 #[ignore = "heavy: 100 kill -9 rounds"]
 fn kill_minus_9_hundred_rounds() {
-    kill_rounds(100);
+    let rounds = std::env::var(ROUNDS_ENV).ok().and_then(|s| s.parse().ok());
+    kill_rounds(rounds.unwrap_or(100));
 }

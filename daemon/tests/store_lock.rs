@@ -71,6 +71,26 @@ fn a_second_open_is_locked_in_this_process_and_in_another() {
     store.close().expect("close");
 }
 
+/// A sled handle that is not a Store (no directory lock) still holds sled's own lock on
+/// `db`: that error maps to Locked too.
+#[test]
+fn sleds_own_lock_maps_to_locked() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let raw = sled::Config::new()
+        .path(tmp.path())
+        .open()
+        .expect("raw sled");
+    match open(tmp.path()) {
+        Err(StoreError::Locked { dir }) => assert_eq!(dir, tmp.path()),
+        other => panic!("expected Locked, got {other:?}"),
+    }
+    drop(raw);
+    open(tmp.path())
+        .expect("open after sled let go")
+        .close()
+        .expect("close");
+}
+
 /// Errors that are not the lock stay what they are.
 #[test]
 fn other_open_errors_are_not_locked() {

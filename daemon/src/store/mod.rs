@@ -41,11 +41,18 @@
 //!    0600 before they are fsynced. The store does not touch the process umask: the binary
 //!    sets it (077) before opening, which closes the window between sled creating a file and
 //!    the store's chmod.
-//! 5. **One daemon per store.** sled holds `flock(db, LOCK_EX | LOCK_NB)` while open; a second
-//!    open, from another process or this one, is [`StoreError::Locked`] ("another tgsecretd
-//!    is already using DIR"). Only that lock failure maps to `Locked`; other I/O errors stay
-//!    [`StoreError::Sled`]. The lock is released when the store is closed or dropped (both
-//!    join the writer thread).
+//! 5. **One daemon per store.** The store takes `flock(dir, LOCK_EX | LOCK_NB)` on its
+//!    directory before sled opens, and sled takes the same on `db`; a second open, from
+//!    another process or this one, is [`StoreError::Locked`] ("another tgsecretd is already
+//!    using DIR"). Only those lock failures (`EWOULDBLOCK`; sled's is `Io(Other, "could not
+//!    acquire lock on …: WouldBlock")`) map to `Locked`; other I/O errors stay
+//!    [`StoreError::Io`] / [`StoreError::Sled`]. Both locks are released when the store is
+//!    closed or dropped (both join the writer thread).
+//! 8. **A kill during open is harmless.** sled writes its recovery snapshot at open as
+//!    `snap.<lsn>.generating` and renames it; a kill before the rename leaves a file that
+//!    sled 0.34.7 would then read as the newest snapshot and refuse as corrupt on every later
+//!    open (upstream issue #1527). With the directory lock held, the store removes such
+//!    files before sled opens (`files::remove_unfinished_snapshots`).
 //! 6. **Typed errors, no panics.** No `unwrap`, `expect` or `panic` outside tests; every
 //!    failure is a [`StoreError`].
 //! 7. **sled's files are pinned.** sled writes `db`, `conf`, `snap.<16 hex>` and
@@ -149,12 +156,16 @@ pub struct Store {
     writer: Option<JoinHandle<Result<(), StoreError>>>,
     counters: Arc<Counters>,
     failure: Failure,
+    /// The directory lock (released when dropped, after the writer and sled are gone).
+    _dir_lock: std::fs::File,
 }
 
 impl Store {
     /// Open (or create) the store in `dir`. Blocking: sled recovers its log here.
     pub fn open(dir: &Path, opts: StoreOptions) -> Result<Store, StoreError> {
         files::create_dir(dir)?;
+        let dir_lock = files::lock_dir(dir)?;
+        files::remove_unfinished_snapshots(dir)?;
         let db = open_sled(dir, &opts)?;
         let trees = Trees::open(&db)?;
         let counters = Arc::new(Counters::default());
@@ -184,6 +195,7 @@ impl Store {
             writer: Some(handle),
             counters,
             failure,
+            _dir_lock: dir_lock,
         })
     }
 
