@@ -1,8 +1,233 @@
-//! the tgsecretd daemon (actors, sled store, Telegram link, D-Bus service).
-//!
-//! Not built yet: this crate is a shell that a later issue fills (see ARCHITECTURE.md).
+//! `tgsecretd`: the command line around [`tgsecretd::instance::Daemon`].
 
-fn main() {
-    eprintln!("tgsecretd: not implemented yet; see ARCHITECTURE.md for the plan");
-    std::process::exit(2);
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+use tgsecretd::instance::{Bus, Daemon, Options, Server};
+use tgsecretd::shared::AcceptPolicy;
+
+/// Keeps your Telegram secret chats and serves them to desktop applications over D-Bus
+/// (io.github.tgsecretd on the session bus).
+///
+/// Settings come from the config file (default $XDG_CONFIG_HOME/tgsecretd/config.toml; every
+/// key is optional and named like the flag with `_` for `-`), then the flags. The state (the
+/// store: chats, keys, session) lives in $XDG_STATE_HOME/tgsecretd (0700).
+///
+/// Example, against a local tgsim: tgsecretd --server 127.0.0.1:4430 --auth-key-file alice.key
+/// --api-id 1 --api-hash x --accept always
+#[derive(Parser, Debug)]
+#[command(name = "tgsecretd", version)]
+struct Cli {
+    /// The config file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Where the state lives (default $XDG_STATE_HOME/tgsecretd).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// The application's api_id (https://my.telegram.org).
+    #[arg(long)]
+    api_id: Option<i32>,
+    /// The application's api_hash.
+    #[arg(long)]
+    api_hash: Option<String>,
+    /// `production` (default), `test` (Telegram's test DCs), or IP:PORT of a local server with
+    /// a provisioned key (--auth-key-file).
+    #[arg(long, value_name = "WHERE")]
+    server: Option<String>,
+    /// A file holding the 256-byte auth key in hex, for --server IP:PORT.
+    #[arg(long, value_name = "FILE")]
+    auth_key_file: Option<PathBuf>,
+    /// `session` (default: DBUS_SESSION_BUS_ADDRESS, else the user's bus) or a bus address.
+    #[arg(long, value_name = "BUS")]
+    bus: Option<String>,
+    /// Incoming secret chats accepted at once: `never` (default), `always`, or a comma-separated
+    /// list of user ids.
+    #[arg(long, value_name = "POLICY")]
+    accept: Option<String>,
+    /// Seconds to wait for one answer from Telegram before the call counts as lost.
+    #[arg(long, value_name = "SECONDS")]
+    call_timeout: Option<u64>,
+    /// Log filter (error, warn, info, debug, trace).
+    #[arg(long, value_name = "LEVEL")]
+    log: Option<String>,
+}
+
+/// The config file (every key optional).
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    state_dir: Option<PathBuf>,
+    api_id: Option<i32>,
+    api_hash: Option<String>,
+    server: Option<String>,
+    auth_key_file: Option<PathBuf>,
+    bus: Option<String>,
+    accept: Option<String>,
+    call_timeout: Option<u64>,
+    log: Option<String>,
+}
+
+fn xdg(var: &str, fallback: &str) -> PathBuf {
+    match std::env::var_os(var) {
+        Some(v) if !v.is_empty() => PathBuf::from(v),
+        _ => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(fallback),
+    }
+}
+
+fn read_config(path: Option<&Path>) -> Result<FileConfig, String> {
+    let (path, explicit) = match path {
+        Some(p) => (p.to_path_buf(), true),
+        None => (
+            xdg("XDG_CONFIG_HOME", ".config").join("tgsecretd/config.toml"),
+            false,
+        ),
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => {
+            Ok(FileConfig::default())
+        }
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+fn read_key(path: &Path) -> Result<[u8; 256], String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let hex: String = text.split_whitespace().collect();
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| {
+            hex.get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
+        .collect::<Option<_>>()
+        .ok_or_else(|| format!("{}: not hex", path.display()))?;
+    <[u8; 256]>::try_from(bytes.as_slice())
+        .map_err(|_| format!("{}: an auth key is 256 bytes", path.display()))
+}
+
+fn accept_policy(s: &str) -> Result<AcceptPolicy, String> {
+    match s {
+        "never" => Ok(AcceptPolicy::Never),
+        "always" => Ok(AcceptPolicy::Always),
+        list => list
+            .split(',')
+            .map(|u| {
+                u.trim()
+                    .parse::<i64>()
+                    .map_err(|_| format!("--accept: bad user id {u:?}"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(AcceptPolicy::Users),
+    }
+}
+
+fn options(cli: Cli) -> Result<(Options, String), String> {
+    let file = read_config(cli.config.as_deref())?;
+    let state_dir = cli
+        .state_dir
+        .or(file.state_dir)
+        .unwrap_or_else(|| xdg("XDG_STATE_HOME", ".local/state").join("tgsecretd"));
+    let server = match cli.server.or(file.server).as_deref() {
+        None | Some("production") => Server::Production,
+        Some("test") => Server::Test,
+        Some(addr) => {
+            let addr = addr
+                .parse()
+                .map_err(|_| format!("--server: {addr:?} is not production, test or IPv4:PORT"))?;
+            let key_file = cli
+                .auth_key_file
+                .or(file.auth_key_file)
+                .ok_or("--server IP:PORT needs --auth-key-file")?;
+            Server::Pinned {
+                addr,
+                auth_key: read_key(&key_file)?,
+            }
+        }
+    };
+    let bus = match cli.bus.or(file.bus).as_deref() {
+        None | Some("session") => Bus::Session,
+        Some(a) => Bus::Address(a.to_owned()),
+    };
+    let accept = accept_policy(cli.accept.or(file.accept).as_deref().unwrap_or("never"))?;
+    let log = cli.log.or(file.log).unwrap_or_else(|| "info".into());
+    Ok((
+        Options {
+            state_dir,
+            server,
+            api_id: cli.api_id.or(file.api_id).unwrap_or(0),
+            api_hash: cli.api_hash.or(file.api_hash).unwrap_or_default(),
+            bus,
+            accept,
+            call_timeout: Duration::from_secs(cli.call_timeout.or(file.call_timeout).unwrap_or(30)),
+        },
+        log,
+    ))
+}
+
+fn init_logging(level: &str) {
+    let level = level.parse().unwrap_or(tracing::Level::INFO);
+    // Under systemd (JOURNAL_STREAM set) the journal adds its own timestamps.
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_ansi(false);
+    if journal {
+        builder.without_time().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (opts, log) = match options(cli) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("tgsecretd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&log);
+    // Files the daemon creates are the user's alone.
+    rustix::process::umask(rustix::fs::Mode::from_bits_truncate(0o077));
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tgsecretd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(run(opts))
+}
+
+async fn run(opts: Options) -> ExitCode {
+    let mut daemon = match Daemon::start(opts).await {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("tgsecretd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!("serving");
+    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    else {
+        eprintln!("tgsecretd: cannot listen for SIGTERM");
+        daemon.stop().await;
+        return ExitCode::FAILURE;
+    };
+    let code = tokio::select! {
+        _ = term.recv() => { tracing::info!("SIGTERM: stopping"); ExitCode::SUCCESS }
+        _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted: stopping"); ExitCode::SUCCESS }
+        why = daemon.failed() => { tracing::error!(%why, "cannot continue"); ExitCode::FAILURE }
+    };
+    daemon.stop().await;
+    code
 }

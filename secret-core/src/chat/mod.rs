@@ -344,6 +344,19 @@ impl Chat {
         self.finish(out)
     }
 
+    /// Closes the chat because the server refused a chat-level call for good (a
+    /// `requestEncryption` or `acceptEncryption` answered with a terminal error): the chat does
+    /// not exist at the server, so nothing is sent.
+    pub fn close_refused(&mut self, error: &str) -> Output {
+        let out = self.close(
+            DiscardReason::ServerRefused {
+                error: error.into(),
+            },
+            None,
+        );
+        self.finish(out)
+    }
+
     fn close(&mut self, reason: DiscardReason, call: Option<Call>) -> Output {
         if self.state.auth.stage.is_discarded() {
             return Output::default();

@@ -1,0 +1,924 @@
+//! One actor per secret chat: it owns the chat (secret-core's [`Chat`]), applies every output
+//! in the documented order, keeps one request to Telegram in flight, and answers the
+//! application.
+//!
+//! # Order of effects
+//!
+//! An input (a send, an incoming message, a chat update, a server answer, a tick) is handled at
+//! once: the chat computes its output, the actor turns it into one [`Batch`] (the chat's records,
+//! request records, inbox events, owed calls, the inbound message it consumed) and queues it with
+//! the store. What depends on that batch waits for it in the **commit pipeline**: batches become
+//! durable in the order they were queued, and only then, in that order, the caller gets its
+//! handle, results and events are announced, and the output's calls join the **call queue**.
+//! The call queue performs one call at a time, in order; a server answer is a new input. So:
+//!
+//! * nothing leaves the process (a call, a handle, a signal) before what it depends on is durable;
+//! * the pipeline never waits for Telegram: a send accepted during a long FLOOD_WAIT gets its
+//!   handle as soon as it is stored;
+//! * one request per chat is in flight, in seq order.
+//!
+//! # Retries
+//!
+//! A call is retried with the same request (same random_id and bytes) as long as its error's
+//! class says so ([`tglink::ErrorClass`]): after the wait Telegram asked for, or with a backoff
+//! (and a forced getDifference) for transient errors and lost connections. A terminal error is
+//! an input for the chat: for a message, secret-core closes the chat (a seq slot that can never
+//! be delivered is a permanent hole) and every open request of the chat fails with the error's
+//! name; `ENCRYPTION_ALREADY_ACCEPTED` on a repeated acceptEncryption means our acceptance
+//! stands (the server has it; the `updateEncryption` that confirms it is fetched).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use futures_util::future::BoxFuture;
+use grammers_tl_types::functions;
+use secret_core::chat::{
+    Call, Chat, DiscardReason, Event, Output, RemoteChat, SendFailure, SendMethod, Status, Transmit,
+};
+use secret_core::rand::SystemRandom;
+use secret_core::tl::enums::DecryptedMessage;
+use tglink::convert::{self, SendRequest};
+use tglink::{CallError, ErrorClass};
+use tokio::sync::oneshot;
+
+use crate::chatstore::{self, LoadedChat};
+use crate::errors_api::ServiceError;
+use crate::records::{
+    self, ChatMeta, ChatUpdateKind, InboundMessage, PendingCall, RequestPart, RequestRecord,
+    RequestStatus,
+};
+use crate::shared::{Shared, now};
+use crate::store::{Batch, CommitOutcome, StoreError, Tree, keys};
+
+/// The longest pause between attempts of a transient failure.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// The first pause.
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+/// How long a call waits before it is tried again after the account was logged out.
+const LOGGED_OUT_PAUSE: Duration = Duration::from_secs(60);
+
+/// A request accepted by a chat.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Accepted {
+    /// The request id.
+    pub id: u64,
+    /// The handle (D-Bus object path).
+    pub handle: String,
+    /// True if this is a retry of an earlier request (same random_id): nothing new was sent.
+    pub existing: bool,
+}
+
+/// Send a message for the application.
+#[derive(Message)]
+#[rtype(result = "Result<Accepted, ServiceError>")]
+pub struct SendCmd {
+    /// The messages (one, or the chunks of a long text), in order.
+    pub parts: Vec<DecryptedMessage>,
+    /// The method.
+    pub method: SendMethod,
+    /// The random_id the caller chose, for idempotent retries (`None`: a fresh request).
+    pub idempotency: Option<i64>,
+    /// The handle path to give the request.
+    pub handle: String,
+}
+
+/// Incoming messages of this chat are in the store.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct InboundReady;
+
+/// A chat update taken from Telegram (stored under `seq` in the Meta tree).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ApplyUpdate {
+    /// Its key in the Meta tree.
+    pub seq: u64,
+    /// What it says.
+    pub kind: ChatUpdateKind,
+}
+
+/// Close the chat (or decline a request).
+#[derive(Message)]
+#[rtype(result = "Result<(), ServiceError>")]
+pub struct Discard {
+    /// Ask the peer to delete the history.
+    pub delete_history: bool,
+}
+
+/// Accept a requested chat.
+#[derive(Message)]
+#[rtype(result = "Result<(), ServiceError>")]
+pub struct Accept;
+
+/// Timer.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Tick;
+
+/// A call owed to Telegram.
+#[derive(Clone, Debug)]
+enum CallJob {
+    Send(Transmit),
+    Owed { n: u64, call: PendingCall },
+}
+
+/// How a call ended.
+enum CallResult {
+    Sent(i32),
+    Chat(grammers_tl_types::enums::EncryptedChat),
+    Done,
+    Failed(CallError),
+}
+
+/// What waits for a batch to become durable.
+#[derive(Default)]
+struct After {
+    reply: Option<(oneshot::Sender<Result<Accepted, ServiceError>>, Accepted)>,
+    done: Vec<RequestRecord>,
+    events: Vec<Event>,
+    calls: Vec<CallJob>,
+}
+
+struct Pending {
+    commit: BoxFuture<'static, Result<CommitOutcome, StoreError>>,
+    after: After,
+}
+
+/// The actor of one secret chat.
+pub struct ChatActor {
+    shared: Arc<Shared>,
+    chat: Chat,
+    meta: ChatMeta,
+    commits: VecDeque<Pending>,
+    committing: bool,
+    calls: VecDeque<CallJob>,
+    calling: bool,
+    timer: Option<SpawnHandle>,
+    /// Open requests of this chat, by id; random_id → request id.
+    open: HashMap<u64, RequestRecord>,
+    by_random: HashMap<i64, u64>,
+    rng: SystemRandom,
+    /// Calls and inbound messages found at start, handled in `started`.
+    start: Option<(Vec<(u64, PendingCall)>, bool)>,
+}
+
+impl ChatActor {
+    /// The actor of a chat read back from the store.
+    pub fn new(
+        shared: Arc<Shared>,
+        loaded: LoadedChat,
+    ) -> Result<ChatActor, crate::error::DaemonError> {
+        let LoadedChat {
+            chat,
+            meta,
+            calls,
+            inbound,
+        } = loaded;
+        let (open, by_random) = load_open_requests(&shared, chat.id())?;
+        Ok(ChatActor {
+            shared,
+            chat,
+            meta,
+            commits: VecDeque::new(),
+            committing: false,
+            calls: VecDeque::new(),
+            calling: false,
+            timer: None,
+            open,
+            by_random,
+            rng: SystemRandom::new(),
+            start: Some((calls, !inbound.is_empty())),
+        })
+    }
+
+    fn id(&self) -> i32 {
+        self.chat.id()
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Applying outputs
+
+    /// Turns an output (plus `batch`, the input's own writes) into one commit, and queues what
+    /// depends on it.
+    fn apply(&mut self, out: Output, mut batch: Batch, mut after: After, ctx: &mut Context<Self>) {
+        if let Err(e) = self.build(&out, &mut batch, &mut after) {
+            self.shared
+                .fatal(format!("chat {}: cannot encode a record: {e}", self.id()));
+            return;
+        }
+        let commit = Box::pin(self.shared.store.commit(batch));
+        self.commits.push_back(Pending { commit, after });
+        self.arm_timer(ctx);
+        self.pump_commits(ctx);
+    }
+
+    fn build(
+        &mut self,
+        out: &Output,
+        batch: &mut Batch,
+        after: &mut After,
+    ) -> Result<(), secret_core::record::RecordError> {
+        let id = self.id();
+        chatstore::write_output(batch, &self.chat, out)?;
+        for call in &out.calls {
+            match call {
+                Call::Send(t) => after.calls.push(CallJob::Send(t.clone())),
+                other => {
+                    if let Some(p) = PendingCall::of(other) {
+                        let n = chatstore::write_call(batch, id, &mut self.meta, &p)?;
+                        after.calls.push(CallJob::Owed { n, call: p });
+                    }
+                }
+            }
+        }
+        for e in &out.events {
+            match e {
+                Event::Sent { random_id, date } => {
+                    self.request_sent(*random_id, *date, batch, after)?
+                }
+                Event::StatusChanged(Status::Discarded(reason)) => {
+                    self.requests_fail(reason, batch, after)?;
+                }
+                _ => {}
+            }
+        }
+        let events: Vec<Event> = out
+            .events
+            .iter()
+            .filter(|e| !matches!(e, Event::Sent { .. }))
+            .cloned()
+            .collect();
+        chatstore::write_events(batch, id, &mut self.meta, &events)?;
+        chatstore::write_meta(batch, id, &self.meta)?;
+        after.events.extend(events);
+        Ok(())
+    }
+
+    fn request_sent(
+        &mut self,
+        random_id: i64,
+        date: i32,
+        batch: &mut Batch,
+        after: &mut After,
+    ) -> Result<(), secret_core::record::RecordError> {
+        let Some(&rid) = self.by_random.get(&random_id) else {
+            return Ok(());
+        };
+        let Some(r) = self.open.get_mut(&rid) else {
+            return Ok(());
+        };
+        for p in r.parts.iter_mut().filter(|p| p.random_id == random_id) {
+            p.date.get_or_insert(date);
+        }
+        if r.parts.iter().all(|p| p.date.is_some()) {
+            r.status = RequestStatus::Sent;
+        }
+        batch.put(
+            Tree::Requests,
+            records::request_key(rid),
+            records::encode(&*r)?,
+        );
+        if r.is_final() {
+            self.finish_request(rid, batch, after);
+        }
+        Ok(())
+    }
+
+    fn requests_fail(
+        &mut self,
+        reason: &DiscardReason,
+        batch: &mut Batch,
+        after: &mut After,
+    ) -> Result<(), secret_core::record::RecordError> {
+        let (error, message) = failure_of(reason);
+        let ids: Vec<u64> = self.open.keys().copied().collect();
+        for rid in ids {
+            if let Some(r) = self.open.get_mut(&rid) {
+                r.status = RequestStatus::Failed {
+                    error: error.clone(),
+                    message: message.clone(),
+                };
+                batch.put(
+                    Tree::Requests,
+                    records::request_key(rid),
+                    records::encode(&*r)?,
+                );
+            }
+            self.finish_request(rid, batch, after);
+        }
+        Ok(())
+    }
+
+    fn finish_request(&mut self, rid: u64, batch: &mut Batch, after: &mut After) {
+        batch.remove(Tree::Meta, open_key(self.id(), rid));
+        // Until its Response went out (see `crate::dbus`): announced again after a restart.
+        batch.put(Tree::Meta, records::announce_key(rid), []);
+        if let Some(r) = self.open.remove(&rid) {
+            for p in &r.parts {
+                self.by_random.remove(&p.random_id);
+            }
+            after.done.push(r);
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // The commit pipeline
+
+    fn pump_commits(&mut self, ctx: &mut Context<Self>) {
+        if self.committing {
+            return;
+        }
+        let Some(p) = self.commits.pop_front() else {
+            return;
+        };
+        self.committing = true;
+        let Pending { commit, after } = p;
+        let fut = commit.into_actor(self).then(move |res, act, ctx| {
+            let announce: BoxFuture<'static, ()> = match res {
+                Ok(_) => act.durable(after, ctx),
+                Err(e) => {
+                    act.shared
+                        .fatal(format!("chat {}: commit failed: {e}", act.id()));
+                    ctx.stop();
+                    Box::pin(async {})
+                }
+            };
+            announce.into_actor(act)
+        });
+        ctx.spawn(fut.map(|_, act, ctx| {
+            act.committing = false;
+            act.pump_commits(ctx);
+        }));
+    }
+
+    /// A batch is durable: answer, queue its calls, and return the announcements to make.
+    fn durable(&mut self, after: After, ctx: &mut Context<Self>) -> BoxFuture<'static, ()> {
+        let After {
+            reply,
+            done,
+            events,
+            calls,
+        } = after;
+        if let Some((tx, accepted)) = reply {
+            let _ = tx.send(Ok(accepted));
+        }
+        self.calls.extend(calls);
+        self.pump_calls(ctx);
+        let announce = Arc::clone(&self.shared.announce);
+        let chat_id = self.id();
+        Box::pin(async move {
+            if !events.is_empty() {
+                announce.chat_events(chat_id, events).await;
+            }
+            for r in done {
+                announce.request_done(r).await;
+            }
+        })
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // The call queue
+
+    fn pump_calls(&mut self, ctx: &mut Context<Self>) {
+        if self.calling {
+            return;
+        }
+        let Some(job) = self.calls.pop_front() else {
+            return;
+        };
+        if self.chat.stage().is_discarded() && matches!(job, CallJob::Send(_)) {
+            // The chat closed: its messages are moot.
+            self.pump_calls(ctx);
+            return;
+        }
+        self.calling = true;
+        let access_hash = self.chat.state().auth().access_hash();
+        let fut = perform(
+            Arc::clone(&self.shared),
+            self.id(),
+            access_hash,
+            job.clone(),
+        );
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+            act.calling = false;
+            act.call_done(job, res, ctx);
+            act.pump_calls(ctx);
+        }));
+    }
+
+    fn call_done(&mut self, job: CallJob, res: CallResult, ctx: &mut Context<Self>) {
+        let now = now();
+        let mut batch = Batch::new();
+        let out = match (job, res) {
+            (CallJob::Send(t), CallResult::Sent(date)) => self.chat.on_sent(t.random_id, date),
+            (CallJob::Send(t), CallResult::Failed(e)) if e.class == ErrorClass::LoggedOut => {
+                self.calls.push_front(CallJob::Send(t));
+                self.pause_logged_out(ctx);
+                return;
+            }
+            (CallJob::Send(t), CallResult::Failed(e)) => {
+                tracing::warn!(chat = self.id(), error = %e, "send refused for good");
+                self.chat
+                    .on_send_failed(t.random_id, &SendFailure::Fatal { error: e.name })
+            }
+            (CallJob::Send(_), _) => Output::default(),
+            (CallJob::Owed { n, call }, res) => {
+                if let CallResult::Failed(e) = &res
+                    && e.class == ErrorClass::LoggedOut
+                {
+                    self.calls.push_front(CallJob::Owed { n, call });
+                    self.pause_logged_out(ctx);
+                    return;
+                }
+                chatstore::remove_call(&mut batch, self.id(), n);
+                self.owed_done(&call, res, now)
+            }
+        };
+        self.apply(out, batch, After::default(), ctx);
+    }
+
+    fn owed_done(&mut self, call: &PendingCall, res: CallResult, now: u64) -> Output {
+        let rng = &mut self.rng;
+        match (call, res) {
+            (PendingCall::DiscardEncryption { .. }, _) => Output::default(),
+            (_, CallResult::Chat(c)) => {
+                self.shared.link.force_difference();
+                match convert::remote_chat(&c) {
+                    Some(remote) => self.chat.on_remote_update(&remote, now, rng),
+                    None => Output::default(),
+                }
+            }
+            (PendingCall::AcceptEncryption { .. }, CallResult::Failed(e))
+                if e.name == "ENCRYPTION_ALREADY_ACCEPTED" =>
+            {
+                // Our acceptance reached the server and its answer was lost: it stands. The
+                // updateEncryption that confirms it comes with the next getDifference.
+                self.shared.link.force_difference();
+                Output::default()
+            }
+            (_, CallResult::Failed(e)) if e.class == ErrorClass::TerminalChat => {
+                self.chat.on_remote_update(
+                    &RemoteChat::Discarded {
+                        history_deleted: false,
+                    },
+                    now,
+                    rng,
+                )
+            }
+            (_, CallResult::Failed(e)) => self.chat.close_refused(&e.name),
+            _ => Output::default(),
+        }
+    }
+
+    fn pause_logged_out(&mut self, ctx: &mut Context<Self>) {
+        self.shared.set_logged_out(true);
+        self.calling = true;
+        ctx.run_later(LOGGED_OUT_PAUSE, |act, ctx| {
+            act.calling = false;
+            act.pump_calls(ctx);
+        });
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Time
+
+    fn arm_timer(&mut self, ctx: &mut Context<Self>) {
+        if let Some(h) = self.timer.take() {
+            ctx.cancel_future(h);
+        }
+        let Some(at) = self.chat.next_deadline() else {
+            return;
+        };
+        let wait = Duration::from_secs(at.saturating_sub(now()));
+        self.timer = Some(ctx.notify_later(Tick, wait));
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Inbound
+
+    fn take_inbound(&mut self, ctx: &mut Context<Self>) {
+        let prefix = keys::key_i32(self.id());
+        let mut msgs: Vec<(i64, InboundMessage)> = Vec::new();
+        for e in self.shared.store.scan_prefix(Tree::Inbound, &prefix) {
+            let parsed = e.map_err(|e| e.to_string()).and_then(|(k, v)| {
+                let rid = keys::decode_i32_i64(&k).map(|(_, r)| r);
+                let m: InboundMessage = records::decode(&v).map_err(|e| e.to_string())?;
+                Ok(rid.map(|r| (r, m)))
+            });
+            match parsed {
+                Ok(Some(m)) => msgs.push(m),
+                Ok(None) => {}
+                Err(e) => {
+                    self.shared
+                        .fatal(format!("chat {}: inbound: {e}", self.id()));
+                    return;
+                }
+            }
+        }
+        if msgs.is_empty() {
+            return;
+        }
+        msgs.sort_by_key(|(_, m)| m.seq);
+        let now = now();
+        let mut out = Output::default();
+        let mut batch = Batch::new();
+        for (random_id, m) in msgs {
+            chatstore::remove_inbound(&mut batch, self.id(), random_id);
+            let incoming = secret_core::chat::IncomingEncrypted {
+                random_id,
+                date: m.date,
+                data: m.data,
+            };
+            match self.chat.receive(&incoming, now, &mut self.rng) {
+                Ok(o) => out.merge(o),
+                Err(e) => {
+                    tracing::debug!(chat = self.id(), random_id, %e, "incoming message dropped")
+                }
+            }
+        }
+        self.apply(out, batch, After::default(), ctx);
+    }
+}
+
+fn failure_of(reason: &DiscardReason) -> (String, String) {
+    match reason {
+        DiscardReason::Remote { .. } => (
+            "ENCRYPTION_DECLINED".into(),
+            "the peer closed the secret chat".into(),
+        ),
+        DiscardReason::ServerRefused { error } => (
+            error.clone(),
+            format!("Telegram refused the message: {error}"),
+        ),
+        DiscardReason::Local { .. } => (
+            "CHAT_DISCARDED".into(),
+            "the secret chat was closed here".into(),
+        ),
+        DiscardReason::Protocol(v) => (
+            "PROTOCOL_VIOLATION".into(),
+            format!("the peer broke the protocol: {v:?}"),
+        ),
+        DiscardReason::CannotSend { action, error } => (
+            "CANNOT_SEND".into(),
+            format!("{action} could not be sent: {error}"),
+        ),
+    }
+}
+
+/// Key of an open-request marker in the Meta tree.
+pub fn open_key(chat_id: i32, request: u64) -> Vec<u8> {
+    let mut k = b"o".to_vec();
+    k.extend_from_slice(&keys::key_i32_u64(chat_id, request));
+    k
+}
+
+fn load_open_requests(
+    shared: &Shared,
+    chat_id: i32,
+) -> Result<(HashMap<u64, RequestRecord>, HashMap<i64, u64>), crate::error::DaemonError> {
+    let mut prefix = b"o".to_vec();
+    prefix.extend_from_slice(&keys::key_i32(chat_id));
+    let mut open = HashMap::new();
+    let mut by_random = HashMap::new();
+    for e in shared.store.scan_prefix(Tree::Meta, &prefix) {
+        let (k, _) = e?;
+        let Some((_, rid)) = k.get(1..).and_then(keys::decode_i32_u64) else {
+            continue;
+        };
+        if let Some(b) = shared
+            .store
+            .get(Tree::Requests, &records::request_key(rid))?
+        {
+            let r: RequestRecord = records::decode(&b)?;
+            for p in &r.parts {
+                by_random.insert(p.random_id, rid);
+            }
+            open.insert(rid, r);
+        }
+    }
+    Ok((open, by_random))
+}
+
+/// Performs one call, retrying by its error's class, until it succeeds or fails for good.
+async fn perform(shared: Arc<Shared>, chat_id: i32, access_hash: i64, job: CallJob) -> CallResult {
+    let link = Arc::clone(&shared.link);
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let attempt = match &job {
+            CallJob::Send(t) => {
+                match convert::send_request(convert::input_chat(chat_id, access_hash), t) {
+                    SendRequest::Encrypted(r) => link
+                        .invoke(&r)
+                        .await
+                        .map(|a| CallResult::Sent(convert::sent_date(&a))),
+                    SendRequest::Service(r) => link
+                        .invoke(&r)
+                        .await
+                        .map(|a| CallResult::Sent(convert::sent_date(&a))),
+                }
+            }
+            CallJob::Owed { call, .. } => owed(&link, chat_id, access_hash, call).await,
+        };
+        let e = match attempt {
+            Ok(r) => {
+                shared.set_logged_out(false);
+                return r;
+            }
+            Err(e) => e,
+        };
+        match e.class {
+            ErrorClass::RetryAfter(wait) => {
+                tracing::info!(chat_id, error = %e, "waiting {} s before trying again", wait.as_secs());
+                tokio::time::sleep(wait).await;
+            }
+            ErrorClass::RetryNow => {
+                tracing::debug!(chat_id, error = %e, "trying again");
+                link.force_difference();
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+            _ => return CallResult::Failed(e),
+        }
+    }
+}
+
+async fn owed(
+    link: &tglink::Link,
+    chat_id: i32,
+    access_hash: i64,
+    call: &PendingCall,
+) -> Result<CallResult, CallError> {
+    let peer = convert::input_chat(chat_id, access_hash);
+    match call {
+        PendingCall::AcceptEncryption {
+            g_b,
+            key_fingerprint,
+        } => link
+            .invoke(&functions::messages::AcceptEncryption {
+                peer,
+                g_b: g_b.clone(),
+                key_fingerprint: *key_fingerprint,
+            })
+            .await
+            .map(CallResult::Chat),
+        PendingCall::DiscardEncryption { delete_history } => {
+            let r = link
+                .invoke(&functions::messages::DiscardEncryption {
+                    delete_history: *delete_history,
+                    chat_id,
+                })
+                .await;
+            // Whatever the answer, the chat is closed here (as TDLib does).
+            match r {
+                Err(e) if e.class.is_retry() || e.class == ErrorClass::LoggedOut => Err(e),
+                _ => Ok(CallResult::Done),
+            }
+        }
+        PendingCall::RequestEncryption {
+            user_id,
+            access_hash: user_hash,
+            random_id,
+            g_a,
+        } => link
+            .invoke(&functions::messages::RequestEncryption {
+                user_id: grammers_tl_types::enums::InputUser::User(
+                    grammers_tl_types::types::InputUser {
+                        user_id: *user_id,
+                        access_hash: *user_hash,
+                    },
+                ),
+                random_id: *random_id,
+                g_a: g_a.clone(),
+            })
+            .await
+            .map(CallResult::Chat),
+    }
+}
+
+impl Actor for ChatActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(1024);
+        let Some((owed, inbound)) = self.start.take() else {
+            return;
+        };
+        // Owed calls first (an acceptance before the first message), then unsent messages.
+        self.calls
+            .extend(owed.into_iter().map(|(n, call)| CallJob::Owed { n, call }));
+        self.calls
+            .extend(self.chat.unsent().into_iter().map(CallJob::Send));
+        let out = self.chat.after_restart(now(), &mut self.rng);
+        self.apply(out, Batch::new(), After::default(), ctx);
+        if inbound {
+            self.take_inbound(ctx);
+        }
+        self.pump_calls(ctx);
+    }
+}
+
+impl Handler<SendCmd> for ChatActor {
+    type Result = ResponseFuture<Result<Accepted, ServiceError>>;
+
+    fn handle(&mut self, cmd: SendCmd, ctx: &mut Context<Self>) -> Self::Result {
+        match self.send(cmd, ctx) {
+            Ok(rx) => Box::pin(async move {
+                rx.await
+                    .unwrap_or_else(|_| Err(ServiceError::Internal("the chat stopped".into())))
+            }),
+            Err(e) => Box::pin(async move { Err(e) }),
+        }
+    }
+}
+
+impl ChatActor {
+    fn send(
+        &mut self,
+        cmd: SendCmd,
+        ctx: &mut Context<Self>,
+    ) -> Result<oneshot::Receiver<Result<Accepted, ServiceError>>, ServiceError> {
+        let (tx, rx) = oneshot::channel();
+        if let Some(rid) = cmd.idempotency
+            && let Some(existing) = self.existing_request(rid)?
+        {
+            // A retry: nothing new is sent; the handle is returned once the first request is
+            // durable (an empty batch behind it resolves after it).
+            let after = After {
+                reply: Some((tx, existing)),
+                ..Default::default()
+            };
+            self.commits.push_back(Pending {
+                commit: Box::pin(self.shared.store.commit(Batch::new())),
+                after,
+            });
+            self.pump_commits(ctx);
+            return Ok(rx);
+        }
+        let now = now();
+        let mut out = Output::default();
+        let mut parts = Vec::new();
+        for (i, m) in cmd.parts.into_iter().enumerate() {
+            match self.chat.send_message(m, cmd.method, now, &mut self.rng) {
+                Ok(s) => {
+                    parts.push(RequestPart {
+                        random_id: s.random_id,
+                        out_seq_no: s.out_seq_no,
+                        in_seq_no: s.in_seq_no,
+                        layer: s.layer,
+                        date: None,
+                    });
+                    out.merge(s.output);
+                }
+                // Nothing of the request was queued: refuse it.
+                Err(e) if i == 0 => return Err(e.into()),
+                // A later chunk: the first ones are queued already and go out; the request
+                // ends with the error (the chunks are checked before, so this is rare).
+                Err(e) => {
+                    tracing::warn!(chat = self.id(), %e, "chunk refused");
+                    break;
+                }
+            }
+        }
+        let id = self.shared.request_id();
+        let record = RequestRecord {
+            id,
+            chat_id: self.id(),
+            method: cmd.method,
+            parts,
+            status: RequestStatus::Pending,
+            handle: cmd.handle.clone(),
+            created_at: now,
+            announced: false,
+        };
+        let mut batch = Batch::new();
+        let enc = records::encode(&record).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        batch.put(Tree::Requests, records::request_key(id), enc);
+        batch.put(Tree::Meta, open_key(self.id(), id), []);
+        batch.put(
+            Tree::Meta,
+            records::handle_key(&record.handle),
+            id.to_be_bytes(),
+        );
+        for p in &record.parts {
+            batch.put(
+                Tree::RequestIndex,
+                keys::key_i32_i64(self.id(), p.random_id),
+                id.to_be_bytes(),
+            );
+            self.by_random.insert(p.random_id, id);
+        }
+        self.open.insert(id, record);
+        let accepted = Accepted {
+            id,
+            handle: cmd.handle,
+            existing: false,
+        };
+        let after = After {
+            reply: Some((tx, accepted)),
+            ..Default::default()
+        };
+        self.apply(out, batch, after, ctx);
+        Ok(rx)
+    }
+
+    fn existing_request(&self, random_id: i64) -> Result<Option<Accepted>, ServiceError> {
+        let key = keys::key_i32_i64(self.id(), random_id);
+        let Some(idb) = self.shared.store.get(Tree::RequestIndex, &key)? else {
+            return Ok(None);
+        };
+        let Ok(idb) = <[u8; 8]>::try_from(idb.as_slice()) else {
+            return Err(ServiceError::Internal("bad request index".into()));
+        };
+        let id = u64::from_be_bytes(idb);
+        let handle = match self.open.get(&id) {
+            Some(r) => r.handle.clone(),
+            None => match self
+                .shared
+                .store
+                .get(Tree::Requests, &records::request_key(id))?
+            {
+                Some(b) => {
+                    records::decode::<RequestRecord>(&b)
+                        .map_err(|e| ServiceError::Internal(e.to_string()))?
+                        .handle
+                }
+                None => return Ok(None),
+            },
+        };
+        Ok(Some(Accepted {
+            id,
+            handle,
+            existing: true,
+        }))
+    }
+}
+
+impl Handler<InboundReady> for ChatActor {
+    type Result = ();
+
+    fn handle(&mut self, _: InboundReady, ctx: &mut Context<Self>) {
+        self.take_inbound(ctx);
+    }
+}
+
+impl Handler<ApplyUpdate> for ChatActor {
+    type Result = ();
+
+    fn handle(&mut self, u: ApplyUpdate, ctx: &mut Context<Self>) {
+        let mut batch = Batch::new();
+        batch.remove(Tree::Meta, records::update_key(u.seq));
+        let out = match u.kind {
+            ChatUpdateKind::Remote(remote) => {
+                self.chat.on_remote_update(&remote, now(), &mut self.rng)
+            }
+            // A repeated request for a chat we have: nothing to learn.
+            ChatUpdateKind::Requested { .. } => Output::default(),
+        };
+        self.apply(out, batch, After::default(), ctx);
+    }
+}
+
+impl Handler<Discard> for ChatActor {
+    type Result = Result<(), ServiceError>;
+
+    fn handle(&mut self, d: Discard, ctx: &mut Context<Self>) -> Self::Result {
+        if self.chat.stage().is_discarded() {
+            return Err(ServiceError::WrongState(
+                "the chat is closed already".into(),
+            ));
+        }
+        let out = self.chat.discard(d.delete_history);
+        self.apply(out, Batch::new(), After::default(), ctx);
+        Ok(())
+    }
+}
+
+impl Handler<Accept> for ChatActor {
+    type Result = Result<(), ServiceError>;
+
+    fn handle(&mut self, _: Accept, ctx: &mut Context<Self>) -> Self::Result {
+        let random = vec![0u8; 0];
+        let out = self
+            .chat
+            .accept(&random, now(), &mut self.rng)
+            .map_err(|e| ServiceError::WrongState(e.to_string()))?;
+        self.apply(out, Batch::new(), After::default(), ctx);
+        Ok(())
+    }
+}
+
+impl Handler<Tick> for ChatActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Tick, ctx: &mut Context<Self>) {
+        self.timer = None;
+        let out = self.chat.tick(now(), &mut self.rng);
+        if out.is_empty() {
+            self.arm_timer(ctx);
+            return;
+        }
+        self.apply(out, Batch::new(), After::default(), ctx);
+    }
+}

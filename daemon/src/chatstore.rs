@@ -1,0 +1,234 @@
+//! A chat's records in the store: loading a chat, and turning an [`Output`] into writes.
+//!
+//! The only place that knows the key layout of a chat (see [`crate::records`]).
+
+use secret_core::chat::{Chat, ChatState, Event, OutboxEntry, Output, QueuedMessage};
+use secret_core::record::{Record, RecordError};
+
+use crate::error::DaemonError;
+use crate::records::{
+    self, ChatMeta, ChatPart, InboundMessage, PendingCall, call_key, call_prefix, chat_key,
+    decode_call_key,
+};
+use crate::store::{Batch, Store, Tree, keys};
+
+/// Everything stored about one chat, read back.
+pub struct LoadedChat {
+    /// The chat.
+    pub chat: Chat,
+    /// The daemon's facts.
+    pub meta: ChatMeta,
+    /// Calls still owed to the server, in order.
+    pub calls: Vec<(u64, PendingCall)>,
+    /// Incoming messages not processed yet, in arrival order, with their random_ids.
+    pub inbound: Vec<(i64, InboundMessage)>,
+}
+
+fn get<T: Record>(store: &Store, tree: Tree, key: &[u8]) -> Result<Option<T>, DaemonError> {
+    match store.get(tree, key)? {
+        Some(b) => Ok(Some(records::decode(&b)?)),
+        None => Ok(None),
+    }
+}
+
+fn scan<T: Record>(
+    store: &Store,
+    tree: Tree,
+    prefix: &[u8],
+) -> Result<Vec<(Vec<u8>, T)>, DaemonError> {
+    store
+        .scan_prefix(tree, prefix)
+        .map(|e| {
+            let (k, v) = e?;
+            Ok((k, records::decode(&v)?))
+        })
+        .collect()
+}
+
+/// Whether a chat exists in the store.
+pub fn exists(store: &Store, chat_id: i32) -> Result<bool, DaemonError> {
+    Ok(store
+        .get(Tree::Chats, &chat_key(chat_id, ChatPart::Auth))?
+        .is_some())
+}
+
+/// Loads a chat (`None` if the store has none by that id).
+pub fn load(store: &Store, chat_id: i32) -> Result<Option<LoadedChat>, DaemonError> {
+    let part = |p| chat_key(chat_id, p);
+    let Some(auth) = get(store, Tree::Chats, &part(ChatPart::Auth))? else {
+        return Ok(None);
+    };
+    let missing = |w: &str| DaemonError::Corrupt(format!("chat {chat_id}: no {w} record"));
+    let config =
+        get(store, Tree::Chats, &part(ChatPart::Config))?.ok_or_else(|| missing("config"))?;
+    let pfs = get(store, Tree::Chats, &part(ChatPart::Pfs))?.ok_or_else(|| missing("key"))?;
+    let seq = get(store, Tree::Chats, &part(ChatPart::Seq))?.ok_or_else(|| missing("seq"))?;
+    let meta = get(store, Tree::Chats, &part(ChatPart::Meta))?.unwrap_or_default();
+    let prefix = keys::key_i32(chat_id);
+    let outbox: Vec<OutboxEntry> = scan(store, Tree::Outbox, &prefix)?
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect();
+    let gap: Vec<QueuedMessage> = scan(store, Tree::Gap, &prefix)?
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect();
+    let state = ChatState::from_parts(auth, config, pfs, seq);
+    let chat = Chat::restore(state, outbox, gap)
+        .map_err(|e| DaemonError::Corrupt(format!("chat {chat_id}: {e}")))?;
+    let calls = scan::<PendingCall>(store, Tree::Meta, &call_prefix(Some(chat_id)))?
+        .into_iter()
+        .filter_map(|(k, c)| decode_call_key(&k).map(|(_, seq)| (seq, c)))
+        .collect();
+    let mut inbound: Vec<(i64, InboundMessage)> = scan(store, Tree::Inbound, &prefix)?
+        .into_iter()
+        .filter_map(|(k, m)| keys::decode_i32_i64(&k).map(|(_, rid)| (rid, m)))
+        .collect();
+    inbound.sort_by_key(|(_, m)| m.seq);
+    Ok(Some(LoadedChat {
+        chat,
+        meta,
+        calls,
+        inbound,
+    }))
+}
+
+/// Adds an output's records to `batch`: the chat records it names, outbox and gap entries.
+pub fn write_output(batch: &mut Batch, chat: &Chat, out: &Output) -> Result<(), RecordError> {
+    let id = chat.id();
+    let st = chat.state();
+    let c = out.changed;
+    if c.auth {
+        batch.put(
+            Tree::Chats,
+            chat_key(id, ChatPart::Auth),
+            records::encode(st.auth())?,
+        );
+    }
+    if c.config {
+        batch.put(
+            Tree::Chats,
+            chat_key(id, ChatPart::Config),
+            records::encode(st.config())?,
+        );
+    }
+    if c.pfs {
+        batch.put(
+            Tree::Chats,
+            chat_key(id, ChatPart::Pfs),
+            records::encode(st.pfs())?,
+        );
+    }
+    if c.seq {
+        batch.put(
+            Tree::Chats,
+            chat_key(id, ChatPart::Seq),
+            records::encode(st.seq())?,
+        );
+    }
+    for e in &out.outbox_put {
+        batch.put(
+            Tree::Outbox,
+            keys::key_i32_u32(id, e.out_raw),
+            records::encode(e)?,
+        );
+    }
+    for k in &out.outbox_remove {
+        batch.remove(Tree::Outbox, keys::key_i32_u32(id, *k));
+    }
+    for q in &out.gap_put {
+        batch.put(
+            Tree::Gap,
+            keys::key_i32_u32(id, q.out_raw),
+            records::encode(q)?,
+        );
+    }
+    for k in &out.gap_remove {
+        batch.remove(Tree::Gap, keys::key_i32_u32(id, *k));
+    }
+    Ok(())
+}
+
+/// Adds events to the chat's inbox (numbered from `meta.next_event`), pruning beyond
+/// [`records::INBOX_KEEP`]; the caller writes `meta`.
+pub fn write_events(
+    batch: &mut Batch,
+    chat_id: i32,
+    meta: &mut ChatMeta,
+    events: &[Event],
+) -> Result<(), RecordError> {
+    for e in events {
+        let n = meta.next_event;
+        batch.put(
+            Tree::Inbox,
+            keys::key_i32_u64(chat_id, n),
+            records::encode(e)?,
+        );
+        if n >= records::INBOX_KEEP {
+            batch.remove(
+                Tree::Inbox,
+                keys::key_i32_u64(chat_id, n - records::INBOX_KEEP),
+            );
+        }
+        meta.next_event = n + 1;
+    }
+    Ok(())
+}
+
+/// Adds the daemon's facts of a chat to `batch`.
+pub fn write_meta(batch: &mut Batch, chat_id: i32, meta: &ChatMeta) -> Result<(), RecordError> {
+    batch.put(
+        Tree::Chats,
+        chat_key(chat_id, ChatPart::Meta),
+        records::encode(meta)?,
+    );
+    Ok(())
+}
+
+/// Adds a pending call (numbered from `meta.next_call`); returns its number.
+pub fn write_call(
+    batch: &mut Batch,
+    chat_id: i32,
+    meta: &mut ChatMeta,
+    call: &PendingCall,
+) -> Result<u64, RecordError> {
+    let n = meta.next_call;
+    batch.put(Tree::Meta, call_key(chat_id, n), records::encode(call)?);
+    meta.next_call = n + 1;
+    Ok(n)
+}
+
+/// Removes a pending call.
+pub fn remove_call(batch: &mut Batch, chat_id: i32, n: u64) {
+    batch.remove(Tree::Meta, call_key(chat_id, n));
+}
+
+/// Removes a processed inbound message.
+pub fn remove_inbound(batch: &mut Batch, chat_id: i32, random_id: i64) {
+    batch.remove(Tree::Inbound, keys::key_i32_i64(chat_id, random_id));
+}
+
+/// The ids of chats with work pending at startup: unsent or unacknowledged messages, held
+/// messages (a Resend to repeat), owed calls, unprocessed inbound messages.
+pub fn chats_with_work(store: &Store) -> Result<Vec<i32>, DaemonError> {
+    let mut ids = std::collections::BTreeSet::new();
+    for tree in [Tree::Outbox, Tree::Gap, Tree::Inbound] {
+        let mut last: Option<i32> = None;
+        for e in store.scan_prefix(tree, &[]) {
+            let (k, _) = e?;
+            if let Some(id) = k.get(..4).and_then(keys::decode_i32)
+                && last != Some(id)
+            {
+                ids.insert(id);
+                last = Some(id);
+            }
+        }
+    }
+    for e in store.scan_prefix(Tree::Meta, &call_prefix(None)) {
+        let (k, _) = e?;
+        if let Some((id, _)) = decode_call_key(&k) {
+            ids.insert(id);
+        }
+    }
+    Ok(ids.into_iter().collect())
+}

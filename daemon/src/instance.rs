@@ -1,0 +1,356 @@
+//! The whole daemon as one value: [`Daemon::start`] from [`Options`], [`Daemon::stop`].
+//!
+//! Start order: the store (a second daemon on it is [`StartError::AlreadyRunning`]), the
+//! session (stored, or fresh for the configured server), the link, the actix system with the
+//! registry and the actors of chats with pending work, the D-Bus service (the bus name last,
+//! so a client that sees the name finds every object), then the update loop once the account
+//! is known to be logged in. Stop order is the reverse; the store is closed last, after its
+//! queued commits are durable.
+
+use std::net::SocketAddrV4;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Addr;
+use futures_util::future::BoxFuture;
+use tglink::{Link, LinkConfig, LinkSession, SessionSnapshot, SessionStorage};
+use tokio::sync::mpsc;
+
+use crate::dbus::DbusAnnounce;
+use crate::records::{self, SessionRecord};
+use crate::registry::{self, Registry};
+use crate::service::Service;
+use crate::shared::{AcceptPolicy, Announce, Shared, Silent};
+use crate::store::{Batch, Store, StoreError, StoreOptions, Tree};
+
+/// Which Telegram to talk to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Server {
+    /// Telegram's production data centres.
+    Production,
+    /// Telegram's test data centres.
+    Test,
+    /// One address with a provisioned auth key for every DC (a local server such as tgsim).
+    Pinned {
+        /// The address.
+        addr: SocketAddrV4,
+        /// The auth key.
+        auth_key: [u8; 256],
+    },
+}
+
+/// Which bus to serve on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Bus {
+    /// The session bus (`DBUS_SESSION_BUS_ADDRESS`, else the user's bus).
+    Session,
+    /// A bus address.
+    Address(String),
+    /// None (tests of the core without D-Bus).
+    None,
+}
+
+/// How to start.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Where the store lives (created 0700).
+    pub state_dir: PathBuf,
+    /// The server.
+    pub server: Server,
+    /// api_id.
+    pub api_id: i32,
+    /// api_hash.
+    pub api_hash: String,
+    /// The bus.
+    pub bus: Bus,
+    /// Incoming chats accepted at once.
+    pub accept: AcceptPolicy,
+    /// Longest wait for one call's answer.
+    pub call_timeout: Duration,
+}
+
+/// Why the daemon did not start. Nothing is left running.
+#[derive(Debug)]
+pub enum StartError {
+    /// Another tgsecretd uses the store.
+    AlreadyRunning(String),
+    /// The store could not be opened or read.
+    Store(String),
+    /// The bus could not be reached, or the name is taken.
+    Bus(String),
+    /// The actix system did not start.
+    Actors(String),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::AlreadyRunning(w) => write!(f, "{w}"),
+            StartError::Store(w) => write!(f, "store: {w}"),
+            StartError::Bus(w) => write!(f, "D-Bus: {w}"),
+            StartError::Actors(w) => write!(f, "actors: {w}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// The session written to the store, one durable commit per change.
+struct StoreSession(Arc<Store>);
+
+impl SessionStorage for StoreSession {
+    fn save(&self, snapshot: SessionSnapshot) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let rec = records::encode(&SessionRecord::from_snapshot(&snapshot))
+                .map_err(|e| e.to_string())?;
+            let mut b = Batch::new();
+            b.put(Tree::Session, records::SESSION_KEY, rec);
+            self.0
+                .commit(b)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// The running daemon.
+pub struct Daemon {
+    service: Service,
+    shared: Arc<Shared>,
+    store: Arc<Store>,
+    link: Arc<Link>,
+    system: actix::System,
+    actix_thread: Option<std::thread::JoinHandle<()>>,
+    conn: Option<zbus::Connection>,
+    updates: Option<tokio::task::JoinHandle<()>>,
+    fatal: Option<mpsc::UnboundedReceiver<String>>,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon").finish_non_exhaustive()
+    }
+}
+
+fn open_store(dir: &std::path::Path) -> Result<Store, StartError> {
+    match Store::open(dir, StoreOptions::default()) {
+        Ok(s) => Ok(s),
+        Err(e @ StoreError::Locked { .. }) => Err(StartError::AlreadyRunning(e.to_string())),
+        Err(e) => Err(StartError::Store(e.to_string())),
+    }
+}
+
+fn session_snapshot(store: &Store, server: &Server) -> Result<SessionSnapshot, StartError> {
+    let stored = store
+        .get(Tree::Session, records::SESSION_KEY)
+        .map_err(|e| StartError::Store(e.to_string()))?;
+    let mut snap = match stored {
+        Some(b) => records::decode::<SessionRecord>(&b)
+            .map_err(|e| StartError::Store(e.to_string()))?
+            .to_snapshot()
+            .ok_or_else(|| StartError::Store("the stored session does not parse".into()))?,
+        None => match server {
+            Server::Production => SessionSnapshot::production(),
+            Server::Test => SessionSnapshot::test_servers(),
+            Server::Pinned { addr, auth_key } => SessionSnapshot::pinned(*addr, *auth_key),
+        },
+    };
+    if let Server::Pinned { addr, .. } = server {
+        // The local server may listen elsewhere now; the keys stay.
+        let fresh = SessionSnapshot::pinned(*addr, [0; 256]);
+        for d in &mut snap.dcs {
+            if let Some(f) = fresh.dcs.iter().find(|f| f.id == d.id) {
+                d.ipv4 = f.ipv4;
+                d.ipv6 = f.ipv6;
+            }
+        }
+        snap.pinned = true;
+    }
+    Ok(snap)
+}
+
+/// Starts the actix system on its own thread; returns it and the registry.
+fn start_actors(
+    shared: Arc<Shared>,
+) -> Result<(actix::System, Addr<Registry>, std::thread::JoinHandle<()>), StartError> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("tgsecretd-actors".into())
+        .spawn(move || {
+            let sys = actix::System::new();
+            sys.block_on(async move {
+                use actix::Actor;
+                let reg = Registry::new(shared).start();
+                let _ = tx.send((actix::System::current(), reg));
+            });
+            let _ = sys.run();
+        })
+        .map_err(|e| StartError::Actors(e.to_string()))?;
+    let (system, reg) = rx
+        .recv()
+        .map_err(|_| StartError::Actors("the actor system did not start".into()))?;
+    Ok((system, reg, thread))
+}
+
+impl Daemon {
+    /// Starts the daemon on the current tokio runtime (multi-threaded).
+    pub async fn start(opts: Options) -> Result<Daemon, StartError> {
+        let store = Arc::new(open_store(&opts.state_dir.join("store"))?);
+        let snap = session_snapshot(&store, &opts.server)?;
+        let session = LinkSession::new(snap, Arc::new(StoreSession(Arc::clone(&store))));
+        let link = Link::start(
+            LinkConfig {
+                api_id: opts.api_id,
+                api_hash: opts.api_hash.clone(),
+                call_timeout: opts.call_timeout,
+            },
+            session,
+        );
+        let conn = match &opts.bus {
+            Bus::None => None,
+            Bus::Session => Some(zbus::connection::Builder::session()),
+            Bus::Address(a) => Some(zbus::connection::Builder::address(a.as_str())),
+        };
+        let conn = match conn {
+            Some(b) => Some(
+                b.build()
+                    .await
+                    .map_err(|e| StartError::Bus(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let dbus = conn
+            .as_ref()
+            .map(|c| DbusAnnounce::new(c.clone(), Arc::clone(&store)));
+        let announce: Arc<dyn Announce> = match &dbus {
+            Some(d) => d.clone(),
+            None => Arc::new(Silent),
+        };
+        let (fatal_tx, fatal_rx) = mpsc::unbounded_channel();
+        let shared = Shared::new(
+            Arc::clone(&store),
+            Arc::clone(&link),
+            announce,
+            opts.accept.clone(),
+            fatal_tx,
+        )
+        .map_err(|e| StartError::Store(e.to_string()))?;
+        let (system, registry, actix_thread) = start_actors(Arc::clone(&shared))?;
+        let service = Service::new(Arc::clone(&shared), registry.clone());
+        let mut daemon = Daemon {
+            service: service.clone(),
+            shared: Arc::clone(&shared),
+            store,
+            link: Arc::clone(&link),
+            system,
+            actix_thread: Some(actix_thread),
+            conn,
+            updates: None,
+            fatal: Some(fatal_rx),
+        };
+        match registry.send(registry::StartPending).await {
+            Ok(Ok(n)) => tracing::info!(chats = n, "chats with pending work started"),
+            Ok(Err(e)) => {
+                daemon.stop().await;
+                return Err(StartError::Store(e.to_string()));
+            }
+            Err(e) => {
+                daemon.stop().await;
+                return Err(StartError::Actors(e.to_string()));
+            }
+        }
+        if let Some(d) = &dbus
+            && let Err(e) = d.serve(service.clone()).await
+        {
+            daemon.stop().await;
+            return Err(StartError::Bus(e.to_string()));
+        }
+        if let Some(d) = dbus {
+            tokio::spawn(async move { d.announce_pending().await });
+        }
+        daemon.updates = Some(tokio::spawn(run_updates(shared, link, registry)));
+        Ok(daemon)
+    }
+
+    /// The API.
+    pub fn service(&self) -> &Service {
+        &self.service
+    }
+
+    /// The shared context (for tests and tools).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Waits until something the daemon cannot continue after happens (its store failed);
+    /// returns why.
+    pub async fn failed(&mut self) -> String {
+        match self.fatal.as_mut() {
+            Some(rx) => rx.recv().await.unwrap_or_else(|| "stopped".into()),
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Stops everything; queued commits are made durable before the store closes.
+    pub async fn stop(mut self) {
+        if let Some(c) = self.conn.take() {
+            let _ = c.release_name(ipc_proto::BUS_NAME).await;
+            let _ = c.graceful_shutdown().await;
+        }
+        if let Some(u) = self.updates.take() {
+            u.abort();
+            let _ = u.await;
+        }
+        self.system.stop();
+        if let Some(t) = self.actix_thread.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+        self.link.shutdown().await;
+        let Daemon {
+            service,
+            shared,
+            store,
+            link,
+            ..
+        } = self;
+        drop((service, shared, link));
+        // Closed here if this was the last handle (else when the last one goes: both make the
+        // queued commits durable).
+        match Arc::try_unwrap(store) {
+            Ok(s) => {
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.close()).await {
+                    tracing::error!(error = %e, "store close");
+                }
+            }
+            // A clone of the service is still alive somewhere: the store closes with it.
+            Err(_) => tracing::warn!("the store stays open until the last service handle goes"),
+        }
+    }
+}
+
+/// Learns who we are (a provisioned key has no sign-in), then runs the update loop.
+async fn run_updates(shared: Arc<Shared>, link: Arc<Link>, registry: Addr<Registry>) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match link.learn_self().await {
+            Ok(_) => break,
+            Err(e) if e.class == tglink::ErrorClass::LoggedOut => {
+                shared.set_logged_out(true);
+                tracing::warn!(error = %e, "not logged in: no updates until login");
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "who am I: trying again");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+    match link.updates().await {
+        Ok(Some(u)) => crate::updates::run(shared, u, registry).await,
+        Ok(None) => {}
+        Err(e) => tracing::error!(error = %e, "the update stream did not start"),
+    }
+}

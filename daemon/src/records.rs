@@ -1,0 +1,418 @@
+//! The daemon's own stored records and where every record lives.
+//!
+//! Every value is a `secret_core::record` envelope (`varint(version) ‖ postcard(value)`), the
+//! one encoding of the project. Keys come from [`crate::store::keys`] (numeric order = byte
+//! order).
+//!
+//! | tree | key | value | written | removed |
+//! | --- | --- | --- | --- | --- |
+//! | Chats | chat, part 0/1/2/3 | secret-core's `AuthState` / `ConfigState` / `PfsState` / `SeqState` | when an output names the record | never (a discarded chat keeps its closed state) |
+//! | Chats | chat, part 4 | [`ChatMeta`] | creation; each inbox event | never |
+//! | Outbox | (chat, out_raw) | `OutboxEntry` (exact ciphertext) | created before it leaves; when the server accepts it | acknowledged by the peer, or the chat closes |
+//! | Gap | (chat, out_raw) | `QueuedMessage` | a peer message ahead of a hole | processed in order, or the chat closes |
+//! | Inbox | (chat, index) | secret-core `Event` | with the output that produced it | pruned beyond [`INBOX_KEEP`] per chat |
+//! | Inbound | (chat, random_id) | [`InboundMessage`] | with the update batch it came in, before qts is acknowledged (insert-if-absent) | with the chat output that processed it |
+//! | Meta | `u` ‖ seq | [`ChatUpdate`] | with its update batch | once the chat applied it |
+//! | Meta | `c` ‖ chat ‖ seq | [`PendingCall`] | with the output that asked for it | when the server answered it (or it is moot) |
+//! | Requests | id | [`RequestRecord`] | accepted (before its handle is returned); each result | kept (results stay queryable) |
+//! | RequestIndex | (chat, random_id) | request id | with the request | kept (idempotent retries) |
+//! | Meta | `o` ‖ chat ‖ id | (empty) | a request is accepted | its result is final |
+//! | Meta | `a` ‖ id | (empty) | a request's result is final | its Response went out |
+//! | Meta | `h` ‖ handle path | request id | with the request | kept (results by handle) |
+//! | Session | `snapshot` | [`SessionRecord`] | login, DC changes; with each update batch (update state) | never |
+
+use serde::{Deserialize, Serialize};
+
+use secret_core::chat::{Call, RemoteChat, SendMethod};
+use secret_core::record::{Record, RecordError};
+
+use crate::store::keys;
+
+/// Events kept per chat in the inbox (oldest pruned first).
+pub const INBOX_KEEP: u64 = 1000;
+
+macro_rules! records {
+    ($($t:ty => $kind:literal, $version:literal;)*) => {
+        $(impl Record for $t {
+            const KIND: &'static str = $kind;
+            const VERSION: u16 = $version;
+        })*
+    };
+}
+
+records! {
+    ChatMeta => "chat meta", 1;
+    InboundMessage => "inbound message", 1;
+    ChatUpdate => "chat update", 1;
+    PendingCall => "pending call", 1;
+    RequestRecord => "request", 1;
+    SessionRecord => "session", 1;
+}
+
+/// Encodes a record (the core's envelope).
+pub fn encode<T: Record>(v: &T) -> Result<Vec<u8>, RecordError> {
+    secret_core::record::encode(v)
+}
+
+/// Decodes a record (the core's envelope).
+pub fn decode<T: Record>(b: &[u8]) -> Result<T, RecordError> {
+    secret_core::record::decode(b)
+}
+
+// ---- keys ---------------------------------------------------------------------------------------
+
+/// The parts of a chat in the Chats tree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ChatPart {
+    /// secret-core's `AuthState`.
+    Auth = 0,
+    /// secret-core's `ConfigState`.
+    Config = 1,
+    /// secret-core's `PfsState`.
+    Pfs = 2,
+    /// secret-core's `SeqState`.
+    Seq = 3,
+    /// The daemon's [`ChatMeta`].
+    Meta = 4,
+}
+
+/// Key of a chat record.
+pub fn chat_key(chat_id: i32, part: ChatPart) -> Vec<u8> {
+    let mut k = keys::key_i32(chat_id).to_vec();
+    k.push(part as u8);
+    k
+}
+
+/// Key prefix of every chat record of one chat.
+pub fn chat_prefix(chat_id: i32) -> [u8; 4] {
+    keys::key_i32(chat_id)
+}
+
+/// Key of a pending chat update in the Meta tree.
+pub fn update_key(seq: u64) -> Vec<u8> {
+    let mut k = b"u".to_vec();
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// Prefix of the pending chat updates.
+pub const UPDATE_PREFIX: &[u8] = b"u";
+
+/// Key of a pending call in the Meta tree.
+pub fn call_key(chat_id: i32, seq: u64) -> Vec<u8> {
+    let mut k = b"c".to_vec();
+    k.extend_from_slice(&keys::key_i32_u64(chat_id, seq));
+    k
+}
+
+/// Prefix of the pending calls (of one chat, or of all with `None`).
+pub fn call_prefix(chat_id: Option<i32>) -> Vec<u8> {
+    let mut k = b"c".to_vec();
+    if let Some(c) = chat_id {
+        k.extend_from_slice(&keys::key_i32(c));
+    }
+    k
+}
+
+/// The chat and sequence of a pending-call key.
+pub fn decode_call_key(k: &[u8]) -> Option<(i32, u64)> {
+    keys::decode_i32_u64(k.strip_prefix(b"c")?)
+}
+
+/// Key of a request.
+pub fn request_key(id: u64) -> [u8; 8] {
+    id.to_be_bytes()
+}
+
+/// Key of a request whose result is final but not yet announced (Meta tree).
+pub fn announce_key(id: u64) -> Vec<u8> {
+    let mut k = b"a".to_vec();
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+/// Prefix of the requests to announce.
+pub const ANNOUNCE_PREFIX: &[u8] = b"a";
+
+/// Key of the handle → request id index (Meta tree).
+pub fn handle_key(handle: &str) -> Vec<u8> {
+    let mut k = b"h".to_vec();
+    k.extend_from_slice(handle.as_bytes());
+    k
+}
+
+/// Prefix of the open-request markers (Meta tree; `o` ‖ chat ‖ id).
+pub const OPEN_PREFIX: &[u8] = b"o";
+
+/// Key of the session snapshot.
+pub const SESSION_KEY: &[u8] = b"snapshot";
+
+// ---- records ------------------------------------------------------------------------------------
+
+/// The daemon's facts about a chat, beside secret-core's records.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMeta {
+    /// Index the next inbox event gets (events are numbered per chat from 0).
+    pub next_event: u64,
+    /// Index the next pending call gets.
+    pub next_call: u64,
+}
+
+/// An encrypted message taken from Telegram, durable before its qts is acknowledged and until
+/// the chat has processed it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboundMessage {
+    /// Arrival order (increasing across the daemon's life): messages are processed in it.
+    pub seq: u64,
+    /// Server date.
+    pub date: i32,
+    /// The encrypted bytes.
+    pub data: Vec<u8>,
+}
+
+/// An `updateEncryption` taken from Telegram, durable before the update state moves past it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatUpdate {
+    /// The chat.
+    pub chat_id: i32,
+    /// What it says.
+    pub kind: ChatUpdateKind,
+}
+
+/// The kinds of `encryptedChat*` the daemon acts on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChatUpdateKind {
+    /// `encryptedChatRequested`: someone asks us for a chat.
+    Requested {
+        /// access_hash.
+        access_hash: i64,
+        /// The creator.
+        admin_id: i64,
+        /// Us.
+        participant_id: i64,
+        /// The creator's g_a.
+        g_a: Vec<u8>,
+    },
+    /// `encryptedChatWaiting` / `encryptedChat` / `encryptedChatDiscarded`.
+    Remote(RemoteChat),
+}
+
+/// A call that is not a message (those are the outbox's), kept until the server answered it:
+/// `requestEncryption` (asked before the chat exists at the server), `acceptEncryption`,
+/// `discardEncryption`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PendingCall {
+    /// `messages.requestEncryption(user_id, random_id, g_a)`.
+    RequestEncryption {
+        /// The peer.
+        user_id: i64,
+        /// Its access hash, if known.
+        access_hash: i64,
+        /// The chat id we chose.
+        random_id: i32,
+        /// Our g_a.
+        g_a: Vec<u8>,
+    },
+    /// `messages.acceptEncryption`.
+    AcceptEncryption {
+        /// g_b.
+        g_b: Vec<u8>,
+        /// The key's fingerprint.
+        key_fingerprint: i64,
+    },
+    /// `messages.discardEncryption`.
+    DiscardEncryption {
+        /// Whether to ask for history deletion.
+        delete_history: bool,
+    },
+}
+
+impl PendingCall {
+    /// The pending form of a chat's non-message call (`None` for a message).
+    pub fn of(call: &Call) -> Option<PendingCall> {
+        match call {
+            Call::AcceptEncryption {
+                g_b,
+                key_fingerprint,
+            } => Some(PendingCall::AcceptEncryption {
+                g_b: g_b.clone(),
+                key_fingerprint: *key_fingerprint,
+            }),
+            Call::DiscardEncryption { delete_history } => Some(PendingCall::DiscardEncryption {
+                delete_history: *delete_history,
+            }),
+            Call::Send(_) => None,
+        }
+    }
+}
+
+/// One message of a request and what became of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestPart {
+    /// Its random_id.
+    pub random_id: i64,
+    /// Its out_seq_no.
+    pub out_seq_no: i32,
+    /// Its in_seq_no.
+    pub in_seq_no: i32,
+    /// The layer written in it.
+    pub layer: i32,
+    /// The server's date once it accepted the message.
+    pub date: Option<i32>,
+}
+
+/// Where a request stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RequestStatus {
+    /// Stored; not every part is accepted by the server yet.
+    Pending,
+    /// Every part was accepted by the server.
+    Sent,
+    /// It will not be sent (the chat closed, the server refused it).
+    Failed {
+        /// The Telegram error name (`ENCRYPTION_DECLINED`, `USER_IS_BLOCKED`…).
+        error: String,
+        /// Words for a person.
+        message: String,
+    },
+}
+
+/// An application's request (`SendEncryptedService`): stored before its handle is returned,
+/// answered exactly once by a result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    /// The request's id (also the key).
+    pub id: u64,
+    /// The chat.
+    pub chat_id: i32,
+    /// The method it goes out with.
+    pub method: SendMethod,
+    /// Its messages, in order (one, or the chunks of a long text).
+    pub parts: Vec<RequestPart>,
+    /// Where it stands.
+    pub status: RequestStatus,
+    /// The D-Bus object path of its handle.
+    pub handle: String,
+    /// When it was accepted (Unix seconds).
+    pub created_at: u64,
+    /// Whether its result was announced (the Response signal went out).
+    pub announced: bool,
+}
+
+impl RequestRecord {
+    /// True once it has its final result.
+    pub fn is_final(&self) -> bool {
+        !matches!(self.status, RequestStatus::Pending)
+    }
+}
+
+/// The Telegram session as stored (see `tglink::SessionSnapshot`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// Home DC.
+    pub home_dc: i32,
+    /// DCs: (id, IPv4 address, IPv6 address, auth key).
+    pub dcs: Vec<DcEntry>,
+    /// Self user (id, access_hash).
+    pub self_user: Option<(i64, i64)>,
+    /// Whether the addresses are pinned (a local server).
+    pub pinned: bool,
+    /// pts, qts, date, seq.
+    pub state: (i32, i32, i32, i32),
+}
+
+/// One DC in the session record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DcEntry {
+    /// DC id.
+    pub id: i32,
+    /// `ip:port`.
+    pub ipv4: String,
+    /// `[ip]:port`.
+    pub ipv6: String,
+    /// The permanent auth key.
+    pub auth_key: Option<Vec<u8>>,
+}
+
+impl SessionRecord {
+    /// From the link's snapshot.
+    pub fn from_snapshot(s: &tglink::SessionSnapshot) -> SessionRecord {
+        SessionRecord {
+            home_dc: s.home_dc,
+            dcs: s
+                .dcs
+                .iter()
+                .map(|d| DcEntry {
+                    id: d.id,
+                    ipv4: d.ipv4.to_string(),
+                    ipv6: d.ipv6.to_string(),
+                    auth_key: d.auth_key.map(|k| k.to_vec()),
+                })
+                .collect(),
+            self_user: s.self_user,
+            pinned: s.pinned,
+            state: (s.pts, s.qts, s.date, s.seq),
+        }
+    }
+
+    /// Back to the link's snapshot; `None` if an address or a key does not parse.
+    pub fn to_snapshot(&self) -> Option<tglink::SessionSnapshot> {
+        let dcs = self
+            .dcs
+            .iter()
+            .map(|d| {
+                Some(tglink::session::DcRecord {
+                    id: d.id,
+                    ipv4: d.ipv4.parse().ok()?,
+                    ipv6: d.ipv6.parse().ok()?,
+                    auth_key: match &d.auth_key {
+                        Some(k) => Some(<[u8; 256]>::try_from(k.as_slice()).ok()?),
+                        None => None,
+                    },
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let (pts, qts, date, seq) = self.state;
+        Some(tglink::SessionSnapshot {
+            home_dc: self.home_dc,
+            dcs,
+            self_user: self.self_user,
+            pinned: self.pinned,
+            pts,
+            qts,
+            date,
+            seq,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_call_keys_sort_by_chat_then_sequence() {
+        let mut ks = [
+            call_key(5, 2),
+            call_key(-3, 9),
+            call_key(5, 1),
+            call_key(i32::MIN, 0),
+        ];
+        ks.sort();
+        let decoded: Vec<_> = ks.iter().filter_map(|k| decode_call_key(k)).collect();
+        assert_eq!(decoded, vec![(i32::MIN, 0), (-3, 9), (5, 1), (5, 2)]);
+        assert!(call_key(5, 1).starts_with(&call_prefix(Some(5))));
+    }
+
+    #[test]
+    fn the_session_record_round_trips_through_the_snapshot() {
+        let addr: std::net::SocketAddrV4 = "127.0.0.1:5555".parse().expect("addr");
+        let mut s = tglink::SessionSnapshot::pinned(addr, [3; 256]);
+        s.self_user = Some((7, 8));
+        s.qts = 44;
+        let r = SessionRecord::from_snapshot(&s);
+        let back: SessionRecord = decode(&encode(&r).expect("enc")).expect("dec");
+        assert_eq!(back.to_snapshot(), Some(s));
+    }
+}

@@ -1,0 +1,566 @@
+//! The daemon's API (what D-Bus, and later the CLI, call): validation before anything is
+//! stored, the peer forms, splitting long texts, and the requests' results.
+//!
+//! `send_encrypted_service(peer, message, options)`:
+//! 1. the peer is resolved to a chat (a secret chat id, an `inputEncryptedChat`, an
+//!    `encryptedMessage*`, an `updateEncryption` / `updateNewEncryptedMessage`, in TL or in the
+//!    project's MadelineProto-style JSON), the message is checked (a `DecryptedMessage`, at most
+//!    [`MAX_INPUT_BYTES`]) — errors here are returned at once and nothing is stored;
+//! 2. a text `decryptedMessage` over [`MAX_TEXT_CHARS`] characters (Unicode code points, as
+//!    TDLib counts) is split into ordered chunks, entities clipped to their chunk;
+//! 3. the chat's actor assigns the seq numbers, stores the request with the messages, and the
+//!    handle is returned once that is durable; a retry with the same random_id returns the first
+//!    handle and sends nothing.
+
+use std::sync::Arc;
+
+use actix::Addr;
+use secret_core::chat::{SendMethod, Status};
+use secret_core::tl::enums::{self as e2e, DecryptedMessage};
+use secret_core::tl::{Deserializable, TlJson};
+use serde_json::Value;
+
+use crate::actor::{self, Accepted};
+use crate::chatstore;
+use crate::errors_api::ServiceError;
+use crate::records::{self, RequestRecord};
+use crate::registry::{self, Registry};
+use crate::shared::Shared;
+use crate::store::{Tree, keys};
+
+/// The longest text sent as one message; longer ones are split.
+pub const MAX_TEXT_CHARS: usize = 4096;
+/// The largest message accepted from a caller (a long text, before it is split).
+pub const MAX_INPUT_BYTES: usize = 1 << 20;
+
+/// How to send.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SendOptions {
+    /// `messages.sendEncrypted` instead of `messages.sendEncryptedService`.
+    pub notify: bool,
+    /// The message's random_id (for idempotent retries); overrides the message's own.
+    pub random_id: Option<i64>,
+    /// The handle to give the request.
+    pub handle: String,
+}
+
+/// A chat, as listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChatSummary {
+    /// Chat id.
+    pub chat_id: i32,
+    /// The peer.
+    pub peer_user_id: i64,
+    /// Our role (`creator` / `acceptor`).
+    pub role: &'static str,
+    /// `requested`, `waiting`, `ready`, `discarded`.
+    pub state: &'static str,
+    /// The peer's layer.
+    pub peer_layer: i32,
+    /// Chat TTL.
+    pub ttl_seconds: i32,
+}
+
+/// The daemon's API.
+#[derive(Clone)]
+pub struct Service {
+    shared: Arc<Shared>,
+    registry: Addr<Registry>,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service").finish_non_exhaustive()
+    }
+}
+
+impl Service {
+    /// The API over a running registry.
+    pub fn new(shared: Arc<Shared>, registry: Addr<Registry>) -> Service {
+        Service { shared, registry }
+    }
+
+    /// The shared context.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Sends a whole `DecryptedMessage` to the chat `peer` names (see the module docs).
+    pub async fn send_encrypted_service(
+        &self,
+        peer: Peer,
+        message: DecryptedMessage,
+        options: SendOptions,
+    ) -> Result<Accepted, ServiceError> {
+        let chat_id = self.resolve(&peer)?;
+        let (parts, idempotency) = prepare(message, options.random_id)?;
+        let method = if options.notify {
+            SendMethod::SendEncrypted
+        } else {
+            SendMethod::SendEncryptedService
+        };
+        let actor = self.chat_actor(chat_id).await?;
+        actor
+            .send(actor::SendCmd {
+                parts,
+                method,
+                idempotency,
+                handle: options.handle,
+            })
+            .await
+            .map_err(|e| ServiceError::Internal(e.to_string()))?
+    }
+
+    /// Opens a secret chat with a user; the chat id once its creation is durable.
+    pub async fn request_chat(&self, user_id: i64, access_hash: i64) -> Result<i32, ServiceError> {
+        if self.shared.logged_out() {
+            return Err(ServiceError::NotLoggedIn);
+        }
+        self.registry
+            .send(registry::RequestChat {
+                user_id,
+                access_hash,
+            })
+            .await
+            .map_err(|e| ServiceError::Internal(e.to_string()))?
+    }
+
+    /// Closes a chat (or declines a request).
+    pub async fn discard(&self, chat_id: i32, delete_history: bool) -> Result<(), ServiceError> {
+        let actor = self.chat_actor(chat_id).await?;
+        actor
+            .send(actor::Discard { delete_history })
+            .await
+            .map_err(|e| ServiceError::Internal(e.to_string()))?
+    }
+
+    /// Accepts a requested chat.
+    pub async fn accept(&self, chat_id: i32) -> Result<(), ServiceError> {
+        let actor = self.chat_actor(chat_id).await?;
+        actor
+            .send(actor::Accept)
+            .await
+            .map_err(|e| ServiceError::Internal(e.to_string()))?
+    }
+
+    /// Every chat in the store.
+    pub fn list_chats(&self) -> Result<Vec<ChatSummary>, ServiceError> {
+        let mut out = Vec::new();
+        for e in self.shared.store.scan_prefix(Tree::Chats, &[]) {
+            let (k, v) = e.map_err(|e| ServiceError::Internal(e.to_string()))?;
+            if k.len() != 5 || k[4] != records::ChatPart::Auth as u8 {
+                continue;
+            }
+            let Some(chat_id) = keys::decode_i32(&k[..4]) else {
+                continue;
+            };
+            let auth: secret_core::chat::AuthState =
+                records::decode(&v).map_err(|e| ServiceError::Internal(e.to_string()))?;
+            let config: Option<secret_core::chat::ConfigState> = self
+                .shared
+                .store
+                .get(
+                    Tree::Chats,
+                    &records::chat_key(chat_id, records::ChatPart::Config),
+                )
+                .map_err(|e| ServiceError::Internal(e.to_string()))?
+                .and_then(|b| records::decode(&b).ok());
+            out.push(ChatSummary {
+                chat_id,
+                peer_user_id: auth.peer_user_id(),
+                role: match auth.role() {
+                    secret_core::Role::Creator => "creator",
+                    secret_core::Role::Acceptor => "acceptor",
+                },
+                state: auth.stage().name(),
+                peer_layer: config.as_ref().map_or(0, |c| c.peer_layer()),
+                ttl_seconds: config.as_ref().map_or(0, |c| c.ttl_seconds()),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The chat's status, if it exists.
+    pub fn chat_status(&self, chat_id: i32) -> Result<Option<Status>, ServiceError> {
+        let Some(b) = self
+            .shared
+            .store
+            .get(
+                Tree::Chats,
+                &records::chat_key(chat_id, records::ChatPart::Auth),
+            )
+            .map_err(|e| ServiceError::Internal(e.to_string()))?
+        else {
+            return Ok(None);
+        };
+        let auth: secret_core::chat::AuthState =
+            records::decode(&b).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        Ok(Some(auth.stage().status()))
+    }
+
+    /// A request by id.
+    pub fn request(&self, id: u64) -> Result<Option<RequestRecord>, ServiceError> {
+        let Some(b) = self
+            .shared
+            .store
+            .get(Tree::Requests, &records::request_key(id))
+            .map_err(|e| ServiceError::Internal(e.to_string()))?
+        else {
+            return Ok(None);
+        };
+        records::decode(&b)
+            .map(Some)
+            .map_err(|e| ServiceError::Internal(e.to_string()))
+    }
+
+    fn resolve(&self, peer: &Peer) -> Result<i32, ServiceError> {
+        let exists = chatstore::exists(&self.shared.store, peer.chat_id)?;
+        if !exists {
+            return Err(ServiceError::NoSuchChat(peer.chat_id));
+        }
+        if let Some(hash) = peer.access_hash
+            && hash != 0
+        {
+            let b = self
+                .shared
+                .store
+                .get(
+                    Tree::Chats,
+                    &records::chat_key(peer.chat_id, records::ChatPart::Auth),
+                )
+                .map_err(|e| ServiceError::Internal(e.to_string()))?;
+            let known = b
+                .and_then(|b| records::decode::<secret_core::chat::AuthState>(&b).ok())
+                .map(|a| a.access_hash());
+            if known.is_some_and(|k| k != 0 && k != hash) {
+                return Err(ServiceError::InvalidArgument(format!(
+                    "access_hash {hash} is not the chat's"
+                )));
+            }
+        }
+        Ok(peer.chat_id)
+    }
+
+    async fn chat_actor(&self, chat_id: i32) -> Result<Addr<actor::ChatActor>, ServiceError> {
+        self.registry
+            .send(registry::Get(chat_id))
+            .await
+            .map_err(|e| ServiceError::Internal(e.to_string()))??
+            .ok_or(ServiceError::NoSuchChat(chat_id))
+    }
+}
+
+// ---- the peer forms ------------------------------------------------------------------------------
+
+/// The chat a call addresses, from any of the forms the seed's API takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer {
+    /// The secret chat id.
+    pub chat_id: i32,
+    /// The access_hash the caller gave, checked against the chat's.
+    pub access_hash: Option<i64>,
+}
+
+impl Peer {
+    /// A chat id.
+    pub fn id(chat_id: i32) -> Peer {
+        Peer {
+            chat_id,
+            access_hash: None,
+        }
+    }
+
+    /// From MadelineProto-style JSON: a number (the chat id), or an object whose `"_"` is
+    /// `inputEncryptedChat`, `encryptedChat*`, `encryptedMessage`, `encryptedMessageService`,
+    /// `updateEncryption` or `updateNewEncryptedMessage`.
+    pub fn from_json(v: &Value) -> Result<Peer, ServiceError> {
+        let bad = |w: &str| ServiceError::InvalidArgument(format!("peer: {w}"));
+        if let Some(n) = v.as_i64() {
+            return i32::try_from(n)
+                .map(Peer::id)
+                .map_err(|_| bad("chat id out of range"));
+        }
+        let obj = v.as_object().ok_or_else(|| bad("a chat id or an object"))?;
+        let name = obj
+            .get("_")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("no \"_\""))?;
+        let int = |k: &str| -> Result<i64, ServiceError> {
+            match obj.get(k) {
+                Some(Value::Number(n)) => n.as_i64().ok_or_else(|| bad(k)),
+                Some(Value::String(s)) => s.parse().map_err(|_| bad(k)),
+                _ => Err(bad(&format!("missing {k}"))),
+            }
+        };
+        let id = |k: &str| -> Result<i32, ServiceError> {
+            i32::try_from(int(k)?).map_err(|_| bad(&format!("{k} out of range")))
+        };
+        match name {
+            "inputEncryptedChat" => Ok(Peer {
+                chat_id: id("chat_id")?,
+                access_hash: Some(int("access_hash")?),
+            }),
+            "encryptedChat"
+            | "encryptedChatWaiting"
+            | "encryptedChatRequested"
+            | "encryptedChatDiscarded"
+            | "encryptedChatEmpty" => Ok(Peer::id(id("id")?)),
+            "encryptedMessage" | "encryptedMessageService" => Ok(Peer::id(id("chat_id")?)),
+            "updateEncryption" => Peer::from_json(obj.get("chat").ok_or_else(|| bad("no chat"))?),
+            "updateNewEncryptedMessage" => {
+                Peer::from_json(obj.get("message").ok_or_else(|| bad("no message"))?)
+            }
+            other => Err(bad(&format!("{other} does not name a secret chat"))),
+        }
+    }
+
+    /// From boxed TL (the main API's schema, layer of grammers): `inputEncryptedChat`,
+    /// `EncryptedChat`, `EncryptedMessage`, or an `Update` about a secret chat.
+    pub fn from_tl(b: &[u8]) -> Result<Peer, ServiceError> {
+        use grammers_tl_types::{Deserializable as _, enums};
+        if let Ok(enums::InputEncryptedChat::Chat(c)) = enums::InputEncryptedChat::from_bytes(b) {
+            return Ok(Peer {
+                chat_id: c.chat_id,
+                access_hash: Some(c.access_hash),
+            });
+        }
+        if let Ok(c) = enums::EncryptedChat::from_bytes(b) {
+            return Ok(Peer::id(tglink::convert::encrypted_chat_id(&c)));
+        }
+        if let Ok(m) = enums::EncryptedMessage::from_bytes(b) {
+            return Ok(Peer::id(tglink::convert::incoming_encrypted(&m).0));
+        }
+        match enums::Update::from_bytes(b) {
+            Ok(enums::Update::Encryption(u)) => {
+                Ok(Peer::id(tglink::convert::encrypted_chat_id(&u.chat)))
+            }
+            Ok(enums::Update::NewEncryptedMessage(u)) => {
+                Ok(Peer::id(tglink::convert::incoming_encrypted(&u.message).0))
+            }
+            _ => Err(ServiceError::InvalidArgument(
+                "peer: not a TL object that names a secret chat".into(),
+            )),
+        }
+    }
+}
+
+// ---- the message ---------------------------------------------------------------------------------
+
+/// Parses a boxed TL `DecryptedMessage` from a caller.
+pub fn message_from_tl(b: &[u8]) -> Result<DecryptedMessage, ServiceError> {
+    if b.len() > MAX_INPUT_BYTES {
+        return Err(ServiceError::TooLarge(format!(
+            "{} bytes; at most {MAX_INPUT_BYTES}",
+            b.len()
+        )));
+    }
+    DecryptedMessage::from_bytes(b).map_err(|e| ServiceError::InvalidMessage(e.to_string()))
+}
+
+/// Parses a `DecryptedMessage` in MadelineProto-style JSON.
+pub fn message_from_json(v: &Value) -> Result<DecryptedMessage, ServiceError> {
+    DecryptedMessage::from_json(v).map_err(|e| ServiceError::InvalidMessage(e.to_string()))
+}
+
+/// The messages to send for `message` (chunks of a long text) and the idempotency key.
+fn prepare(
+    message: DecryptedMessage,
+    random_id: Option<i64>,
+) -> Result<(Vec<DecryptedMessage>, Option<i64>), ServiceError> {
+    let own = message.random_id();
+    let rid = match (random_id, own) {
+        (Some(0), _) => return Err(ServiceError::BadRandomId(0)),
+        (Some(r), 0) => Some(r),
+        (Some(r), o) if r == o => Some(r),
+        (Some(r), o) => {
+            return Err(ServiceError::InvalidArgument(format!(
+                "random_id option {r} differs from the message's {o}"
+            )));
+        }
+        (None, 0) => None,
+        (None, o) => Some(o),
+    };
+    let message = with_random_id(message, rid.unwrap_or(0));
+    let parts = match message {
+        DecryptedMessage::DecryptedMessage(m)
+            if m.media.is_none() && m.message.chars().count() > MAX_TEXT_CHARS =>
+        {
+            split_text(m)?
+                .into_iter()
+                .map(DecryptedMessage::DecryptedMessage)
+                .collect()
+        }
+        other => vec![other],
+    };
+    Ok((parts, rid))
+}
+
+fn with_random_id(m: DecryptedMessage, random_id: i64) -> DecryptedMessage {
+    match m {
+        DecryptedMessage::Service(mut s) => {
+            s.random_id = random_id;
+            DecryptedMessage::Service(s)
+        }
+        DecryptedMessage::DecryptedMessage(mut s) => {
+            s.random_id = random_id;
+            DecryptedMessage::DecryptedMessage(s)
+        }
+        other => other,
+    }
+}
+
+/// Splits a long text into chunks of at most [`MAX_TEXT_CHARS`] code points; the first keeps
+/// the random_id and the reply, the others get fresh random_ids; entities (UTF-16 offsets) are
+/// clipped to the chunk they fall in.
+fn split_text(
+    m: secret_core::tl::types::DecryptedMessage,
+) -> Result<Vec<secret_core::tl::types::DecryptedMessage>, ServiceError> {
+    let chars: Vec<char> = m.message.chars().collect();
+    let mut out = Vec::new();
+    let mut utf16_start = 0i64;
+    for (i, chunk) in chars.chunks(MAX_TEXT_CHARS).enumerate() {
+        let text: String = chunk.iter().collect();
+        let len16: i64 = chunk.iter().map(|c| c.len_utf16() as i64).sum();
+        let entities = match &m.entities {
+            Some(es) => Some(clip_entities(es, utf16_start, utf16_start + len16)?),
+            None => None,
+        };
+        let mut part = m.clone();
+        part.message = text;
+        part.entities = entities.filter(|e| !e.is_empty());
+        if i > 0 {
+            part.random_id = 0;
+            part.reply_to_random_id = None;
+        }
+        out.push(part);
+        utf16_start += len16;
+    }
+    Ok(out)
+}
+
+fn clip_entities(
+    es: &[e2e::MessageEntity],
+    start: i64,
+    end: i64,
+) -> Result<Vec<e2e::MessageEntity>, ServiceError> {
+    let mut out = Vec::new();
+    for e in es {
+        let mut v = e.to_json();
+        let (Some(off), Some(len)) = (v["offset"].as_i64(), v["length"].as_i64()) else {
+            continue;
+        };
+        let (a, b) = (off.max(start), (off + len).min(end));
+        if a >= b {
+            continue;
+        }
+        v["offset"] = Value::from(a - start);
+        v["length"] = Value::from(b - a);
+        out.push(
+            e2e::MessageEntity::from_json(&v)
+                .map_err(|e| ServiceError::InvalidMessage(e.to_string()))?,
+        );
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secret_core::tl::types;
+
+    fn text(s: &str, entities: Option<Vec<e2e::MessageEntity>>) -> DecryptedMessage {
+        DecryptedMessage::DecryptedMessage(types::DecryptedMessage {
+            silent: false,
+            random_id: 0,
+            ttl: 0,
+            message: s.into(),
+            media: None,
+            entities,
+            via_bot_name: None,
+            reply_to_random_id: Some(9),
+            grouped_id: None,
+        })
+    }
+
+    #[test]
+    fn a_long_text_is_split_by_code_points_in_order() {
+        let s: String = "é".repeat(4096) + &"x".repeat(10);
+        let bold = e2e::MessageEntity::MessageEntityBold(types::MessageEntityBold {
+            offset: 4090,
+            length: 10,
+        });
+        let (parts, rid) = prepare(text(&s, Some(vec![bold])), Some(77)).expect("prepared");
+        assert_eq!(rid, Some(77));
+        assert_eq!(parts.len(), 2);
+        let DecryptedMessage::DecryptedMessage(a) = &parts[0] else {
+            panic!()
+        };
+        let DecryptedMessage::DecryptedMessage(b) = &parts[1] else {
+            panic!()
+        };
+        assert_eq!((a.random_id, a.message.chars().count()), (77, 4096));
+        assert_eq!((b.random_id, b.message.as_str()), (0, "xxxxxxxxxx"));
+        assert_eq!(a.reply_to_random_id, Some(9));
+        assert_eq!(b.reply_to_random_id, None);
+        // The bold run crossing the boundary is clipped into both chunks.
+        let off_len = |m: &types::DecryptedMessage| {
+            m.entities.as_ref().map(|es| {
+                es.iter()
+                    .map(|e| {
+                        let v = e.to_json();
+                        (v["offset"].as_i64(), v["length"].as_i64())
+                    })
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(off_len(a), Some(vec![(Some(4090), Some(6))]));
+        assert_eq!(off_len(b), Some(vec![(Some(0), Some(4))]));
+    }
+
+    #[test]
+    fn a_short_text_and_a_service_message_are_one_message() {
+        let (p, rid) = prepare(text("hi", None), None).expect("ok");
+        assert_eq!((p.len(), rid), (1, None));
+        assert_eq!(
+            prepare(text("hi", None), Some(0)).err(),
+            Some(ServiceError::BadRandomId(0))
+        );
+    }
+
+    #[test]
+    fn every_peer_form_names_the_chat() {
+        let j = |s: &str| Peer::from_json(&serde_json::from_str(s).expect("json"));
+        assert_eq!(j("42").expect("id").chat_id, 42);
+        assert_eq!(
+            j(r#"{"_":"inputEncryptedChat","chat_id":42,"access_hash":"-5"}"#).expect("input"),
+            Peer {
+                chat_id: 42,
+                access_hash: Some(-5)
+            }
+        );
+        assert_eq!(
+            j(r#"{"_":"updateNewEncryptedMessage","qts":1,"message":{"_":"encryptedMessage","random_id":1,"chat_id":42,"date":1,"bytes":""}}"#)
+                .expect("update")
+                .chat_id,
+            42
+        );
+        assert!(j(r#"{"_":"user","id":1}"#).is_err());
+        assert!(j("5000000000").is_err());
+        use grammers_tl_types::Serializable as _;
+        let tl = grammers_tl_types::enums::InputEncryptedChat::Chat(
+            grammers_tl_types::types::InputEncryptedChat {
+                chat_id: 42,
+                access_hash: 3,
+            },
+        )
+        .to_bytes();
+        assert_eq!(
+            Peer::from_tl(&tl).expect("tl"),
+            Peer {
+                chat_id: 42,
+                access_hash: Some(3)
+            }
+        );
+        assert!(Peer::from_tl(&[1, 2, 3, 4]).is_err());
+    }
+}

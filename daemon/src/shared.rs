@@ -1,0 +1,165 @@
+//! What every actor shares: the store, the link, the announcer, the clock, the DH cache.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use futures_util::future::BoxFuture;
+use secret_core::chat::Event;
+use secret_core::dh::DhConfigCache;
+use tglink::Link;
+
+use crate::records::RequestRecord;
+use crate::store::{Store, Tree};
+
+/// Where the daemon tells the outside world what happened (the D-Bus layer; tests record).
+/// Called only after what is announced is durable.
+pub trait Announce: Send + Sync + 'static {
+    /// A request has its final result.
+    fn request_done(&self, request: RequestRecord) -> BoxFuture<'static, ()>;
+    /// Events of a chat, in order.
+    fn chat_events(&self, chat_id: i32, events: Vec<Event>) -> BoxFuture<'static, ()>;
+}
+
+/// An announcer that tells nobody.
+#[derive(Debug, Default)]
+pub struct Silent;
+
+impl Announce for Silent {
+    fn request_done(&self, _: RequestRecord) -> BoxFuture<'static, ()> {
+        Box::pin(async {})
+    }
+    fn chat_events(&self, _: i32, _: Vec<Event>) -> BoxFuture<'static, ()> {
+        Box::pin(async {})
+    }
+}
+
+/// Who may open a secret chat with us without asking.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AcceptPolicy {
+    /// Nobody: incoming requests wait (accepted or declined later).
+    Never,
+    /// Everybody.
+    Always,
+    /// These users.
+    Users(Vec<i64>),
+}
+
+impl AcceptPolicy {
+    /// Whether a request from `user_id` is accepted at once.
+    pub fn accepts(&self, user_id: i64) -> bool {
+        match self {
+            AcceptPolicy::Never => false,
+            AcceptPolicy::Always => true,
+            AcceptPolicy::Users(u) => u.contains(&user_id),
+        }
+    }
+}
+
+/// The shared context.
+pub struct Shared {
+    /// The store.
+    pub store: Arc<Store>,
+    /// The Telegram link.
+    pub link: Arc<Link>,
+    /// The announcer.
+    pub announce: Arc<dyn Announce>,
+    /// Accept policy for incoming chats.
+    pub accept: AcceptPolicy,
+    dh: Mutex<DhConfigCache>,
+    next_request: AtomicU64,
+    next_inbound: AtomicU64,
+    logged_out: AtomicBool,
+    fatal: Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// The context; request ids continue after the largest stored one.
+    pub fn new(
+        store: Arc<Store>,
+        link: Arc<Link>,
+        announce: Arc<dyn Announce>,
+        accept: AcceptPolicy,
+        fatal: tokio::sync::mpsc::UnboundedSender<String>,
+    ) -> Result<Arc<Shared>, crate::error::DaemonError> {
+        let last = store
+            .last_with_prefix(Tree::Requests, &[])?
+            .and_then(|(k, _)| <[u8; 8]>::try_from(k.as_slice()).ok())
+            .map_or(0, u64::from_be_bytes);
+        Ok(Arc::new(Shared {
+            store,
+            link,
+            announce,
+            accept,
+            dh: Mutex::new(DhConfigCache::new()),
+            next_request: AtomicU64::new(last + 1),
+            next_inbound: AtomicU64::new(now_micros()),
+            logged_out: AtomicBool::new(false),
+            fatal: Mutex::new(Some(fatal)),
+        }))
+    }
+
+    /// A fresh request id.
+    pub fn request_id(&self) -> u64 {
+        self.next_request.fetch_add(1, Ordering::SeqCst)
+    }
+
+    /// A fresh arrival number for an inbound message (increasing across restarts).
+    pub fn inbound_seq(&self) -> u64 {
+        let now = now_micros();
+        let mut cur = self.next_inbound.load(Ordering::SeqCst);
+        loop {
+            let next = cur.max(now) + 1;
+            match self
+                .next_inbound
+                .compare_exchange(cur, next, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => return next,
+                Err(v) => cur = v,
+            }
+        }
+    }
+
+    /// The DH cache.
+    pub fn dh(&self) -> MutexGuard<'_, DhConfigCache> {
+        self.dh.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether Telegram said the account is logged out.
+    pub fn logged_out(&self) -> bool {
+        self.logged_out.load(Ordering::SeqCst)
+    }
+
+    /// Records that the account is logged out (or in again).
+    pub fn set_logged_out(&self, v: bool) {
+        self.logged_out.store(v, Ordering::SeqCst);
+    }
+
+    /// Something the daemon cannot continue after (the store failed): it stops.
+    pub fn fatal(&self, why: String) {
+        tracing::error!(%why, "stopping");
+        let tx = self.fatal.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = tx.as_ref() {
+            let _ = tx.send(why);
+        }
+    }
+}
+
+/// Now, in Unix seconds (the chats' clock).
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}

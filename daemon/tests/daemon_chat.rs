@@ -1,0 +1,205 @@
+//! The daemon in-process against tgsim in-process (no D-Bus): a secret chat with an echoing
+//! simulated peer, service messages through the API, results, the peer's transcript, a restart.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use secret_core::chat::Status;
+use secret_core::tl::enums::{DecryptedMessage, DecryptedMessageAction as A};
+use secret_core::tl::types;
+use tgsecretd::instance::{Bus, Daemon, Options, Server};
+use tgsecretd::records::RequestStatus;
+use tgsecretd::service::{Peer, SendOptions};
+use tgsecretd::shared::AcceptPolicy;
+use tgsim::instance::{AccountSpec, Options as SimOptions, PeerSpec, Tgsim};
+use tgsim::peer::Behaviour;
+
+const ALICE: i64 = 5001;
+const BOB: i64 = 5002;
+
+fn temp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("tgsecretd-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn key(hex: &str) -> [u8; 256] {
+    let v: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    v.try_into().unwrap()
+}
+
+async fn sim(dir: &Path) -> Tgsim {
+    let mut o = SimOptions::new(dir);
+    o.accounts = vec![AccountSpec {
+        id: ALICE,
+        phone: "9996615001".into(),
+        first_name: "Alice".into(),
+    }];
+    o.peers = vec![PeerSpec {
+        account: AccountSpec {
+            id: BOB,
+            phone: "9996615002".into(),
+            first_name: "Bob".into(),
+        },
+        behaviour: Behaviour::Echo,
+    }];
+    o.peer_poll = Duration::from_millis(50);
+    Tgsim::start(o).await.unwrap()
+}
+
+fn daemon_opts(dir: &Path, addr: SocketAddr, auth_key: [u8; 256]) -> Options {
+    let SocketAddr::V4(addr) = addr else {
+        panic!("v4")
+    };
+    Options {
+        state_dir: dir.to_path_buf(),
+        server: Server::Pinned { addr, auth_key },
+        api_id: 1,
+        api_hash: "x".into(),
+        bus: Bus::None,
+        accept: AcceptPolicy::Always,
+        call_timeout: Duration::from_secs(5),
+    }
+}
+
+async fn wait(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn ttl(n: i32) -> A {
+    A::SetMessageTTL(types::DecryptedMessageActionSetMessageTTL { ttl_seconds: n })
+}
+
+fn service(action: A) -> DecryptedMessage {
+    DecryptedMessage::Service(types::DecryptedMessageService {
+        random_id: 0,
+        action,
+    })
+}
+
+#[test]
+fn a_chat_with_an_echoing_peer_survives_a_restart() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let sim_dir = temp("sim");
+    let dir = temp("daemon");
+    rt.block_on(async {
+        let sim = sim(&sim_dir).await;
+        let alice_key = key(&sim.provision_key(ALICE).unwrap().auth_key);
+        let d = Daemon::start(daemon_opts(&dir, sim.local_addr(), alice_key))
+            .await
+            .unwrap();
+        let chat = d.service().request_chat(BOB, 0).await.unwrap();
+        let svc = d.service().clone();
+        wait("the chat to be ready", 20, || {
+            svc.chat_status(chat).unwrap() == Some(Status::Ready)
+        })
+        .await;
+        let mut ids = Vec::new();
+        for n in 1..=20 {
+            let a = svc
+                .send_encrypted_service(
+                    Peer::id(chat),
+                    service(ttl(n)),
+                    SendOptions {
+                        handle: format!("/h/{n}"),
+                        random_id: Some(1000 + i64::from(n)),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+            assert!(!a.existing);
+            ids.push(a.id);
+        }
+        // A retry with the same random_id gets the first handle and sends nothing.
+        let again = svc
+            .send_encrypted_service(
+                Peer::id(chat),
+                service(ttl(1)),
+                SendOptions {
+                    handle: "/h/other".into(),
+                    random_id: Some(1001),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert!(again.existing);
+        assert_eq!((again.id, again.handle.as_str()), (ids[0], "/h/1"));
+        wait("every result", 20, || {
+            ids.iter().all(|id| {
+                matches!(
+                    svc.request(*id).unwrap().map(|r| r.status),
+                    Some(RequestStatus::Sent)
+                )
+            })
+        })
+        .await;
+        let peers = sim.simulation().peers.clone();
+        wait("Bob's transcript", 20, || {
+            peers.transcript(BOB, chat).len() >= 20
+        })
+        .await;
+        assert_eq!(
+            peers.transcript(BOB, chat),
+            (1..=20).map(ttl).collect::<Vec<_>>(),
+            "Bob got every message once, in order"
+        );
+        let r = svc.request(ids[4]).unwrap().unwrap();
+        assert_eq!(r.parts.len(), 1);
+        assert!(r.parts[0].date.is_some());
+        drop(svc);
+        d.stop().await;
+
+        // A restart on the same store: the chat and the results are still there, and it works.
+        let d = Daemon::start(daemon_opts(&dir, sim.local_addr(), alice_key))
+            .await
+            .unwrap();
+        let svc = d.service().clone();
+        assert_eq!(svc.chat_status(chat).unwrap(), Some(Status::Ready));
+        assert!(matches!(
+            svc.request(ids[19]).unwrap().map(|r| r.status),
+            Some(RequestStatus::Sent)
+        ));
+        let a = svc
+            .send_encrypted_service(
+                Peer::id(chat),
+                service(ttl(99)),
+                SendOptions {
+                    handle: "/h/99".into(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        wait("the result after the restart", 20, || {
+            matches!(
+                svc.request(a.id).unwrap().map(|r| r.status),
+                Some(RequestStatus::Sent)
+            )
+        })
+        .await;
+        wait("Bob's 21st message", 20, || {
+            peers.transcript(BOB, chat).len() >= 21
+        })
+        .await;
+        assert_eq!(peers.transcript(BOB, chat).last(), Some(&ttl(99)));
+        drop(svc);
+        d.stop().await;
+    });
+    let _ = std::fs::remove_dir_all(&sim_dir);
+    let _ = std::fs::remove_dir_all(&dir);
+}
