@@ -43,7 +43,7 @@ fn chat_of(n: u64) -> i32 {
 
 /// The value batch `n` writes in the tree tagged `tag`: deterministic, length varies.
 fn value(n: u64, tag: u8) -> Vec<u8> {
-    let len = if tag == 2 && n % 97 == 0 {
+    let len = if tag == 2 && n.is_multiple_of(97) {
         150 * 1024
     } else {
         16 + (n % 200) as usize
