@@ -296,18 +296,26 @@ impl Daemon {
     /// Stops everything; queued commits are made durable before the store closes.
     pub async fn stop(mut self) {
         if let Some(c) = self.conn.take() {
+            // No new calls: the name goes first; the objects (and the service they hold) next.
             let _ = c.release_name(ipc_proto::BUS_NAME).await;
-            let _ = c.graceful_shutdown().await;
+            let _ = c
+                .object_server()
+                .remove::<crate::dbus::Manager, _>(ipc_proto::MANAGER_PATH)
+                .await;
+            tracing::debug!("stop: off the bus");
         }
         if let Some(u) = self.updates.take() {
             u.abort();
             let _ = u.await;
         }
+        tracing::debug!("stop: updates stopped");
         self.system.stop();
         if let Some(t) = self.actix_thread.take() {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
+        tracing::debug!("stop: actors stopped");
         self.link.shutdown().await;
+        tracing::debug!("stop: link stopped");
         let Daemon {
             service,
             shared,

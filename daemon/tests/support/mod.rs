@@ -1,0 +1,396 @@
+//! Real processes for the end-to-end tests: a private dbus-daemon, the tgsim binary, the
+//! tgsecretd binary, and a D-Bus client made of ipc-proto's proxies.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use tgsim::admin::AdminClient;
+use zbus::{Connection, MessageStream, OwnedVariant, Variant};
+
+/// A directory removed on drop.
+pub struct Temp(pub PathBuf);
+
+impl Temp {
+    pub fn new(name: &str) -> Temp {
+        let d = std::env::temp_dir().join(format!("tgsd-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Temp(d)
+    }
+}
+
+impl Drop for Temp {
+    fn drop(&mut self) {
+        if std::env::var_os("KEEP_TEST_DIRS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// A private session bus.
+pub struct Bus {
+    pub address: String,
+    pid: i32,
+}
+
+impl Bus {
+    pub fn start() -> Bus {
+        let out = Command::new("dbus-daemon")
+            .args(["--session", "--print-address=1", "--print-pid=1", "--fork"])
+            .output()
+            .expect("dbus-daemon (apt package dbus-daemon) is needed");
+        let text = String::from_utf8(out.stdout).unwrap();
+        let mut lines = text.lines();
+        let address = lines.next().expect("address").to_owned();
+        let pid = lines.next().expect("pid").trim().parse().unwrap();
+        Bus { address, pid }
+    }
+}
+
+impl Drop for Bus {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.pid.to_string()).status();
+    }
+}
+
+/// The directory of the binaries under test.
+fn bin_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_tgsecretd"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The tgsim binary next to tgsecretd (built by `cargo test --workspace`; built here if not).
+fn tgsim_bin() -> PathBuf {
+    let p = bin_dir().join("tgsim");
+    if !p.exists() {
+        let release = bin_dir().ends_with("release");
+        let mut c = Command::new(env!("CARGO"));
+        c.args(["build", "-p", "tgsim", "--bin", "tgsim"]);
+        if release {
+            c.arg("--release");
+        }
+        assert!(c.status().unwrap().success(), "building tgsim");
+    }
+    p
+}
+
+/// The tgsim binary with its admin socket.
+pub struct Sim {
+    pub dir: PathBuf,
+    pub addr: SocketAddr,
+    pub admin: PathBuf,
+    child: Option<Child>,
+    args: Vec<String>,
+}
+
+impl Sim {
+    /// Starts tgsim on `dir` with Alice (a real client) and the given peers (`ID:behaviour`).
+    pub fn start(dir: &Path, accounts: &[(i64, &str)], peers: &[(i64, &str)]) -> Sim {
+        let mut args = vec![
+            "--state-dir".to_owned(),
+            dir.display().to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+        ];
+        for (id, name) in accounts {
+            args.push("--account".into());
+            args.push(format!("{id}:99966{id}:{name}"));
+        }
+        for (id, behaviour) in peers {
+            args.push("--peer".into());
+            args.push(format!("{id}:99977{id}:Peer{id}:{behaviour}"));
+        }
+        let mut s = Sim {
+            dir: dir.to_path_buf(),
+            addr: "127.0.0.1:1".parse().unwrap(),
+            admin: dir.join("admin.sock"),
+            child: None,
+            args,
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let mut child = Command::new(tgsim_bin())
+            .args(&self.args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        self.addr = line.trim().parse().expect("tgsim prints its address");
+        line.clear();
+        out.read_line(&mut line).unwrap();
+        self.admin = PathBuf::from(line.trim());
+        // Keep the pipe drained.
+        std::thread::spawn(move || {
+            let mut sink = String::new();
+            while out.read_line(&mut sink).is_ok_and(|n| n > 0) {
+                sink.clear();
+            }
+        });
+        // After a restart, listen on the same port (clients hold the address).
+        if let Some(i) = self.args.iter().position(|a| a == "--listen") {
+            self.args[i + 1] = self.addr.to_string();
+        }
+        self.child = Some(child);
+    }
+
+    /// kill -9 and start again on the same state and port.
+    pub fn kill_and_restart(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.spawn();
+    }
+
+    pub fn admin(&self) -> AdminClient {
+        AdminClient::connect(&self.admin).unwrap()
+    }
+
+    /// A key file for `account`.
+    pub fn key_file(&self, account: i64, dir: &Path) -> PathBuf {
+        let k = self.admin().provision_key(account).unwrap();
+        let p = dir.join(format!("{account}.key"));
+        std::fs::write(&p, k.auth_key).unwrap();
+        p
+    }
+
+    /// The actions the peer received in `chat`, as MadelineProto JSON.
+    pub fn transcript(&self, peer: i64, chat: i32) -> Vec<serde_json::Value> {
+        self.admin()
+            .peer_chats(peer)
+            .unwrap()
+            .into_iter()
+            .find(|c| c.chat_id == chat)
+            .map(|c| c.transcript)
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The tgsecretd binary.
+pub struct Daemon {
+    pub state: PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(state: &Path, bus: &str, sim: &Sim, key_file: &Path, accept: &str) -> Daemon {
+        let args = vec![
+            "--state-dir".into(),
+            state.display().to_string(),
+            "--bus".into(),
+            bus.into(),
+            "--server".into(),
+            sim.addr.to_string(),
+            "--auth-key-file".into(),
+            key_file.display().to_string(),
+            "--api-id".into(),
+            "1".into(),
+            "--api-hash".into(),
+            "x".into(),
+            "--accept".into(),
+            accept.into(),
+            "--call-timeout".into(),
+            "5".into(),
+            "--log".into(),
+            "debug".into(),
+        ];
+        let mut d = Daemon {
+            state: state.to_path_buf(),
+            args,
+            child: None,
+            log: state.with_extension("log"),
+        };
+        d.spawn();
+        d
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_tgsecretd"))
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// SIGTERM; the exit status.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let c = self.child.as_mut()?;
+        let _ = Command::new("kill").arg(c.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(s)) = c.try_wait() {
+                self.child = None;
+                return Some(s);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A D-Bus client of the daemon.
+pub struct Client {
+    pub conn: Connection,
+}
+
+impl Client {
+    pub async fn connect(bus: &str) -> Client {
+        let conn = zbus::connection::Builder::address(bus)
+            .build()
+            .await
+            .unwrap();
+        Client { conn }
+    }
+
+    pub async fn manager(&self) -> ipc_proto::ManagerProxy<'static> {
+        ipc_proto::ManagerProxy::new(&self.conn).await.unwrap()
+    }
+
+    /// Waits until the daemon answers on the bus.
+    pub async fn wait_ready(&self, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let m = self.manager().await;
+            if let Ok(s) = m.get_status().await
+                && s.get("self_user_id").is_some()
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the daemon did not come up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Every Response signal from now on: (handle path, code, results).
+    pub async fn responses(&self) -> MessageStream {
+        MessageStream::for_match_rule(
+            "type='signal',interface='io.github.tgsecretd.Request1',member='Response'",
+            &self.conn,
+            None,
+        )
+        .await
+        .unwrap()
+    }
+
+    /// The chat's state from ListChats.
+    pub async fn chat_state(&self, chat: i32) -> Option<String> {
+        let chats = self.manager().await.list_chats().await.ok()?;
+        chats.into_iter().find_map(|c| {
+            let id = i32::try_from(c.get("chat_id")?).ok()?;
+            (id == chat).then(|| String::try_from(c.get("state")?.try_clone().ok()?).ok())?
+        })
+    }
+}
+
+/// Parses a Response signal: (handle, code, results).
+pub fn parse_response(m: &zbus::Message) -> Option<(String, u32, HashMap<String, OwnedVariant>)> {
+    let path = m.header().path()?.to_string();
+    let (code, results): (u32, HashMap<String, OwnedVariant>) = m.body().deserialize().ok()?;
+    Some((path, code, results))
+}
+
+/// Collects Responses until `stop` says so or `secs` pass.
+pub async fn collect(
+    stream: &mut MessageStream,
+    secs: u64,
+    mut stop: impl FnMut(&[(String, u32, HashMap<String, OwnedVariant>)]) -> bool,
+) -> Vec<(String, u32, HashMap<String, OwnedVariant>)> {
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !stop(&got) {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(Ok(m))) => {
+                if let Some(r) = parse_response(&m) {
+                    got.push(r);
+                }
+            }
+            _ => break,
+        }
+    }
+    got
+}
+
+/// A TL `decryptedMessageService{random_id, decryptedMessageActionSetMessageTTL{ttl}}`.
+pub fn ttl_message(random_id: i64, ttl: i32) -> Vec<u8> {
+    use secret_core::tl::Serializable;
+    use secret_core::tl::enums::{DecryptedMessage, DecryptedMessageAction};
+    use secret_core::tl::types;
+    DecryptedMessage::Service(types::DecryptedMessageService {
+        random_id,
+        action: DecryptedMessageAction::SetMessageTTL(types::DecryptedMessageActionSetMessageTTL {
+            ttl_seconds: ttl,
+        }),
+    })
+    .to_bytes()
+}
+
+/// Options for SendEncryptedService.
+pub fn send_options(token: &str, random_id: i64) -> HashMap<&'static str, Variant<'static>> {
+    let mut o = HashMap::new();
+    o.insert("handle_token", Variant::from(token.to_owned()));
+    o.insert("random_id", Variant::from(random_id));
+    o
+}
+
+/// The TTL of a transcript entry (`decryptedMessageActionSetMessageTTL`).
+pub fn ttl_of(v: &serde_json::Value) -> Option<i64> {
+    (v["_"] == "decryptedMessageActionSetMessageTTL").then(|| v["ttl_seconds"].as_i64())?
+}
