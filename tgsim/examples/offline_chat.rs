@@ -20,7 +20,7 @@
 //! what tgsim relayed is not exactly the bytes the client sent.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -103,8 +103,15 @@ pub struct Report {
     /// Messages tgsim relayed in this chat from the client, and how many of them had exactly the
     /// bytes and the method the client sent for that random_id.
     pub relayed_from_client: (usize, usize),
-    /// Distinct random_ids among the messages relayed in the chat, and all of them.
+    /// Distinct random_ids among the messages relayed in the chat, and all of them. A random_id
+    /// is relayed again when it is sent again (a retry whose answer was lost, a Resend answer):
+    /// the receiving chat drops the repeat by its seq numbers.
     pub relayed_ids: (usize, usize),
+    /// (sender, random_id) pairs relayed in the chat with more than one byte string or method.
+    pub relayed_conflicts: usize,
+    /// Relays of the client's random_ids beyond the send calls the client made with them (tgsim
+    /// relaying something it was not asked to).
+    pub relayed_unasked: usize,
     /// Calls retried after an error, getDifference rounds, updates received.
     pub retries: usize,
     /// `updates.getDifference` calls.
@@ -153,10 +160,16 @@ impl Report {
                 self.relayed_from_client.0
             ));
         }
-        if self.relayed_ids.0 != self.relayed_ids.1 {
+        if self.relayed_conflicts > 0 {
             p.push(format!(
-                "tgsim relayed a random_id twice ({} distinct of {})",
-                self.relayed_ids.0, self.relayed_ids.1
+                "{} random_ids were relayed with more than one byte string or method",
+                self.relayed_conflicts
+            ));
+        }
+        if self.relayed_unasked > 0 {
+            p.push(format!(
+                "tgsim relayed the client's messages {} times more than the client sent them",
+                self.relayed_unasked
             ));
         }
         p
@@ -218,6 +231,10 @@ struct Client {
     transcript: Vec<A>,
     rekeys: usize,
     sent_bytes: BTreeMap<i64, (bool, Vec<u8>)>,
+    /// Send calls made with each random_id (every attempt, retries included).
+    send_attempts: BTreeMap<i64, usize>,
+    /// Calls invoked (every attempt).
+    attempts: usize,
     retries: usize,
     differences: usize,
     pushed: usize,
@@ -325,6 +342,8 @@ impl Client {
             transcript: Vec::new(),
             rekeys: 0,
             sent_bytes: BTreeMap::new(),
+            send_attempts: BTreeMap::new(),
+            attempts: 0,
             retries: 0,
             differences: 0,
             pushed: 0,
@@ -351,6 +370,7 @@ impl Client {
             text: "no attempt".into(),
         };
         for _ in 0..MAX_ATTEMPTS {
+            self.attempts += 1;
             let e = match timeout(CALL_WAIT, self.calls.invoke(request)).await {
                 Ok(Ok(r)) => return Ok(r),
                 Ok(Err(e)) => e,
@@ -492,6 +512,7 @@ impl Client {
                                 short_hex(&t.data)
                             );
                         }
+                        let attempts = self.attempts;
                         let r = match t.method {
                             SendMethod::SendEncryptedService => {
                                 self.call(&tl::functions::messages::SendEncryptedService {
@@ -511,6 +532,8 @@ impl Client {
                                 .await
                             }
                         };
+                        *self.send_attempts.entry(t.random_id).or_default() +=
+                            self.attempts - attempts;
                         let Some(chat) = self.chat.as_mut() else {
                             continue;
                         };
@@ -869,6 +892,25 @@ async fn run_in(opts: &DemoOptions, state_dir: &std::path::Path) -> Result<Repor
     let mut ids: Vec<i64> = relayed.iter().map(|r| r.random_id).collect();
     ids.sort_unstable();
     ids.dedup();
+    // Each (sender, random_id) carries one byte string and one method, however often it is
+    // relayed; the client's are relayed at most once per send call.
+    let forms: BTreeSet<(i64, i64, bool, &[u8])> = relayed
+        .iter()
+        .map(|r| (r.sender, r.random_id, r.service, &r.data[..]))
+        .collect();
+    let mut forms_of: BTreeMap<(i64, i64), usize> = BTreeMap::new();
+    for (sender, random_id, _, _) in &forms {
+        *forms_of.entry((*sender, *random_id)).or_default() += 1;
+    }
+    let conflicts = forms_of.values().filter(|&&n| n > 1).count();
+    let mut relays_of: BTreeMap<i64, usize> = BTreeMap::new();
+    for r in relayed.iter().filter(|r| r.sender == ALICE) {
+        *relays_of.entry(r.random_id).or_default() += 1;
+    }
+    let unasked = relays_of
+        .iter()
+        .map(|(id, n)| n.saturating_sub(client.send_attempts.get(id).copied().unwrap_or(0)))
+        .sum();
     let s = tgsim.simulation().sink.stats();
     let (calls, failed) = tgsim.simulation().handler.stats();
     Ok(Report {
@@ -890,6 +932,8 @@ async fn run_in(opts: &DemoOptions, state_dir: &std::path::Path) -> Result<Repor
         rekeys: (client.rekeys, peer_info.map_or(0, |i| i.rekeys)),
         relayed_from_client: (from_client.len(), same),
         relayed_ids: (ids.len(), relayed.len()),
+        relayed_conflicts: conflicts,
+        relayed_unasked: unasked,
         retries: client.retries,
         differences: client.differences,
         messages_pushed: client.pushed,
@@ -964,7 +1008,7 @@ fn main() -> std::process::ExitCode {
         report.rekeys.0, report.rekeys.1, report.fingerprints.0, report.fingerprints.1
     );
     println!(
-        "tgsim relayed {} messages in the chat ({} distinct random_ids); {} from the client, {} byte-identical to what it sent",
+        "tgsim relayed {} messages in the chat ({} distinct random_ids, the rest sent again: retries and Resend answers); {} from the client, {} byte-identical to what it sent",
         report.relayed_ids.1,
         report.relayed_ids.0,
         report.relayed_from_client.0,

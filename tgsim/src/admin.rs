@@ -108,7 +108,8 @@ pub struct AccountInfo {
     pub auth_key_ids: Vec<i64>,
 }
 
-/// One encrypted message the server relayed.
+/// One delivery of an encrypted message (a random_id sent again is relayed again: one entry per
+/// delivery, each with its own qts and date).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RelayedMessage {
     /// Position in the relay log (pass `index + 1` as `since` to get only later messages).
@@ -121,7 +122,7 @@ pub struct RelayedMessage {
     pub chat_id: i32,
     /// The sender's random_id.
     pub random_id: i64,
-    /// Server date.
+    /// Server date of this delivery.
     pub date: i32,
     /// The recipient's qts of it.
     pub qts: i32,

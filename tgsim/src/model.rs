@@ -2,7 +2,8 @@
 //!
 //! A [`World`] holds accounts, blocked pairs, secret chats, each account's queue of encrypted
 //! messages (numbered by the account's **qts**) and of chat updates (numbered by the account's
-//! **pts**, see below), the random_ids already seen, and a log of every message relayed. A
+//! **pts**, see below), the first answer to each (sender, random_id), and a log of every
+//! delivery of an encrypted message. A
 //! [`Model`] wraps it in a `Mutex`, answers API calls ([`ApiHandler`]) and pushes updates through
 //! an [`UpdateSink`].
 //!
@@ -19,9 +20,18 @@
 //! - Sends are validated in this order: chat (`CHAT_ID_INVALID`: unknown, not the caller's, or a
 //!   wrong access_hash), state (`ENCRYPTION_DECLINED`: not accepted yet, or discarded), block
 //!   (`USER_IS_BLOCKED` 403 when the recipient blocked the sender, `YOU_BLOCKED_USER` 400 when the
-//!   sender blocked the recipient), a repeated random_id (answers the first date, delivers
-//!   nothing), data (`DATA_INVALID`: shorter than 24 bytes or not 24 + 16k; `DATA_TOO_LONG` above
-//!   1 MiB).
+//!   sender blocked the recipient), data (`DATA_INVALID`: shorter than 24 bytes or not 24 + 16k;
+//!   `DATA_TOO_LONG` above 1 MiB), then the random_id.
+//! - **A repeated (sender, random_id) is relayed again.** Clients send a message again with the
+//!   same random_id and the same bytes when an answer was lost, and to answer the peer's Resend
+//!   (TDLib and secret-core resend the stored query unchanged; TDLib treats any error but 429 as
+//!   fatal). So a repeat is delivered like a new message: the recipient's next qts, a new queue
+//!   entry with the date of this delivery, a new entry in the relay log; the receiver's seq check
+//!   drops a true duplicate. The answer is idempotent: the date of the first send. The bytes are
+//!   not compared with the first send's (what Telegram does with other bytes under a used
+//!   random_id is not documented); the relay log lets tests check that a client repeats the same
+//!   bytes. The same random_id from the same sender in another chat is `400 RANDOM_ID_DUPLICATE`
+//!   (tgsim's choice; the docs name no error).
 //! - **The key fingerprint in `data` is not checked.** The server never learns keys after a
 //!   re-key (PFS), so it cannot tell a valid new fingerprint from garbage; Telegram relays the
 //!   bytes, and so do we. Receivers drop what they cannot decrypt.
@@ -201,7 +211,8 @@ pub struct SentRecord {
     pub date: i32,
 }
 
-/// One encrypted message the server accepted (for test inspection).
+/// One delivery of an encrypted message (for test inspection). A repeated (sender, random_id) is
+/// relayed again, so it appears once per delivery, each time with its own qts and date.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Relayed {
     /// Who sent it.
@@ -212,7 +223,7 @@ pub struct Relayed {
     pub chat_id: i32,
     /// The sender's random_id.
     pub random_id: i64,
-    /// Server date.
+    /// Server date of this delivery (the sender's answer to a repeat carries the first date).
     pub date: i32,
     /// The recipient's qts.
     pub qts: i32,
@@ -231,9 +242,9 @@ pub struct World {
     pub blocked: BTreeSet<(AccountId, AccountId)>,
     /// Secret chats by id.
     pub chats: BTreeMap<i32, SecretChat>,
-    /// First answers by (sender, random_id), for duplicate detection.
+    /// First answers by (sender, random_id): a repeat is answered with this date.
     pub sent: BTreeMap<(AccountId, i64), SentRecord>,
-    /// Every message relayed, in order.
+    /// Every message relayed, in order (a repeated random_id once per delivery).
     pub relayed: Vec<Relayed>,
 }
 
@@ -836,21 +847,19 @@ impl World {
         if self.is_blocked(me, to) {
             return Err(bad("YOU_BLOCKED_USER"));
         }
-        let sent = |date| {
-            enums::messages::SentEncryptedMessage::Message(types::messages::SentEncryptedMessage {
-                date,
-            })
-            .to_bytes()
-        };
-        if let Some(first) = self.sent.get(&(me, random_id)) {
-            return Ok(sent(first.date));
-        }
         if data.len() > MAX_DATA_LEN {
             return Err(bad("DATA_TOO_LONG"));
         }
         if data.len() < 24 || !(data.len() - 24).is_multiple_of(16) {
             return Err(bad("DATA_INVALID"));
         }
+        // A repeat (a retry whose answer was lost, or the answer to the peer's Resend) is
+        // relayed again and answered with the first date.
+        let answered = match self.sent.get(&(me, random_id)) {
+            Some(first) if first.chat_id != chat_id => return Err(bad("RANDOM_ID_DUPLICATE")),
+            Some(first) => first.date,
+            None => now,
+        };
         let acc = self.account_mut(to)?;
         acc.qts += 1;
         let qts = acc.qts;
@@ -879,10 +888,16 @@ impl World {
         acc.queue.insert(qts, m);
         self.relayed.push(relayed);
         self.sent
-            .insert((me, random_id), SentRecord { chat_id, date: now });
+            .entry((me, random_id))
+            .or_insert(SentRecord { chat_id, date: now });
         fx.mutated = true;
         fx.pushes.push((to, updates_of(update, Vec::new(), now)));
-        Ok(sent(now))
+        Ok(
+            enums::messages::SentEncryptedMessage::Message(types::messages::SentEncryptedMessage {
+                date: answered,
+            })
+            .to_bytes(),
+        )
     }
 }
 
@@ -1031,7 +1046,8 @@ impl Model {
         self.lock().world.clone()
     }
 
-    /// Every encrypted message accepted so far, in order.
+    /// Every delivery of an encrypted message so far, in order (repeats of a random_id
+    /// included).
     pub fn relayed(&self) -> Vec<Relayed> {
         self.lock().world.relayed.clone()
     }

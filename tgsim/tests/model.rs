@@ -3,13 +3,14 @@
 //! qts queue (getDifference / receivedQueue), duplicate random_ids and persistence.
 #![allow(clippy::unwrap_used)]
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use grammers_tl_types::{
     Deserializable, Identifiable, RemoteCall, Serializable, enums, functions, types,
 };
 use secret_core::chat::{
-    Call, Chat, ChatRequest, Event, IncomingEncrypted, Output, RemoteChat, SendMethod,
+    Call, Chat, ChatRequest, Event, IncomingEncrypted, Output, ReceiveError, RemoteChat, SendMethod,
 };
 use secret_core::dh::{self, DhConfig};
 use secret_core::rand::SeededRandom;
@@ -156,7 +157,10 @@ struct Side {
     access_hash: i64,
     qts: i32,
     actions: Vec<A>,
+    /// The random_id of every send answered, repeats included.
     sent_ids: Vec<i64>,
+    /// The date answered to the first send of each random_id.
+    first_dates: BTreeMap<i64, i32>,
 }
 
 /// A client: performs the calls of an Output against the model (acceptEncryption excluded).
@@ -190,7 +194,12 @@ fn perform(w: &World, s: &mut Side, out: &Output) {
         let enums::messages::SentEncryptedMessage::Message(m) = r.unwrap() else {
             panic!("sentEncryptedMessage expected");
         };
-        assert_eq!(m.date, (w.now_ms / 1000) as i32);
+        // A repeat (a Resend answer) is answered with the first date.
+        let first = *s
+            .first_dates
+            .entry(t.random_id)
+            .or_insert((w.now_ms / 1000) as i32);
+        assert_eq!(m.date, first);
         s.sent_ids.push(t.random_id);
         let o = s.chat.on_sent(t.random_id, m.date);
         perform(w, s, &o);
@@ -312,6 +321,7 @@ fn establish(w: &World, rng: &mut SeededRandom) -> (Side, Side) {
         qts: model::FIRST_QTS,
         actions: Vec::new(),
         sent_ids: Vec::new(),
+        first_dates: BTreeMap::new(),
     };
     let mut alice = Side {
         id: ALICE,
@@ -320,6 +330,7 @@ fn establish(w: &World, rng: &mut SeededRandom) -> (Side, Side) {
         qts: model::FIRST_QTS,
         actions: Vec::new(),
         sent_ids: Vec::new(),
+        first_dates: BTreeMap::new(),
     };
     let out = bob.chat.accept(&rand_b, 0, rng).unwrap();
     let Some(Call::AcceptEncryption {
@@ -854,7 +865,8 @@ fn send_errors_and_duplicates() {
     w.sink.take(BOB);
     bob.qts += 1;
 
-    // A repeated random_id gets the first date and is not delivered twice.
+    // A repeated random_id (a retry whose answer was lost) gets the first date and is relayed
+    // again with the next qts; the receiving chat drops the true duplicate by its seq numbers.
     let s = alice.chat.send_action(typing(), 0, &mut rng).unwrap();
     let t = s.output.transmits().next().unwrap().clone();
     let enums::messages::SentEncryptedMessage::Message(first) =
@@ -865,16 +877,93 @@ fn send_errors_and_duplicates() {
     let qts_after_first = w.model.qts(BOB);
     let relayed = w.model.relayed().len();
     w.now_ms += 5_000;
-    for data in [t.data.clone(), vec![1; 40]] {
-        let again = w.call(ALICE, &svc(h, t.random_id, data)).unwrap();
-        assert!(
-            matches!(again, enums::messages::SentEncryptedMessage::Message(ref m) if m.date == first.date)
-        );
+    let again = w.call(ALICE, &svc(h, t.random_id, t.data.clone())).unwrap();
+    assert!(
+        matches!(again, enums::messages::SentEncryptedMessage::Message(ref m) if m.date == first.date)
+    );
+    assert_eq!(w.model.qts(BOB), qts_after_first + 1);
+    let log = w.model.relayed();
+    assert_eq!(log.len(), relayed + 1);
+    let (a, b) = (&log[relayed - 1], &log[relayed]);
+    assert_eq!((a.random_id, b.random_id), (t.random_id, t.random_id));
+    assert_eq!((&a.data, &b.data), (&t.data, &t.data));
+    assert_eq!((a.qts, b.qts), (qts_after_first, qts_after_first + 1));
+    assert_eq!((a.date, b.date), (first.date, first.date + 5));
+    let queued: Vec<(i32, i64)> = w
+        .model
+        .queued(BOB)
+        .iter()
+        .map(|m| (m.qts, m.random_id))
+        .collect();
+    assert!(queued.ends_with(&[
+        (qts_after_first, t.random_id),
+        (qts_after_first + 1, t.random_id)
+    ]));
+    let ups = w.sink.take(BOB);
+    assert_eq!(ups.len(), 2);
+    let mut outcomes = Vec::new();
+    for u in &ups {
+        let enums::Update::NewEncryptedMessage(m) = u else {
+            panic!("{u:?}")
+        };
+        assert_eq!(m.qts, bob.qts + 1);
+        bob.qts = m.qts;
+        let (chat_id, incoming) = tglink::convert::incoming_encrypted(&m.message);
+        assert_eq!((chat_id, incoming.random_id), (CHAT_ID, t.random_id));
+        let r = bob.chat.receive(&incoming, 0, &mut rng);
+        if let Ok(o) = &r {
+            perform(&w, &mut bob, o);
+        }
+        outcomes.push(r.map(|o| o.events.len()));
     }
-    assert_eq!(w.model.qts(BOB), qts_after_first);
-    assert_eq!(w.model.relayed().len(), relayed);
-    assert_eq!(pump(&w, &mut bob, &mut rng), 1);
-    assert_eq!(bob.actions, vec![typing()]);
+    assert_eq!(
+        outcomes,
+        vec![
+            Ok(1),
+            Err(ReceiveError::Duplicate {
+                out_seq_no: t.out_seq_no
+            })
+        ]
+    );
+    // The bytes are not compared with the first send's: a client that reused a random_id for
+    // other bytes would see them relayed (and the peer drop them); the tests of the clients
+    // check that each random_id carries one byte string.
+    w.call(ALICE, &svc(h, t.random_id, vec![1; 40])).unwrap();
+    assert_eq!(w.model.relayed().last().unwrap().data, vec![1; 40]);
+    w.sink.take(BOB);
+    bob.qts += 1;
+    // The same random_id in another chat of the sender is refused.
+    let enums::EncryptedChat::Waiting(other) = w
+        .call(
+            ALICE,
+            &functions::messages::RequestEncryption {
+                user_id: input_user(CAROL),
+                random_id: 888,
+                g_a: g_a(&mut rng),
+            },
+        )
+        .unwrap()
+    else {
+        panic!()
+    };
+    w.call(
+        CAROL,
+        &functions::messages::AcceptEncryption {
+            peer: peer(888, other.access_hash),
+            g_b: g_a(&mut rng),
+            key_fingerprint: 1,
+        },
+    )
+    .unwrap();
+    let elsewhere = functions::messages::SendEncryptedService {
+        peer: peer(888, other.access_hash),
+        random_id: t.random_id,
+        data: t.data.clone(),
+    };
+    assert_eq!(name(w.err(ALICE, &elsewhere)), "RANDOM_ID_DUPLICATE");
+    assert!(w.model.queued(CAROL).is_empty());
+    w.sink.take(ALICE);
+    w.sink.take(CAROL);
 
     // Blocking.
     w.model.block(BOB, ALICE).unwrap();
@@ -911,6 +1000,102 @@ fn send_errors_and_duplicates() {
     assert_eq!(e, Err(RpcError::new(401, "AUTH_KEY_UNREGISTERED")));
     let e = w.err(BOB, &functions::messages::ReceivedQueue { max_qts: -1 });
     assert_eq!(name(e), "MAX_QTS_INVALID");
+}
+
+/// The receiving chat loses a delivered message (its client took it from the server and
+/// acknowledged it, but the chat never saw it), gets the next one, and asks for the hole with a
+/// Resend; the sender answers with the stored query unchanged (same random_id, same bytes),
+/// which the model relays again and which fills the hole.
+#[test]
+fn a_resend_answer_repeats_the_random_id_and_fills_the_gap() {
+    let mut w = World::new();
+    let mut rng = SeededRandom::new(8);
+    let (mut alice, mut bob) = establish(&w, &mut rng);
+    let start = w.model.relayed().len();
+    let sent: Vec<_> = [ttl(1), ttl(2), typing()]
+        .into_iter()
+        .map(|a| {
+            let s = alice.chat.send_action(a, 0, &mut rng).unwrap();
+            let t = s.output.transmits().next().unwrap().clone();
+            perform(&w, &mut alice, &s.output);
+            t
+        })
+        .collect();
+    let ups = w.sink.take(BOB);
+    let msgs: Vec<_> = ups
+        .iter()
+        .map(|u| match u {
+            enums::Update::NewEncryptedMessage(m) => m.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(msgs.len(), 3);
+    // The first is lost before Bob's chat processes it, and acknowledged: the server no
+    // longer has it for him.
+    let lost_qts = msgs[0].qts;
+    w.call(
+        BOB,
+        &functions::messages::ReceivedQueue { max_qts: lost_qts },
+    )
+    .unwrap();
+    bob.qts = lost_qts;
+    let queued_before: Vec<i32> = w.model.queued(BOB).iter().map(|m| m.qts).collect();
+    assert_eq!(queued_before, vec![msgs[1].qts, msgs[2].qts]);
+    // The next two arrive; Bob's chat holds them and asks for the hole (one Resend).
+    w.now_ms += 7_000;
+    for m in &msgs[1..] {
+        deliver(&w, &mut bob, &m.message, m.qts, &mut rng);
+    }
+    assert!(bob.actions.is_empty(), "{:?}", bob.actions);
+    let resends = w.model.relayed()[start + 3..].to_vec();
+    assert_eq!(resends.len(), 1, "one Resend for the hole");
+    assert_eq!(resends[0].sender, BOB);
+
+    // Alice answers it from her outbox: the first message's query, unchanged.
+    w.now_ms += 7_000;
+    pump(&w, &mut alice, &mut rng);
+    let log = w.model.relayed();
+    let again: Vec<_> = log[start + 4..].iter().collect();
+    assert_eq!(again.len(), 1, "{again:?}");
+    let (first, repeat) = (&log[start], again[0]);
+    assert_eq!(
+        (first.random_id, repeat.random_id),
+        (sent[0].random_id, sent[0].random_id)
+    );
+    assert_eq!(first.data, sent[0].data);
+    assert_eq!(repeat.data, first.data, "the same bytes");
+    assert_eq!(repeat.service, first.service);
+    assert_eq!((repeat.sender, repeat.recipient), (ALICE, BOB));
+    // A new delivery: Bob's next qts, today's date; Alice was answered the first date (checked
+    // by `perform`).
+    assert!(repeat.qts > msgs[2].qts);
+    assert_eq!(repeat.date, first.date + 14);
+    assert_eq!(
+        alice
+            .sent_ids
+            .iter()
+            .filter(|&&r| r == sent[0].random_id)
+            .count(),
+        2
+    );
+    assert_eq!(
+        w.model.queued(BOB).last().unwrap().random_id,
+        sent[0].random_id
+    );
+
+    // It reaches Bob through the model and fills the hole: everything, in order, once.
+    pump(&w, &mut bob, &mut rng);
+    assert_eq!(bob.actions, vec![ttl(1), ttl(2), typing()]);
+    assert_eq!(bob.chat.state().seq().resend_request(), None);
+    // Each (sender, random_id) carried one byte string, however often it was relayed.
+    let mut bytes: BTreeMap<(AccountId, i64), &Vec<u8>> = BTreeMap::new();
+    for r in &log {
+        assert_eq!(
+            *bytes.entry((r.sender, r.random_id)).or_insert(&r.data),
+            &r.data
+        );
+    }
+    assert_eq!(bytes.len(), log.len() - 1);
 }
 
 #[test]
