@@ -14,7 +14,7 @@
 //! | `accounts` | | `[`[`AccountInfo`]`]` |
 //! | `block` / `unblock` | `a`, `b` (`a` blocks / unblocks `b`) | `null` |
 //! | `relayed` | `since` (optional, an index into the log, default 0) | `[`[`RelayedMessage`]`]` |
-//! | `state` | `account` | [`AccountState`] |
+//! | `state` | `account` | [`AccountState`]: the account's qts, pts and queues, and the address the server listens on |
 //! | `shutdown` | | `null`, then the server stops |
 //! | `close_connections` | `account` | how many connections serving the account were closed |
 //! | `add_peer` | `user_id`, `phone`, `first_name`, `behaviour` (optional, default `echo`) | `null`: the account (created if missing) becomes a simulated peer |
@@ -36,6 +36,7 @@
 
 use std::fs;
 use std::io::{self, BufRead, BufReader, Write};
+use std::net::SocketAddr;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::{Path, PathBuf};
@@ -154,6 +155,9 @@ pub struct AccountState {
     pub queued: usize,
     /// Unacknowledged `updateEncryption` events.
     pub chat_events: usize,
+    /// The address the MTProto server listens on (the bound one: with `--listen
+    /// 127.0.0.1:0`, the port the system chose).
+    pub listen: SocketAddr,
 }
 
 /// One chat of a simulated peer, as `peer_chats` lists it.
@@ -692,6 +696,7 @@ impl Admin {
             pts: a.pts,
             queued: a.queue.len(),
             chat_events: a.chat_events.len(),
+            listen: self.server.local_addr(),
         })
     }
 
@@ -904,7 +909,7 @@ impl AdminClient {
         self.typed("relayed", json!({ "since": since }))
     }
 
-    /// An account's qts and queue length.
+    /// An account's qts, pts and queue lengths, and the server's listening address.
     pub fn state(&mut self, account: AccountId) -> Result<AccountState, AdminError> {
         self.typed("state", json!({ "account": account }))
     }

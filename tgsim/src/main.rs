@@ -40,9 +40,9 @@ use tgsim::session::AccountId;
 /// first_name}`, `provision_key {account}`, `accounts`, `block {a, b}` (a blocks b),
 /// `unblock {a, b}`, `relayed {since?}` (relayed encrypted messages with sender, recipient,
 /// chat_id, random_id, date, qts, service and base64 `bytes`; a random_id sent again is
-/// relayed again and listed once per delivery), `state {account}` (qts, pts, queue length),
-/// `close_connections {account}` (drops the account's live connections; clients reconnect),
-/// `shutdown`. The socket has mode 0600. Example:
+/// relayed again and listed once per delivery), `state {account}` (qts, pts, queue lengths,
+/// and `listen`, the address the server is bound to), `close_connections {account}` (drops the
+/// account's live connections; clients reconnect), `shutdown`. The socket has mode 0600. Example:
 /// `echo '{"id":1,"cmd":"accounts"}' | socat - UNIX-CONNECT:DIR/admin.sock`.
 /// From Rust: `tgsim::admin::AdminClient::connect(path)`.
 ///

@@ -207,6 +207,16 @@ fn accounts_and_keys_from_the_admin_socket_survive_kill_9() {
     assert!(admin.relayed(Some(5)).unwrap().is_empty());
     let state = admin.state(ALICE).unwrap();
     assert_eq!((state.account, state.qts, state.queued), (ALICE, 1, 0));
+    // Started with port 0: `state` tells the port the system chose (the one the binary printed,
+    // which grammers just connected to).
+    assert_eq!(state.listen, tgsim.addr);
+    assert_ne!(state.listen.port(), 0);
+    assert_eq!(
+        admin
+            .call("state", serde_json::json!({"account": ALICE}))
+            .unwrap()["listen"],
+        tgsim.addr.to_string()
+    );
     assert!(matches!(admin.state(4242), Err(AdminError::Server(_))));
     admin.block(ALICE, BOB).unwrap();
     assert!(matches!(
@@ -220,6 +230,7 @@ fn accounts_and_keys_from_the_admin_socket_survive_kill_9() {
     let mut tgsim = Tgsim::start(&dir, &[]);
     let mut admin = tgsim.admin();
     assert_eq!(admin.accounts().unwrap(), accounts);
+    assert_eq!(admin.state(BOB).unwrap().listen, tgsim.addr);
     assert_eq!(connect_and_get_state(tgsim.addr, &alice), 1);
     assert_eq!(connect_and_get_state(tgsim.addr, &bob), 1);
     admin.unblock(ALICE, BOB).unwrap();
