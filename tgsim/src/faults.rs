@@ -84,7 +84,9 @@ pub struct CallFaults {
     pub close_before: u16,
     /// Share of calls (per mille, same `methods`) that run — their effects stay — after which the
     /// caller's connection is closed **instead of answering**: the client cannot know the outcome
-    /// and must retry (with the same random_id, which answers the first result).
+    /// and must retry: a send with the same random_id is relayed again and answered with the
+    /// first date (the receiving chat drops the repeat); a repeated `acceptEncryption` answers
+    /// `ENCRYPTION_ALREADY_ACCEPTED` (the acceptor's update queue holds its acceptance).
     pub close_after: u16,
 }
 

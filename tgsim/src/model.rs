@@ -17,6 +17,14 @@
 //!   relies on it). A repeat of the same request (same creator, peer and g_a) answers the same
 //!   `encryptedChatWaiting`; any other use of a taken id is `RANDOM_ID_DUPLICATE` (the digest
 //!   names no error for it), 0 is `RANDOM_ID_INVALID`.
+//! - `messages.acceptEncryption` by the participant of a waiting chat stores g_b and the
+//!   fingerprint and queues `updateEncryption(encryptedChat)` for **both** sides: the creator
+//!   (`g_a_or_b` = g_b) and the acceptor itself (`g_a_or_b` = g_a, the same object as its answer),
+//!   so an acceptor whose answer was lost still learns of its acceptance, pushed or through
+//!   getDifference (TDLib's acceptor becomes ready from whichever comes first, the answer or the
+//!   update). Telegram's docs say the acceptor's *other* devices get `encryptedChatDiscarded`;
+//!   tgsim has one device per account. Accepting again: `ENCRYPTION_ALREADY_ACCEPTED`; accepting
+//!   a discarded chat: `ENCRYPTION_ALREADY_DECLINED` (both 400, as the docs list them).
 //! - Sends are validated in this order: chat (`CHAT_ID_INVALID`: unknown, not the caller's, or a
 //!   wrong access_hash), state (`ENCRYPTION_DECLINED`: not accepted yet, or discarded), block
 //!   (`USER_IS_BLOCKED` 403 when the recipient blocked the sender, `YOU_BLOCKED_USER` 400 when the
@@ -820,6 +828,9 @@ impl World {
         let answer = objects::encrypted_chat(chat, me).to_bytes();
         fx.mutated = true;
         self.chat_update(admin, id, now, fx);
+        // The acceptor learns of its own acceptance too (queued, so a lost answer is not the
+        // only news of it): the same encryptedChat as the answer.
+        self.chat_update(me, id, now, fx);
         Ok(answer)
     }
 

@@ -11,7 +11,9 @@
 //!   [`Behaviour`], `messages.acceptEncryption`, `messages.discardEncryption`, a block, or
 //!   nothing;
 //! - `updateEncryption` for a chat it knows: [`Chat::on_remote_update`] (completes the chats it
-//!   requested with [`PeerHost::request_chat`]; learns discards);
+//!   requested with [`PeerHost::request_chat`]; learns discards; the `encryptedChat` of its own
+//!   acceptance, which the model sends the acceptor too, is a repeat for a chat that became
+//!   ready when it accepted, and changes nothing);
 //! - `updateNewEncryptedMessage`: processed in qts order with [`Chat::receive`]; a duplicate (qts
 //!   already seen) is skipped, a gap (an update dropped or reordered) triggers
 //!   `updates.getDifference` from the last processed qts. Processed messages are acknowledged

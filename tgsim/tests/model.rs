@@ -355,6 +355,25 @@ fn establish(w: &World, rng: &mut SeededRandom) -> (Side, Side) {
     };
     assert_eq!(c.g_a_or_b, req.g_a, "the acceptor sees g_a");
     assert_eq!(c.key_fingerprint, key_fingerprint);
+    // Bob hears of his own acceptance too, with the same chat; for his chat (ready since
+    // `accept`) it is a repeat that changes nothing.
+    let ups = w.sink.take(BOB);
+    assert!(
+        matches!(&ups[..], [enums::Update::Encryption(types::UpdateEncryption {
+            chat: enums::EncryptedChat::Chat(u), ..
+        })] if *u == c),
+        "{ups:?}"
+    );
+    let repeat = bob.chat.on_remote_update(
+        &RemoteChat::Accepted {
+            access_hash: c.access_hash,
+            g_a_or_b: c.g_a_or_b.clone(),
+            key_fingerprint: c.key_fingerprint,
+        },
+        0,
+        rng,
+    );
+    assert!(repeat.calls.is_empty() && repeat.events.is_empty());
     perform(w, &mut bob, &out); // Bob's NotifyLayer
 
     // Alice learns about the acceptance (before Bob's first message, which is queued).
@@ -1096,6 +1115,152 @@ fn a_resend_answer_repeats_the_random_id_and_fills_the_gap() {
         );
     }
     assert_eq!(bytes.len(), log.len() - 1);
+}
+
+/// An acceptor whose `acceptEncryption` ran but whose answer was lost: the retry is
+/// `ENCRYPTION_ALREADY_ACCEPTED`, and its own update queue tells it of the acceptance with the
+/// answer's `g_a_or_b` and fingerprint.
+#[test]
+fn an_acceptor_whose_answer_was_lost_learns_of_the_acceptance() {
+    let w = World::new();
+    let mut rng = SeededRandom::new(9);
+    let enums::updates::State::State(bob0) = w.call(BOB, &functions::updates::GetState {}).unwrap();
+    let (dh, random) = get_dh(&w, ALICE);
+    let (mut chat_a, req, _) = Chat::request(66, ALICE, BOB, dh, &random, 0, &mut rng).unwrap();
+    w.call(
+        ALICE,
+        &functions::messages::RequestEncryption {
+            user_id: input_user(BOB),
+            random_id: 66,
+            g_a: req.g_a.clone(),
+        },
+    )
+    .unwrap();
+    let ups = w.sink.take(BOB);
+    let [
+        enums::Update::Encryption(types::UpdateEncryption {
+            chat: enums::EncryptedChat::Requested(r),
+            ..
+        }),
+    ] = &ups[..]
+    else {
+        panic!("{ups:?}")
+    };
+    let (dh_b, rand_b) = get_dh(&w, BOB);
+    let request = ChatRequest {
+        chat_id: r.id,
+        access_hash: r.access_hash,
+        admin_id: r.admin_id,
+        participant_id: r.participant_id,
+        g_a: r.g_a.clone(),
+    };
+    let (mut chat_b, _) = Chat::from_request(&request, BOB, dh_b, 0).unwrap();
+    let out = chat_b.accept(&rand_b, 0, &mut rng).unwrap();
+    let Some(Call::AcceptEncryption {
+        g_b,
+        key_fingerprint,
+    }) = out.calls.first().cloned()
+    else {
+        panic!("acceptEncryption first");
+    };
+    let accept = functions::messages::AcceptEncryption {
+        peer: peer(66, r.access_hash),
+        g_b: g_b.clone(),
+        key_fingerprint,
+    };
+    // The call runs; its answer is lost (ignored here), and so is the push (Bob is offline).
+    let _lost = w.call(BOB, &accept).unwrap();
+    let pushed = w.sink.take(BOB);
+    let to_alice = w.sink.take(ALICE);
+    // The retry: already accepted; nothing changes, nothing is pushed.
+    let before = w.model.snapshot();
+    assert_eq!(
+        w.err(BOB, &accept),
+        RpcError::new(400, "ENCRYPTION_ALREADY_ACCEPTED")
+    );
+    assert_eq!(w.model.snapshot(), before);
+    assert!(w.sink.take(BOB).is_empty() && w.sink.take(ALICE).is_empty());
+
+    // Bob's queue holds his own acceptance: what was pushed is what getDifference returns.
+    let expect = |u: &enums::Update| {
+        let enums::Update::Encryption(types::UpdateEncryption {
+            chat: enums::EncryptedChat::Chat(c),
+            ..
+        }) = u
+        else {
+            panic!("updateEncryption(encryptedChat) expected, got {u:?}");
+        };
+        assert_eq!((c.id, c.admin_id, c.participant_id), (66, ALICE, BOB));
+        assert_eq!(c.access_hash, r.access_hash);
+        assert_eq!(c.g_a_or_b, req.g_a, "the acceptor sees g_a");
+        assert_eq!(c.key_fingerprint, key_fingerprint);
+        c.clone()
+    };
+    assert_eq!(pushed.len(), 1);
+    let from_push = expect(&pushed[0]);
+    // Bob saw the request (pts + 1); his acceptance is the next pts.
+    let d = get_difference(&w, BOB, bob0.pts + 1, bob0.qts);
+    let enums::updates::Difference::Difference(d) = d else {
+        panic!("difference expected, got {d:?}");
+    };
+    assert_eq!(d.other_updates.len(), 1);
+    assert_eq!(expect(&d.other_updates[0]), from_push);
+    let enums::updates::State::State(st) = &d.state;
+    assert_eq!(st.pts, bob0.pts + 2);
+    // For Bob's chat (ready since `accept`, with the same key) it is a repeat: no call, no event.
+    let fp = chat_b.key_fingerprint().unwrap().to_i64();
+    assert_eq!(fp, key_fingerprint);
+    let o = chat_b.on_remote_update(
+        &RemoteChat::Accepted {
+            access_hash: from_push.access_hash,
+            g_a_or_b: from_push.g_a_or_b.clone(),
+            key_fingerprint: from_push.key_fingerprint,
+        },
+        0,
+        &mut rng,
+    );
+    assert!(o.calls.is_empty() && o.events.is_empty());
+    assert_eq!(chat_b.status(), secret_core::chat::Status::Ready);
+    // Passing the new pts acknowledges it.
+    let d = get_difference(&w, BOB, st.pts, st.qts);
+    assert!(matches!(d, enums::updates::Difference::Empty(_)), "{d:?}");
+    // The creator completes from its own update, with the same key.
+    let [
+        enums::Update::Encryption(types::UpdateEncryption {
+            chat: enums::EncryptedChat::Chat(c),
+            ..
+        }),
+    ] = &to_alice[..]
+    else {
+        panic!("{to_alice:?}")
+    };
+    assert_eq!((&c.g_a_or_b, c.key_fingerprint), (&g_b, key_fingerprint));
+    let _ = chat_a.on_remote_update(
+        &RemoteChat::Accepted {
+            access_hash: c.access_hash,
+            g_a_or_b: c.g_a_or_b.clone(),
+            key_fingerprint: c.key_fingerprint,
+        },
+        0,
+        &mut rng,
+    );
+    assert_eq!(chat_a.key_fingerprint(), chat_b.key_fingerprint());
+
+    // A discarded chat: ENCRYPTION_ALREADY_DECLINED.
+    assert!(
+        w.call(
+            ALICE,
+            &functions::messages::DiscardEncryption {
+                delete_history: false,
+                chat_id: 66,
+            },
+        )
+        .unwrap()
+    );
+    assert_eq!(
+        w.err(BOB, &accept),
+        RpcError::new(400, "ENCRYPTION_ALREADY_DECLINED")
+    );
 }
 
 #[test]

@@ -318,3 +318,59 @@ fn silent_peer_receives_but_never_sends() {
     assert!(sim.model.relayed().iter().all(|r| r.sender == ALICE));
     assert!(!sim.model.queued(BOB).is_empty(), "never acknowledged");
 }
+
+#[test]
+fn an_acceptor_peer_takes_the_update_of_its_own_acceptance_as_a_repeat() {
+    // Every update to Bob is lost: he learns of the request, and of his own acceptance, only
+    // through getDifference.
+    let mut faults = Faults::none();
+    faults.account_updates.insert(
+        BOB,
+        UpdateFaults {
+            drop: 1000,
+            ..UpdateFaults::default()
+        },
+    );
+    let sim = Sim::new(faults, Behaviour::Normal, Behaviour::Normal);
+    let chat = sim.host.request_chat(ALICE, BOB).unwrap();
+    sim.settle();
+    assert!(sim.host.chat_info(BOB, chat).is_none());
+    sim.host.catch_up(BOB).unwrap();
+    sim.settle();
+    assert_eq!(sim.status(BOB, chat), Status::Ready);
+    // The model queued Bob's own acceptance for him (his pushed copy was dropped).
+    let events = |who: AccountId| -> Vec<ChatStatus> {
+        sim.model.snapshot().accounts[&who]
+            .chat_events
+            .values()
+            .filter(|e| e.chat_id == chat)
+            .map(|e| e.status.clone())
+            .collect()
+    };
+    assert_eq!(events(BOB).last(), Some(&ChatStatus::Accepted));
+    let relayed = sim.model.relayed().len();
+    // The next catch-ups hand it to Bob's chat (a repeat: nothing is sent, nothing changes)
+    // and acknowledge it.
+    for _ in 0..3 {
+        sim.round();
+    }
+    assert!(events(BOB).is_empty(), "{:?}", events(BOB));
+    assert!(sim.host.problems().is_empty(), "{:?}", sim.host.problems());
+    let (a, b) = (
+        sim.host.chat_info(ALICE, chat).unwrap(),
+        sim.host.chat_info(BOB, chat).unwrap(),
+    );
+    assert_eq!((a.status, b.status.clone()), (Status::Ready, Status::Ready));
+    assert!(b.key_fingerprint.is_some() && a.key_fingerprint == b.key_fingerprint);
+    assert_eq!(
+        sim.model.relayed().len(),
+        relayed,
+        "the repeat sent nothing"
+    );
+    // The chat works both ways.
+    sim.host.send_action(ALICE, chat, ttl(4)).unwrap();
+    sim.host.send_action(BOB, chat, ttl(5)).unwrap();
+    sim.round();
+    assert_eq!(sim.host.transcript(BOB, chat), vec![ttl(4)]);
+    assert_eq!(sim.host.transcript(ALICE, chat), vec![ttl(5)]);
+}
