@@ -424,6 +424,63 @@ impl DbusAnnounce {
     }
 }
 
+/// The signals of `io.github.tgsecretd.SecretChat1` (on `/io/github/tgsecretd/chat/<id>`).
+pub struct ChatSignals;
+
+#[interface(name = "io.github.tgsecretd.SecretChat1")]
+impl ChatSignals {
+    /// A service action from the peer, in order: its random_id, the server date, the action's
+    /// TL name (`decryptedMessageActionTyping`, `...SetMessageTTL`, `...ReadMessages`,
+    /// `...DeleteMessages`, `...ScreenshotMessages`, `...FlushHistory`) and the action in
+    /// MadelineProto-style JSON.
+    #[zbus(signal)]
+    async fn service_action(
+        emitter: &SignalEmitter<'_>,
+        random_id: i64,
+        date: i32,
+        action: &str,
+        json: &str,
+    ) -> zbus::Result<()>;
+
+    /// A content message from the peer, in order (MadelineProto-style JSON).
+    #[zbus(signal)]
+    async fn message(
+        emitter: &SignalEmitter<'_>,
+        random_id: i64,
+        date: i32,
+        json: &str,
+    ) -> zbus::Result<()>;
+
+    /// The chat's state changed (`requested`, `waiting`, `ready`, `discarded`).
+    #[zbus(signal)]
+    async fn state_changed(emitter: &SignalEmitter<'_>, state: &str) -> zbus::Result<()>;
+}
+
+async fn emit_event(emitter: &SignalEmitter<'_>, e: Event) -> zbus::Result<()> {
+    use secret_core::tl::TlJson;
+    match e {
+        Event::Action {
+            random_id,
+            date,
+            action,
+        } => {
+            let json = action.to_json().to_string();
+            ChatSignals::service_action(emitter, random_id, date, action.constructor_name(), &json)
+                .await
+        }
+        Event::Message {
+            random_id,
+            date,
+            message,
+        } => {
+            let json = message.to_json().to_string();
+            ChatSignals::message(emitter, random_id, date, &json).await
+        }
+        Event::StatusChanged(s) => ChatSignals::state_changed(emitter, s.name()).await,
+        _ => Ok(()),
+    }
+}
+
 fn open_handles(service: &Service) -> Vec<String> {
     let store = &service.shared().store;
     store
@@ -446,7 +503,18 @@ impl Announce for DbusAnnounce {
         Box::pin(async move { this.respond(request).await })
     }
 
-    fn chat_events(&self, _chat_id: i32, _events: Vec<Event>) -> BoxFuture<'static, ()> {
-        Box::pin(async {})
+    fn chat_events(&self, chat_id: i32, events: Vec<Event>) -> BoxFuture<'static, ()> {
+        let conn = self.conn.clone();
+        Box::pin(async move {
+            let path = ipc_proto::chat_path(chat_id);
+            let Ok(emitter) = SignalEmitter::new(&conn, path.as_str()) else {
+                return;
+            };
+            for e in events {
+                if let Err(err) = emit_event(&emitter, e).await {
+                    tracing::debug!(chat_id, error = %err, "event signal not emitted");
+                }
+            }
+        })
     }
 }

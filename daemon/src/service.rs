@@ -485,7 +485,7 @@ mod tests {
     #[test]
     fn a_long_text_is_split_by_code_points_in_order() {
         let s: String = "é".repeat(4096) + &"x".repeat(10);
-        let bold = e2e::MessageEntity::MessageEntityBold(types::MessageEntityBold {
+        let bold = e2e::MessageEntity::Bold(types::MessageEntityBold {
             offset: 4090,
             length: 10,
         });

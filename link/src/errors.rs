@@ -102,7 +102,7 @@ pub fn classify_rpc(code: i32, name: &str, value: Option<u32>) -> ErrorClass {
     if code == 420 || WAITS.contains(&name) {
         return ErrorClass::RetryAfter(Duration::from_secs(u64::from(value.unwrap_or(1).max(1))));
     }
-    if name == "MSG_WAIT_FAILED" || name == "MSG_WAIT_TIMEOUT" || code >= 500 || code < 0 {
+    if name == "MSG_WAIT_FAILED" || name == "MSG_WAIT_TIMEOUT" || !(0..500).contains(&code) {
         return ErrorClass::RetryNow;
     }
     if CHAT_GONE.contains(&name) {
