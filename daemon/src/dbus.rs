@@ -255,6 +255,21 @@ impl Manager {
             .map_err(to_dbus)
     }
 
+    /// Closes a secret chat (`discardEncryption`), or declines a requested one; with
+    /// `delete_history` the peer is asked to delete the history. Requests not sent yet end with
+    /// `CHAT_DISCARDED`.
+    async fn discard_chat(&self, chat_id: i32, delete_history: bool) -> Result<(), Error> {
+        self.service
+            .discard(chat_id, delete_history)
+            .await
+            .map_err(to_dbus)
+    }
+
+    /// Accepts a requested secret chat (one the accept policy did not accept at once).
+    async fn accept_chat(&self, chat_id: i32) -> Result<(), Error> {
+        self.service.accept(chat_id).await.map_err(to_dbus)
+    }
+
     /// Every chat: `chat_id` (i), `peer_user_id` (x), `role` (s), `state` (s), `peer_layer`
     /// (i), `ttl_seconds` (i).
     async fn list_chats(&self) -> Result<Vec<HashMap<String, OwnedVariant>>, Error> {

@@ -50,6 +50,8 @@ pub async fn run(shared: Arc<Shared>, mut updates: Updates, registry: Addr<Regis
             }
         };
         let staged = match updates.stage_state().await {
+            // An unchanged state (an empty difference while idle) is not written again.
+            Ok(Some(s)) if s == shared.link.session().snapshot() => None,
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "update state not staged");

@@ -13,7 +13,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use secret_core::rand::{SecureRandom, SeededRandom};
 use support::*;
 
@@ -21,8 +20,6 @@ const ALICE: i64 = 8001;
 const BOB: i64 = 8002;
 const CHATS: usize = 10;
 const CALLS: usize = 1000;
-
-type Responses = Arc<Mutex<BTreeMap<String, Vec<(u32, String)>>>>;
 
 #[test]
 fn kill_9_during_bursts_loses_and_duplicates_nothing() {
@@ -74,23 +71,7 @@ async fn run(rounds: usize, seed: u64) {
     }
 
     // Every Response, by handle.
-    let responses: Responses = Arc::new(Mutex::new(BTreeMap::new()));
-    let mut stream = client.responses().await;
-    let r2 = Arc::clone(&responses);
-    tokio::spawn(async move {
-        while let Some(Ok(msg)) = stream.next().await {
-            if let Some((path, code, results)) = parse_response(&msg) {
-                let mut keys: Vec<_> = results.keys().cloned().collect();
-                keys.sort();
-                let summary = format!("{code} {keys:?} {:?}", results.get("random_id"));
-                r2.lock()
-                    .unwrap()
-                    .entry(path)
-                    .or_default()
-                    .push((code, summary));
-            }
-        }
-    });
+    let responses = client.responses().await;
 
     let mut rng = SeededRandom::new(seed);
     let mut sent_per_chat = vec![0usize; CHATS];
@@ -166,9 +147,7 @@ async fn run(rounds: usize, seed: u64) {
             t0.elapsed().as_millis()
         );
     }
-    let dup = responses
-        .lock()
-        .unwrap()
+    let dup = by_handle(&responses.wait(0, |_| true).await)
         .values()
         .filter(|v| v.len() > 1)
         .count();
@@ -191,21 +170,21 @@ async fn check(
     chats: &[i32],
     sent: &[usize],
     handles: &[String],
-    responses: &Responses,
+    responses: &support::Responses,
     round: usize,
 ) {
     client.wait_ready(30).await;
     // Every handle gets its result.
-    for _ in 0..1200 {
-        let got = responses.lock().unwrap();
-        if handles.iter().all(|h| got.contains_key(h)) {
-            break;
-        }
-        drop(got);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let got = by_handle(
+        &responses
+            .wait(60, |got| {
+                let have: std::collections::HashSet<&str> =
+                    got.iter().map(|r| r.0.as_str()).collect();
+                handles.iter().all(|h| have.contains(h.as_str()))
+            })
+            .await,
+    );
     {
-        let got = responses.lock().unwrap();
         let missing: Vec<_> = handles.iter().filter(|h| !got.contains_key(*h)).collect();
         assert!(
             missing.is_empty(),
@@ -258,4 +237,16 @@ async fn check(
             );
         }
     }
+}
+
+/// Responses by handle: (code, a summary of the results) each time one came.
+fn by_handle(got: &[Response]) -> BTreeMap<String, Vec<(u32, String)>> {
+    let mut m: BTreeMap<String, Vec<(u32, String)>> = BTreeMap::new();
+    for (path, code, results) in got {
+        let mut keys: Vec<_> = results.keys().cloned().collect();
+        keys.sort();
+        let summary = format!("{code} {keys:?} {:?}", results.get("random_id"));
+        m.entry(path.clone()).or_default().push((*code, summary));
+    }
+    m
 }

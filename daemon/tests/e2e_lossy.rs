@@ -77,7 +77,7 @@ async fn run() {
         }
         ttls
     });
-    let mut responses = client.responses().await;
+    let responses = client.responses().await;
 
     // The faults, on every account (Bob's calls are retried by his own client).
     let faults = Faults {
@@ -135,7 +135,7 @@ async fn run() {
     println!("both sent after {} ms", t0.elapsed().as_millis());
 
     // Every request gets its one result.
-    let got = collect(&mut responses, 120, |got| got.len() >= handles.len()).await;
+    let got = responses.wait(120, |got| got.len() >= handles.len()).await;
     println!(
         "{} responses after {} ms",
         got.len(),

@@ -28,6 +28,12 @@ pub trait Manager {
         options: HashMap<&str, Variant<'_>>,
     ) -> Result<i32, crate::Error>;
 
+    /// Closes a chat (or declines a requested one).
+    fn discard_chat(&self, chat_id: i32, delete_history: bool) -> Result<(), crate::Error>;
+
+    /// Accepts a requested chat.
+    fn accept_chat(&self, chat_id: i32) -> Result<(), crate::Error>;
+
     /// Every chat, as dictionaries.
     fn list_chats(&self) -> Result<Vec<HashMap<String, OwnedVariant>>, crate::Error>;
 

@@ -258,6 +258,9 @@ fn send_returns_numbers_and_the_outbox_keeps_the_exact_bytes_until_acknowledged(
         d.c[0].outbox_entry(s1.random_id).is_some(),
         "not acknowledged until the peer writes"
     );
+    // The server accepted the first; its answer for the second is not in yet.
+    let o = d.c[0].on_sent(s1.random_id, 1_700_000_001);
+    d.s[0].persist(&d.c[0], &o);
     let (_, tb) = d.send(1, typing());
     let ev = d.pump(1, tb);
     assert!(ev.iter().any(|(side, e)| *side == 0 && matches!(e, Event::Acknowledged(ids) if ids.contains(&s1.random_id) && ids.contains(&s2.random_id))));
@@ -266,6 +269,19 @@ fn send_returns_numbers_and_the_outbox_keeps_the_exact_bytes_until_acknowledged(
         d.s[0].restore().outbox_entry(s1.random_id).is_none(),
         "removal persisted"
     );
+    // Acknowledged before the server's answer: kept (and sent again after a restart), so that
+    // the answer is still learned; removed once it comes.
+    assert!(d.c[0].outbox_entry(s2.random_id).is_some());
+    d.restart(0);
+    assert!(d.c[0].unsent().iter().any(|t| t.random_id == s2.random_id));
+    let o = d.c[0].on_sent(s2.random_id, 1_700_000_002);
+    assert!(o.events.contains(&Event::Sent {
+        random_id: s2.random_id,
+        date: 1_700_000_002
+    }));
+    assert_eq!(o.outbox_remove, vec![2]);
+    d.s[0].persist(&d.c[0], &o);
+    assert!(d.s[0].restore().outbox_entry(s2.random_id).is_none());
 }
 
 #[test]
@@ -470,6 +486,8 @@ fn a_resend_for_an_acknowledged_slot_is_filled_with_a_noop_in_that_slot() {
     let mut d = Duo::new(13);
     let (s, t) = d.send(0, ttl(1)); // A out 3
     d.pump(0, t);
+    let o = d.c[0].on_sent(s.random_id, 1);
+    d.s[0].persist(&d.c[0], &o);
     let (_, t) = d.send(1, typing()); // acknowledges A's out 3
     d.pump(1, t);
     assert!(d.c[0].outbox_entry(s.random_id).is_none());

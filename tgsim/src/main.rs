@@ -96,6 +96,12 @@ struct Args {
     #[arg(long)]
     key_file: Option<PathBuf>,
 
+    /// Provision an auth key for an account at start and write it, in hex, to FILE (mode 0600;
+    /// repeatable): `ACCOUNT_ID=FILE`. A client such as tgsecretd then connects with
+    /// `--server ADDR --auth-key-file FILE`.
+    #[arg(long = "export-key", value_name = "ID=FILE", value_parser = parse_export)]
+    export_keys: Vec<(AccountId, PathBuf)>,
+
     /// Path of the admin socket [default: STATE_DIR/admin.sock].
     #[arg(long)]
     admin_socket: Option<PathBuf>,
@@ -136,6 +142,30 @@ fn parse_account(s: &str) -> Result<(AccountId, String, String), String> {
         return Err("the phone and first name must not be empty".into());
     }
     Ok((id, phone.to_owned(), name.to_owned()))
+}
+
+fn parse_export(s: &str) -> Result<(AccountId, PathBuf), String> {
+    let (id, file) = s.split_once('=').ok_or("expected ACCOUNT_ID=FILE")?;
+    let id: AccountId = id.parse().map_err(|e| format!("bad account id: {e}"))?;
+    if file.is_empty() {
+        return Err("the file must not be empty".into());
+    }
+    Ok((id, PathBuf::from(file)))
+}
+
+fn write_key(path: &std::path::Path, hex: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(hex.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 fn parse_peer(s: &str) -> Result<(AccountId, String, String, Behaviour), String> {
@@ -217,6 +247,15 @@ async fn main() -> ExitCode {
         Err(e @ (StartError::Bind(_) | StartError::Io(_))) => return fail(e, 1),
     };
 
+    for (account, path) in &args.export_keys {
+        let written = tgsim
+            .provision_key(*account)
+            .map_err(|e| e.to_string())
+            .and_then(|k| write_key(path, &k.auth_key).map_err(|e| e.to_string()));
+        if let Err(e) = written {
+            return fail(format!("--export-key {account}={}: {e}", path.display()), 1);
+        }
+    }
     // Written once and never fatal: a parent that reads only the first line and closes the pipe
     // must not kill the server (println! would panic on EPIPE).
     {

@@ -325,14 +325,16 @@ impl Client {
     }
 
     /// Every Response signal from now on: (handle path, code, results).
-    pub async fn responses(&self) -> MessageStream {
-        MessageStream::for_match_rule(
-            "type='signal',interface='io.github.tgsecretd.Request1',member='Response'",
-            &self.conn,
-            None,
+    pub async fn responses(&self) -> Responses {
+        Responses::spawn(
+            MessageStream::for_match_rule(
+                "type='signal',interface='io.github.tgsecretd.Request1',member='Response'",
+                &self.conn,
+                None,
+            )
+            .await
+            .unwrap(),
         )
-        .await
-        .unwrap()
     }
 
     /// The chat's state from ListChats.
@@ -352,25 +354,44 @@ pub fn parse_response(m: &zbus::Message) -> Option<(String, u32, HashMap<String,
     Some((path, code, results))
 }
 
-/// Collects Responses until `stop` says so or `secs` pass.
-pub async fn collect(
-    stream: &mut MessageStream,
-    secs: u64,
-    mut stop: impl FnMut(&[(String, u32, HashMap<String, OwnedVariant>)]) -> bool,
-) -> Vec<(String, u32, HashMap<String, OwnedVariant>)> {
-    let mut got = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    while !stop(&got) {
-        match tokio::time::timeout_at(deadline, stream.next()).await {
-            Ok(Some(Ok(m))) => {
+/// A Response as received: (handle, code, results).
+pub type Response = (String, u32, HashMap<String, OwnedVariant>);
+
+/// Responses read by a task of their own from the moment the stream was made: a signal stream
+/// that nobody reads fills up and stalls the whole connection (method replies included).
+pub struct Responses(std::sync::Arc<std::sync::Mutex<Vec<Response>>>);
+
+impl Responses {
+    pub fn spawn(mut stream: MessageStream) -> Responses {
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let g = std::sync::Arc::clone(&got);
+        tokio::spawn(async move {
+            while let Some(Ok(m)) = stream.next().await {
                 if let Some(r) = parse_response(&m) {
-                    got.push(r);
+                    g.lock().unwrap().push(r);
                 }
             }
-            _ => break,
+        });
+        Responses(got)
+    }
+
+    /// Waits until `stop` says so or `secs` pass; what arrived.
+    pub async fn wait(
+        &self,
+        secs: u64,
+        mut stop: impl FnMut(&[Response]) -> bool,
+    ) -> Vec<Response> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            {
+                let got = self.0.lock().unwrap();
+                if stop(&got) || Instant::now() > deadline {
+                    return got.clone();
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    got
 }
 
 /// A TL `decryptedMessageService{random_id, decryptedMessageActionSetMessageTTL{ttl}}`.

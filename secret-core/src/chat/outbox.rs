@@ -1,7 +1,10 @@
 //! The outbox: our messages the peer has not acknowledged yet, with their exact ciphertext.
 //!
-//! Invariant: every entry has `out_raw < out_counter` and `out_raw >= peer_in_raw` (anything
-//! below the peer's in_seq_no is acknowledged and removed); random_ids are unique among entries.
+//! Invariant: every entry has `out_raw < out_counter`; an entry below the peer's in_seq_no
+//! (acknowledged) is kept only while the server's answer to it is unknown (`sent_date` is
+//! `None`: its send may still be in flight, or lost with a crash), so that it is sent again
+//! and its result learned — the server answers a repeated random_id with the first date;
+//! random_ids are unique among entries.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -15,8 +18,8 @@ pub(crate) struct Outbox {
 }
 
 impl Outbox {
-    /// Builds the outbox from stored entries, dropping those already acknowledged (a removal
-    /// that was not applied yet). `Err` names the first inconsistency.
+    /// Builds the outbox from stored entries, dropping those acknowledged and answered (a
+    /// removal that was not applied yet). `Err` names the first inconsistency.
     pub(crate) fn restore(
         entries: impl IntoIterator<Item = OutboxEntry>,
         out_raw: u32,
@@ -27,7 +30,7 @@ impl Outbox {
             if e.out_raw >= out_raw {
                 return Err("outbox entry beyond the out counter");
             }
-            if e.out_raw < peer_in_raw {
+            if e.out_raw < peer_in_raw && e.sent_date.is_some() {
                 continue;
             }
             if outbox.by_random_id.contains_key(&e.random_id)
@@ -74,15 +77,33 @@ impl Outbox {
         Some(e.clone())
     }
 
-    /// Removes and returns every entry below `peer_in_raw` (acknowledged by the peer).
-    pub(crate) fn acknowledge_below(&mut self, peer_in_raw: u32) -> Vec<OutboxEntry> {
-        let keep = self.entries.split_off(&peer_in_raw);
-        let acked = std::mem::replace(&mut self.entries, keep);
-        let acked: Vec<OutboxEntry> = acked.into_values().collect();
-        for e in &acked {
+    /// Every entry below `peer_in_raw` (acknowledged by the peer) and not acknowledged before
+    /// (at or above `previous`): the answered ones are removed, the others stay until
+    /// [`Outbox::mark_sent`]. Returns (acknowledged entries, removed out_raws).
+    pub(crate) fn acknowledge_below(
+        &mut self,
+        previous: u32,
+        peer_in_raw: u32,
+    ) -> (Vec<OutboxEntry>, Vec<u32>) {
+        let acked: Vec<OutboxEntry> = self
+            .entries
+            .range(previous..peer_in_raw)
+            .map(|(_, e)| e.clone())
+            .collect();
+        let mut removed = Vec::new();
+        for e in acked.iter().filter(|e| e.sent_date.is_some()) {
+            self.entries.remove(&e.out_raw);
+            self.by_random_id.remove(&e.random_id);
+            removed.push(e.out_raw);
+        }
+        (acked, removed)
+    }
+
+    /// Removes an entry (acknowledged and now answered).
+    pub(crate) fn remove(&mut self, out_raw: u32) {
+        if let Some(e) = self.entries.remove(&out_raw) {
             self.by_random_id.remove(&e.random_id);
         }
-        acked
     }
 
     /// The in_raw a filler placed in slot `out_raw` must carry so that the peer sees its
@@ -135,12 +156,30 @@ mod tests {
         for i in 0..5 {
             o.insert(entry(i, i / 2, 100 + i64::from(i)));
         }
-        let acked: Vec<u32> = o.acknowledge_below(3).iter().map(|e| e.out_raw).collect();
-        assert_eq!(acked, vec![0, 1, 2]);
+        for i in 0..5 {
+            o.mark_sent(100 + i64::from(i), 7);
+        }
+        let (acked, removed) = o.acknowledge_below(0, 3);
+        let acked: Vec<u32> = acked.iter().map(|e| e.out_raw).collect();
+        assert_eq!((acked, removed), (vec![0, 1, 2], vec![0, 1, 2]));
         assert_eq!(o.len(), 2);
         assert!(o.find(101).is_none() && !o.contains_random_id(102));
         assert_eq!(o.find(103).map(|e| e.out_raw), Some(3));
-        assert!(o.acknowledge_below(3).is_empty());
+        assert_eq!(o.acknowledge_below(3, 3), (vec![], vec![]));
+    }
+
+    #[test]
+    fn an_entry_acknowledged_before_its_answer_stays_until_the_answer() {
+        let mut o = Outbox::default();
+        o.insert(entry(0, 0, 1));
+        o.insert(entry(1, 0, 2));
+        o.mark_sent(1, 5);
+        let (acked, removed) = o.acknowledge_below(0, 2);
+        assert_eq!(acked.len(), 2);
+        assert_eq!(removed, vec![0], "the answered one goes");
+        assert!(o.find(2).is_some(), "the unanswered one stays");
+        let r = Outbox::restore(o.iter().cloned(), 2, 2).expect("consistent");
+        assert!(r.find(2).is_some(), "and survives a restart");
     }
 
     #[test]
@@ -165,8 +204,10 @@ mod tests {
 
     #[test]
     fn restore_drops_acknowledged_entries_and_refuses_inconsistent_ones() {
-        let o = Outbox::restore([entry(0, 0, 1), entry(1, 0, 2), entry(2, 0, 3)], 3, 1)
-            .expect("consistent");
+        let mut answered = entry(0, 0, 1);
+        answered.sent_date = Some(1);
+        let o =
+            Outbox::restore([answered, entry(1, 0, 2), entry(2, 0, 3)], 3, 1).expect("consistent");
         assert_eq!(o.iter().map(|e| e.out_raw).collect::<Vec<_>>(), vec![1, 2]);
         assert!(Outbox::restore([entry(3, 0, 1)], 3, 0).is_err());
         assert!(Outbox::restore([entry(0, 0, 1), entry(1, 0, 1)], 3, 0).is_err());

@@ -340,14 +340,15 @@ impl Chat {
         self.seq_mut().in_raw += 1;
         // Acknowledgements.
         if r_in > self.state.seq.peer_in_raw {
+            let previous = self.state.seq.peer_in_raw;
             self.seq_mut().peer_in_raw = r_in;
-            let mut ids = Vec::new();
-            for e in self.outbox.acknowledge_below(r_in) {
-                out.outbox_remove.push(e.out_raw);
-                if e.from_app {
-                    ids.push(e.random_id);
-                }
-            }
+            let (acked, removed) = self.outbox.acknowledge_below(previous, r_in);
+            out.outbox_remove.extend(removed);
+            let ids: Vec<i64> = acked
+                .iter()
+                .filter(|e| e.from_app)
+                .map(|e| e.random_id)
+                .collect();
             if !ids.is_empty() {
                 out.events.push(Event::Acknowledged(ids));
             }

@@ -376,9 +376,18 @@ impl Chat {
     // ------------------------------------------------------------------------------------------
     // The server's answers
 
-    /// Reports that the server accepted an outgoing message.
+    /// Reports that the server accepted an outgoing message. An entry the peer already
+    /// acknowledged (its answer came late) is removed now.
     pub fn on_sent(&mut self, random_id: i64, date: i32) -> Output {
         let out = match self.outbox.mark_sent(random_id, date) {
+            Some(entry) if entry.out_raw < self.state.seq.peer_in_raw => {
+                self.outbox.remove(entry.out_raw);
+                Output {
+                    outbox_remove: vec![entry.out_raw],
+                    events: vec![Event::Sent { random_id, date }],
+                    ..Default::default()
+                }
+            }
             Some(entry) => Output {
                 outbox_put: vec![entry],
                 events: vec![Event::Sent { random_id, date }],
