@@ -221,6 +221,7 @@ impl ChatActor {
         after: &mut After,
     ) -> Result<(), secret_core::record::RecordError> {
         let id = self.id();
+        let meta_before = self.meta.clone();
         chatstore::write_output(batch, &self.chat, out)?;
         for call in &out.calls {
             match call {
@@ -251,7 +252,9 @@ impl ChatActor {
             .cloned()
             .collect();
         chatstore::write_events(batch, id, &mut self.meta, &events)?;
-        chatstore::write_meta(batch, id, &self.meta)?;
+        if self.meta != meta_before {
+            chatstore::write_meta(batch, id, &self.meta)?;
+        }
         after.events.extend(events);
         Ok(())
     }

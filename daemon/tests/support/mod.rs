@@ -278,6 +278,22 @@ impl Daemon {
         }
     }
 
+    /// Resident memory of the process, in KiB (0 if it is not running).
+    pub fn rss_kib(&self) -> u64 {
+        let Some(c) = self.child.as_ref() else {
+            return 0;
+        };
+        std::fs::read_to_string(format!("/proc/{}/status", c.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
     pub fn running(&mut self) -> bool {
         self.child
             .as_mut()

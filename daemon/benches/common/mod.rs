@@ -1,0 +1,182 @@
+//! What the benchmarks share: settings, the durability baselines (a bare fdatasync, sled
+//! alone), interleaved measurement and the table.
+#![allow(dead_code)]
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sled::Transactional;
+use sled::transaction::ConflictableTransactionError;
+use tgsecretd::store::keys::key_i32_u64;
+use tgsecretd::store::{Store, Tree};
+
+pub struct Settings {
+    pub rounds: usize,
+    pub slice: Duration,
+}
+
+pub fn settings() -> Settings {
+    let quick = std::env::var("BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+    if quick {
+        Settings {
+            rounds: 3,
+            slice: Duration::from_millis(250),
+        }
+    } else {
+        Settings {
+            rounds: 9,
+            slice: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Runs for about the given time; returns the number of durable commits done.
+pub type Run = Box<dyn FnMut(Duration) -> u64>;
+
+pub struct Contender {
+    pub name: String,
+    pub run: Run,
+    /// For store rows: the store, to read its stats afterwards.
+    pub store: Option<Arc<Store>>,
+}
+
+/// The ~200 bytes one commit writes: three entries of one chat.
+pub const VALUES: [(Tree, usize); 3] = [(Tree::Chats, 60), (Tree::Outbox, 100), (Tree::Meta, 40)];
+
+/// Size of the preallocated file of the in-place baseline.
+const BARE_LEN: u64 = 1 << 20;
+
+/// 200 bytes written in place into a preallocated, synced file, then fdatasync: a pure data
+/// sync (the file's size never changes, so no metadata has to be committed).
+pub fn bare_in_place(dir: &Path) -> Run {
+    let path = dir.join("bare-in-place");
+    std::fs::write(&path, vec![0u8; BARE_LEN as usize]).expect("preallocate");
+    let file = OpenOptions::new().write(true).open(&path).expect("open");
+    file.sync_all().expect("fsync");
+    let record = [0x5au8; 200];
+    let mut offset = 0u64;
+    Box::new(move |slice| {
+        let end = Instant::now() + slice;
+        let mut n = 0;
+        while Instant::now() < end {
+            file.write_all_at(&record, offset).expect("write");
+            file.sync_data().expect("fdatasync");
+            offset = (offset + 4096) % BARE_LEN;
+            n += 1;
+        }
+        n
+    })
+}
+
+/// 200 bytes appended, then fdatasync: each sync also commits the new file size (a journal
+/// commit on ext4), so it is slower than the in-place baseline on most file systems.
+pub fn bare_append(dir: &Path) -> Run {
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("bare-append"))
+        .expect("open bare file");
+    let record = [0x5au8; 200];
+    Box::new(move |slice| {
+        let end = Instant::now() + slice;
+        let mut n = 0;
+        while Instant::now() < end {
+            file.write_all(&record).expect("write");
+            file.sync_data().expect("fdatasync");
+            n += 1;
+        }
+        n
+    })
+}
+
+pub fn sled_raw(dir: &Path) -> Run {
+    let path = dir.join("sled-raw");
+    let db = sled::Config::new()
+        .path(&path)
+        .flush_every_ms(None)
+        .open()
+        .expect("open sled");
+    let trees: Vec<sled::Tree> = VALUES
+        .iter()
+        .map(|(t, _)| db.open_tree(t.name()).expect("tree"))
+        .collect();
+    let db_file = std::fs::File::open(path.join("db")).expect("open db");
+    let mut seq = 0u64;
+    Box::new(move |slice| {
+        let end = Instant::now() + slice;
+        let mut n = 0;
+        while Instant::now() < end {
+            seq += 1;
+            let key = key_i32_u64(-1, seq);
+            let refs: Vec<&sled::Tree> = trees.iter().collect();
+            refs.as_slice()
+                .transaction(|views| {
+                    for (view, (_, len)) in views.iter().zip(VALUES) {
+                        view.insert(&key, vec![7u8; len])?;
+                    }
+                    Ok::<(), ConflictableTransactionError<()>>(())
+                })
+                .expect("transaction");
+            db.flush().expect("flush");
+            db_file.sync_data().expect("fdatasync");
+            n += 1;
+        }
+        n
+    })
+}
+
+/// Median commits/s of each contender over interleaved rounds.
+pub fn measure(s: &Settings, contenders: &mut [Contender]) -> Vec<f64> {
+    let mut rates = vec![Vec::with_capacity(s.rounds); contenders.len()];
+    for _ in 0..s.rounds {
+        for (c, out) in contenders.iter_mut().zip(rates.iter_mut()) {
+            let t = Instant::now();
+            let n = (c.run)(s.slice);
+            out.push(n as f64 / t.elapsed().as_secs_f64());
+        }
+    }
+    rates
+        .into_iter()
+        .map(|mut v| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        })
+        .collect()
+}
+
+pub fn temp_dir() -> tempfile::TempDir {
+    let base = option_env!("CARGO_TARGET_TMPDIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&base).expect("create temp base");
+    tempfile::tempdir_in(&base).expect("tempdir")
+}
+
+pub fn print_table(contenders: &[Contender], rates: &[f64]) {
+    println!();
+    println!(
+        "{:<56} {:>10} {:>10} {:>9} {:>16}",
+        "what", "commits/s", "us/commit", "ratio", "batches/flush"
+    );
+    println!("{}", "-".repeat(105));
+    let base = rates[0];
+    for (c, &rate) in contenders.iter().zip(rates) {
+        let per_flush = c.store.as_ref().map_or("-".to_string(), |st| {
+            let stats = st.stats();
+            let ratio = stats.batches_committed as f64 / stats.group_flushes.max(1) as f64;
+            format!("{ratio:.1} (max {})", stats.largest_group)
+        });
+        println!(
+            "{:<56} {:>10.0} {:>10.1} {:>8.2}x {:>16}",
+            c.name,
+            rate,
+            1e6 / rate,
+            rate / base,
+            per_flush
+        );
+    }
+}
