@@ -14,7 +14,7 @@
 //! `BENCH_QUICK=1 …`.
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod support;
 
 mod common;

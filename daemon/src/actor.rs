@@ -577,10 +577,13 @@ pub fn open_key(chat_id: i32, request: u64) -> Vec<u8> {
     k
 }
 
+/// Open requests by id, and random_id → request id.
+type OpenRequests = (HashMap<u64, RequestRecord>, HashMap<i64, u64>);
+
 fn load_open_requests(
     shared: &Shared,
     chat_id: i32,
-) -> Result<(HashMap<u64, RequestRecord>, HashMap<i64, u64>), crate::error::DaemonError> {
+) -> Result<OpenRequests, crate::error::DaemonError> {
     let mut prefix = b"o".to_vec();
     prefix.extend_from_slice(&keys::key_i32(chat_id));
     let mut open = HashMap::new();

@@ -36,7 +36,7 @@ pub enum Server {
         /// The address.
         addr: SocketAddrV4,
         /// The auth key.
-        auth_key: [u8; 256],
+        auth_key: Box<[u8; 256]>,
     },
 }
 
@@ -154,7 +154,7 @@ fn session_snapshot(store: &Store, server: &Server) -> Result<SessionSnapshot, S
         None => match server {
             Server::Production => SessionSnapshot::production(),
             Server::Test => SessionSnapshot::test_servers(),
-            Server::Pinned { addr, auth_key } => SessionSnapshot::pinned(*addr, *auth_key),
+            Server::Pinned { addr, auth_key } => SessionSnapshot::pinned(*addr, **auth_key),
         },
     };
     if let Server::Pinned { addr, .. } = server {

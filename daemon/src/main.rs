@@ -144,7 +144,7 @@ fn options(cli: Cli) -> Result<(Options, String), String> {
                 .ok_or("--server IP:PORT needs --auth-key-file")?;
             Server::Pinned {
                 addr,
-                auth_key: read_key(&key_file)?,
+                auth_key: Box::new(read_key(&key_file)?),
             }
         }
     };

@@ -198,7 +198,18 @@ fn drop_inbound(shared: &Shared, chat_id: i32) {
         batch.remove(Tree::Inbound, k);
     }
     tracing::debug!(chat_id, "messages for an unknown chat dropped");
-    let _ = shared.store.commit(batch);
+    forget(shared, batch);
+}
+
+/// Commits a batch nothing waits for (removals of what is moot); a failure stops the daemon.
+fn forget(shared: &Shared, batch: Batch) {
+    let commit = shared.store.commit(batch);
+    let fatal = shared.fatal_sender();
+    actix::spawn(async move {
+        if let Err(e) = commit.await {
+            fatal(format!("a removal was not stored: {e}"));
+        }
+    });
 }
 
 /// Chat updates taken from Telegram (stored in the Meta tree under their seq).
@@ -239,7 +250,7 @@ impl Handler<Updates> for Registry {
                         // About a chat we do not have: nothing to do.
                         let mut b = Batch::new();
                         b.remove(Tree::Meta, records::update_key(seq));
-                        let _ = self.shared.store.commit(b);
+                        forget(&self.shared, b);
                     }
                 },
                 Err(e) => self.shared.fatal(format!("chat {}: {e}", u.chat_id)),

@@ -141,6 +141,17 @@ impl Shared {
         self.logged_out.store(v, Ordering::SeqCst);
     }
 
+    /// A `fatal` that can be moved into a task.
+    pub fn fatal_sender(&self) -> impl Fn(String) + 'static {
+        let tx = self.fatal.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        move |why: String| {
+            tracing::error!(%why, "stopping");
+            if let Some(tx) = tx.as_ref() {
+                let _ = tx.send(why);
+            }
+        }
+    }
+
     /// Something the daemon cannot continue after (the store failed): it stops.
     pub fn fatal(&self, why: String) {
         tracing::error!(%why, "stopping");

@@ -58,7 +58,10 @@ fn daemon_opts(dir: &Path, addr: SocketAddr, auth_key: [u8; 256]) -> Options {
     };
     Options {
         state_dir: dir.to_path_buf(),
-        server: Server::Pinned { addr, auth_key },
+        server: Server::Pinned {
+            addr,
+            auth_key: Box::new(auth_key),
+        },
         api_id: 1,
         api_hash: "x".into(),
         bus: Bus::None,

@@ -331,7 +331,7 @@ impl Client {
         loop {
             let m = self.manager().await;
             if let Ok(s) = m.get_status().await
-                && s.get("self_user_id").is_some()
+                && s.contains_key("self_user_id")
             {
                 return;
             }
