@@ -58,6 +58,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 /// How long a call waits before it is tried again after the account was logged out.
 const LOGGED_OUT_PAUSE: Duration = Duration::from_secs(60);
+/// An actor with nothing to do stops after this long (the registry starts it again on demand),
+/// so memory goes only to active chats.
+const IDLE_STOP: Duration = Duration::from_secs(600);
 
 /// A request accepted by a chat.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -162,6 +165,8 @@ pub struct ChatActor {
     rng: SystemRandom,
     /// Calls and inbound messages found at start, handled in `started`.
     start: Option<(Vec<(u64, PendingCall)>, bool)>,
+    /// When it last had something to do.
+    last_active: std::time::Instant,
 }
 
 impl ChatActor {
@@ -190,6 +195,7 @@ impl ChatActor {
             by_random,
             rng: SystemRandom::new(),
             start: Some((calls, !inbound.is_empty())),
+            last_active: std::time::Instant::now(),
         })
     }
 
@@ -202,7 +208,25 @@ impl ChatActor {
 
     /// Turns an output (plus `batch`, the input's own writes) into one commit, and queues what
     /// depends on it.
+    /// Stops if nothing happened for [`IDLE_STOP`] and nothing is pending or due soon.
+    fn stop_if_idle(&mut self, ctx: &mut Context<Self>) {
+        let busy = self.committing
+            || self.calling
+            || !self.commits.is_empty()
+            || !self.calls.is_empty()
+            || !self.open.is_empty();
+        let due_soon = self
+            .chat
+            .next_deadline()
+            .is_some_and(|at| at <= now().saturating_add(IDLE_STOP.as_secs()));
+        if !busy && !due_soon && self.last_active.elapsed() >= IDLE_STOP {
+            tracing::debug!(chat = self.id(), "idle: actor stopped");
+            ctx.stop();
+        }
+    }
+
     fn apply(&mut self, out: Output, mut batch: Batch, mut after: After, ctx: &mut Context<Self>) {
+        self.last_active = std::time::Instant::now();
         if let Err(e) = self.build(&out, &mut batch, &mut after) {
             self.shared
                 .fatal(format!("chat {}: cannot encode a record: {e}", self.id()));
@@ -708,6 +732,7 @@ impl Actor for ChatActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(1024);
+        ctx.run_interval(IDLE_STOP / 4, |act, ctx| act.stop_if_idle(ctx));
         let Some((owed, inbound)) = self.start.take() else {
             return;
         };

@@ -345,9 +345,10 @@ async fn run_updates(shared: Arc<Shared>, link: Arc<Link>, registry: Addr<Regist
         match link.learn_self().await {
             Ok(_) => break,
             Err(e) if e.class == tglink::ErrorClass::LoggedOut => {
+                let waiting = shared.wait_logged_in();
                 shared.set_logged_out(true);
                 tracing::warn!(error = %e, "not logged in: no updates until login");
-                return;
+                waiting.await;
             }
             Err(e) => {
                 tracing::debug!(error = %e, "who am I: trying again");

@@ -99,16 +99,24 @@ impl Service {
         } else {
             SendMethod::SendEncryptedService
         };
-        let actor = self.chat_actor(chat_id).await?;
-        actor
-            .send(actor::SendCmd {
-                parts,
-                method,
-                idempotency,
-                handle: options.handle,
-            })
-            .await
-            .map_err(|e| ServiceError::Internal(e.to_string()))?
+        let cmd = |parts| actor::SendCmd {
+            parts,
+            method,
+            idempotency,
+            handle: options.handle.clone(),
+        };
+        // An actor that stopped for idleness between the lookup and the send is started again.
+        for _ in 0..2 {
+            let actor = self.chat_actor(chat_id).await?;
+            match actor.send(cmd(parts.clone())).await {
+                Ok(r) => return r,
+                Err(actix::MailboxError::Closed) => continue,
+                Err(e) => return Err(ServiceError::Internal(e.to_string())),
+            }
+        }
+        Err(ServiceError::Internal(
+            "the chat's actor keeps stopping".into(),
+        ))
     }
 
     /// Opens a secret chat with a user; the chat id once its creation is durable.
@@ -141,6 +149,40 @@ impl Service {
             .send(actor::Accept)
             .await
             .map_err(|e| ServiceError::Internal(e.to_string()))?
+    }
+
+    /// Login, step 1: Telegram sends a code to `phone`.
+    pub async fn login_request_code(&self, phone: &str) -> Result<tglink::LoginStep, ServiceError> {
+        self.shared
+            .link
+            .request_login_code(phone)
+            .await
+            .map_err(login_error)
+    }
+
+    /// Login, step 2: the code; then a password if the account has two-step verification.
+    pub async fn login_code(&self, code: &str) -> Result<tglink::LoginStep, ServiceError> {
+        let step = self.shared.link.sign_in(code).await.map_err(login_error)?;
+        self.logged_in(&step);
+        Ok(step)
+    }
+
+    /// Login, step 3: the two-step password.
+    pub async fn login_password(&self, password: &str) -> Result<tglink::LoginStep, ServiceError> {
+        let step = self
+            .shared
+            .link
+            .check_password(password)
+            .await
+            .map_err(login_error)?;
+        self.logged_in(&step);
+        Ok(step)
+    }
+
+    fn logged_in(&self, step: &tglink::LoginStep) {
+        if matches!(step, tglink::LoginStep::Done { .. }) {
+            self.shared.set_logged_out(false);
+        }
     }
 
     /// Every chat in the store.
@@ -247,6 +289,13 @@ impl Service {
             .await
             .map_err(|e| ServiceError::Internal(e.to_string()))??
             .ok_or(ServiceError::NoSuchChat(chat_id))
+    }
+}
+
+fn login_error(e: tglink::CallError) -> ServiceError {
+    match e.class {
+        tglink::ErrorClass::TerminalRequest => ServiceError::InvalidArgument(e.to_string()),
+        _ => ServiceError::Internal(e.to_string()),
     }
 }
 

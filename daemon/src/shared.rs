@@ -70,6 +70,7 @@ pub struct Shared {
     next_request: AtomicU64,
     next_inbound: AtomicU64,
     logged_out: AtomicBool,
+    logged_in: tokio::sync::Notify,
     fatal: Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>,
 }
 
@@ -101,6 +102,7 @@ impl Shared {
             next_request: AtomicU64::new(last + 1),
             next_inbound: AtomicU64::new(now_micros()),
             logged_out: AtomicBool::new(false),
+            logged_in: tokio::sync::Notify::new(),
             fatal: Mutex::new(Some(fatal)),
         }))
     }
@@ -136,9 +138,18 @@ impl Shared {
         self.logged_out.load(Ordering::SeqCst)
     }
 
-    /// Records that the account is logged out (or in again).
+    /// Records that the account is logged out (or in again; then whoever waits in
+    /// [`Shared::wait_logged_in`] goes on).
     pub fn set_logged_out(&self, v: bool) {
         self.logged_out.store(v, Ordering::SeqCst);
+        if !v {
+            self.logged_in.notify_waiters();
+        }
+    }
+
+    /// Waits until a login completes.
+    pub async fn wait_logged_in(&self) {
+        self.logged_in.notified().await;
     }
 
     /// A `fatal` that can be moved into a task.

@@ -161,6 +161,40 @@ fn a_chat_with_an_echoing_peer_survives_a_restart() {
             (1..=20).map(ttl).collect::<Vec<_>>(),
             "Bob got every message once, in order"
         );
+        // 250 more: the chat re-keys on the way (after 100 messages under one key).
+        for n in 21..=270 {
+            let a = svc
+                .send_encrypted_service(
+                    Peer::id(chat),
+                    service(ttl(n)),
+                    SendOptions {
+                        handle: format!("/h/{n}"),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+            ids.push(a.id);
+        }
+        wait("Bob's 270", 30, || peers.transcript(BOB, chat).len() >= 270).await;
+        let pfs: secret_core::chat::PfsState = tgsecretd::records::decode(
+            &svc.shared()
+                .store
+                .get(
+                    tgsecretd::store::Tree::Chats,
+                    &tgsecretd::records::chat_key(chat, tgsecretd::records::ChatPart::Pfs),
+                )
+                .unwrap()
+                .unwrap(),
+        )
+        .unwrap();
+        let info = peers.chat_info(BOB, chat).unwrap();
+        assert!(
+            info.rekeys >= 1,
+            "no re-key after 270 messages each way: Bob {} re-keys, Alice's exchange {:?}",
+            info.rekeys,
+            pfs.rekey().name()
+        );
         let r = svc.request(ids[4]).unwrap().unwrap();
         assert_eq!(r.parts.len(), 1);
         assert!(r.parts[0].date.is_some());

@@ -223,6 +223,23 @@ async fn check(
         }
         assert_eq!(got, want, "round {round}: chat {chat}: Bob's transcript");
     }
+    // No (key, out_seq_no) carried two different messages, as Bob decrypted them; the chats
+    // re-keyed on the way (every 100 messages).
+    for c in sim.admin().peer_chats(BOB).unwrap() {
+        assert!(
+            c.reused_slots.is_empty(),
+            "round {round}: chat {}: slots used twice: {:?}",
+            c.chat_id,
+            c.reused_slots
+        );
+        if sent.iter().sum::<usize>() >= 2000 {
+            assert!(
+                c.rekeys >= 1,
+                "round {round}: chat {} never re-keyed",
+                c.chat_id
+            );
+        }
+    }
     // Each random_id Alice used went out with one ciphertext, however often it was relayed.
     let mut by_rid: HashMap<i64, String> = HashMap::new();
     for r in sim.admin().relayed(None).unwrap() {

@@ -22,9 +22,16 @@ struct Pair {
     alice: Client,
     bob: Client,
     chat: i32,
+    /// What the faults did while the chat was made.
+    fault_report: Option<tgsim::admin::FaultsReport>,
 }
 
 async fn pair(name: &str) -> Pair {
+    pair_with(name, None).await
+}
+
+/// A pair whose chat is requested while `faults` are on (cleared once both sides are ready).
+async fn pair_with(name: &str, faults: Option<tgsim::faults::Faults>) -> Pair {
     let tmp = Temp::new(name);
     let (ba, bb) = (Bus::start(), Bus::start());
     let sim = Sim::start(&tmp.0.join("sim"), &[(ALICE, "Alice"), (BOB, "Bob")], &[]);
@@ -36,6 +43,9 @@ async fn pair(name: &str) -> Pair {
     let bob = Client::connect(&bb.address).await;
     alice.wait_ready(30).await;
     bob.wait_ready(30).await;
+    if let Some(f) = &faults {
+        sim.admin().set_faults(f).unwrap();
+    }
     let chat = alice
         .manager()
         .await
@@ -51,6 +61,12 @@ async fn pair(name: &str) -> Pair {
         assert!(Instant::now() < deadline, "chat not ready: {a:?} {b:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let fault_report = faults.as_ref().map(|_| sim.admin().faults().unwrap());
+    if faults.is_some() {
+        sim.admin()
+            .set_faults(&tgsim::faults::Faults::none())
+            .unwrap();
+    }
     Pair {
         _tmp: tmp,
         sim,
@@ -59,6 +75,7 @@ async fn pair(name: &str) -> Pair {
         alice,
         bob,
         chat,
+        fault_report,
     }
 }
 
@@ -215,6 +232,62 @@ fn the_peer_discards_mid_burst() {
             other => panic!("expected WrongState, got {other:?}"),
         }
         println!("{sent} sent, {declined} declined");
+        assert!(p.daemons.0.terminate().is_some_and(|s| s.success()));
+        assert!(p.daemons.1.terminate().is_some_and(|s| s.success()));
+    });
+}
+
+#[test]
+fn an_acceptance_whose_answer_was_lost_stands() {
+    use grammers_tl_types::Identifiable;
+    runtime().block_on(async {
+        // Every acceptEncryption of Bob's runs at the server and its answer is lost (the
+        // connection closes instead): his retries get ENCRYPTION_ALREADY_ACCEPTED (their
+        // answers lost too, while the fault lasts). The acceptance stands: both sides become
+        // ready, and messages flow both ways.
+        let mut f = tgsim::faults::Faults::none();
+        f.account_calls.insert(
+            BOB,
+            tgsim::faults::CallFaults {
+                close_after: 1000,
+                methods: vec![
+                    grammers_tl_types::functions::messages::AcceptEncryption::CONSTRUCTOR_ID,
+                ],
+                ..Default::default()
+            },
+        );
+        let mut p = pair_with("lostaccept", Some(f)).await;
+        let mut ttls = bob_ttls(&p.bob).await;
+        let responses = p.alice.responses().await;
+        let m = p.alice.manager().await;
+        let h = m
+            .send_encrypted_service(p.chat, &ttl_message(0, 42), send_options("a1", 4242))
+            .await
+            .unwrap()
+            .to_string();
+        let got = responses.wait(30, |g| g.iter().any(|r| r.0 == h)).await;
+        assert!(got.iter().any(|r| r.0 == h && r.1 == 0), "{got:?}");
+        let t = tokio::time::timeout(Duration::from_secs(30), ttls.recv()).await;
+        assert_eq!(t.ok().flatten(), Some(42));
+        // And back: Bob writes, Alice reads.
+        let mut alice_ttls = {
+            let c = Client::connect_conn(p.alice.conn.clone());
+            bob_ttls(&c).await
+        };
+        let hb = p
+            .bob
+            .manager()
+            .await
+            .send_encrypted_service(p.chat, &ttl_message(0, 43), send_options("b1", 4343))
+            .await;
+        assert!(hb.is_ok(), "{hb:?}");
+        let t = tokio::time::timeout(Duration::from_secs(30), alice_ttls.recv()).await;
+        assert_eq!(t.ok().flatten(), Some(43));
+        let report = p.fault_report.take().unwrap();
+        assert!(
+            report.calls.closed_after >= 1,
+            "the acceptance's answer was lost: {report:?}"
+        );
         assert!(p.daemons.0.terminate().is_some_and(|s| s.success()));
         assert!(p.daemons.1.terminate().is_some_and(|s| s.success()));
     });

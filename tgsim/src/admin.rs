@@ -175,6 +175,10 @@ pub struct PeerChat {
     pub outbox_len: usize,
     /// Application actions received, in order, in MadelineProto JSON.
     pub transcript: Vec<Value>,
+    /// Slots `(key fingerprint as a TL long, out_seq_no)` in which the other side sent two
+    /// different messages (a Noop filling a slot asked for again excepted): must be empty.
+    #[serde(default)]
+    pub reused_slots: Vec<(i64, i32)>,
 }
 
 /// Counters of the update faults.
@@ -473,6 +477,11 @@ impl Admin {
                             rekeys: i.rekeys,
                             outbox_len: i.outbox_len,
                             transcript: i.transcript.iter().map(TlJson::to_json).collect(),
+                            reused_slots: i
+                                .reused_slots
+                                .iter()
+                                .map(|(fp, seq)| (fp.to_i64(), *seq))
+                                .collect(),
                         })
                     })
                     .collect();

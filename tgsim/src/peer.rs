@@ -30,7 +30,7 @@
 //! Peers live in memory only. The host keeps an `Arc` of the handler, and the model keeps an
 //! `Arc` of its sink: call [`PeerHost::detach`] to break that cycle when done.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::thread;
@@ -134,12 +134,36 @@ pub struct ChatInfo {
     pub transcript: Vec<DecryptedMessageAction>,
     /// Outgoing messages not yet acknowledged by the peer.
     pub outbox_len: usize,
+    /// Slots (key fingerprint, out_seq_no) in which the other side sent two different
+    /// messages (neither of them the Noop that fills a slot asked for again): must stay empty.
+    pub reused_slots: Vec<(KeyFingerprint, i32)>,
 }
 
 struct PeerChat {
     chat: Chat,
     transcript: Vec<DecryptedMessageAction>,
     rekeys: usize,
+    /// Every authentic incoming message by slot: (hash of its bytes, is a Noop).
+    slots: BTreeMap<(KeyFingerprint, i32), BTreeSet<([u8; 32], bool)>>,
+}
+
+impl PeerChat {
+    fn new(chat: Chat) -> PeerChat {
+        PeerChat {
+            chat,
+            transcript: Vec::new(),
+            rekeys: 0,
+            slots: BTreeMap::new(),
+        }
+    }
+
+    fn reused_slots(&self) -> Vec<(KeyFingerprint, i32)> {
+        self.slots
+            .iter()
+            .filter(|(_, texts)| texts.iter().filter(|(_, noop)| !noop).count() > 1)
+            .map(|(slot, _)| *slot)
+            .collect()
+    }
 }
 
 struct Peer {
@@ -335,14 +359,7 @@ impl PeerHost {
             .map(|r| chat.on_remote_update(&r, now, &mut p.rng))
             .unwrap_or_default();
         if let Some(peer) = p.peers.get_mut(&account) {
-            peer.chats.insert(
-                chat_id,
-                PeerChat {
-                    chat,
-                    transcript: Vec::new(),
-                    rekeys: 0,
-                },
-            );
+            peer.chats.insert(chat_id, PeerChat::new(chat));
         }
         self.shared.perform(p, account, chat_id, out);
         Ok(chat_id)
@@ -402,6 +419,7 @@ impl PeerHost {
             rekeys: pc.rekeys,
             transcript: pc.transcript.clone(),
             outbox_len: pc.chat.outbox().count(),
+            reused_slots: pc.reused_slots(),
         })
     }
 
@@ -602,6 +620,13 @@ impl Shared {
         else {
             return; // a chat we do not know (or not yet): nothing to decrypt with
         };
+        if let Some(k) = pc.chat.peek(&incoming) {
+            let text = secret_core::crypto::sha256(&[&incoming.data]);
+            pc.slots
+                .entry((k.key_fingerprint, k.out_seq_no))
+                .or_default()
+                .insert((text, k.noop));
+        }
         match pc.chat.receive(&incoming, now, &mut p.rng) {
             Ok(out) => self.perform(p, account, chat_id, out),
             Err(e) => {
@@ -672,14 +697,7 @@ impl Shared {
                 .map_err(|e| PeerError::Handshake(e.to_string()))?,
         };
         if let Some(peer) = p.peers.get_mut(&account) {
-            peer.chats.insert(
-                r.id,
-                PeerChat {
-                    chat,
-                    transcript: Vec::new(),
-                    rekeys: 0,
-                },
-            );
+            peer.chats.insert(r.id, PeerChat::new(chat));
         }
         self.perform(p, account, r.id, out);
         Ok(())

@@ -321,6 +321,11 @@ impl Client {
         Client { conn }
     }
 
+    /// A client on an existing connection.
+    pub fn connect_conn(conn: Connection) -> Client {
+        Client { conn }
+    }
+
     pub async fn manager(&self) -> ipc_proto::ManagerProxy<'static> {
         ipc_proto::ManagerProxy::new(&self.conn).await.unwrap()
     }

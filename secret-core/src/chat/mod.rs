@@ -48,6 +48,7 @@ pub use outputs::{
     Call, Changed, ChatRequest, Event, IncomingEncrypted, MessageEntropy, Output, RemoteChat,
     RequestEncryption, SendFailure, Sent, Transmit,
 };
+pub use receive::Peek;
 pub use send::default_method;
 pub use state::{
     AuthState, ChatState, ConfigState, DiscardReason, EarlyMessage, KeyState, OutboxEntry,

@@ -31,6 +31,17 @@ use crate::rand::SecureRandom;
 use crate::tl::enums::{DecryptedMessage, DecryptedMessageAction};
 use crate::tl::{self, Deserializable, TlError, types};
 
+/// What [`Chat::peek`] reads from an incoming message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peek {
+    /// The key it is encrypted with.
+    pub key_fingerprint: KeyFingerprint,
+    /// Its out_seq_no.
+    pub out_seq_no: i32,
+    /// Whether it is a Noop (the filler of an acknowledged slot is one).
+    pub noop: bool,
+}
+
 /// The content of a `decryptedMessageLayer`.
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)] // transient: parsed, then moved into an event once
@@ -110,6 +121,28 @@ impl Chat {
         let r = self.receive_inner(msg, now, rng);
         let out = self.refuse(r)?;
         Ok(self.finish(out))
+    }
+
+    /// What an incoming message says about its slot, without processing it: the key it is
+    /// under, its out_seq_no, and whether it is a Noop. `None` unless it is authentic under a key
+    /// the chat holds and parses. Changes nothing (for diagnostics and tests that check slot
+    /// uniqueness from the receiving side).
+    pub fn peek(&self, msg: &IncomingEncrypted) -> Option<Peek> {
+        let fp = crypto::message_fingerprint(&msg.data)?;
+        let (key, _) = self.key_for(&fp)?;
+        let x = self.state.auth.role.peer().kdf_x();
+        let plaintext = crypto::decrypt_message(&key, x, &msg.data).ok()?;
+        let p = parse_layered(&plaintext).ok()?;
+        let noop = matches!(
+            &p.content,
+            Content::Known(DecryptedMessage::Service(s))
+                if matches!(s.action, DecryptedMessageAction::Noop(_))
+        );
+        Some(Peek {
+            key_fingerprint: fp,
+            out_seq_no: p.out_seq_no,
+            noop,
+        })
     }
 
     fn key_for(&self, fp: &KeyFingerprint) -> Option<(AuthKey, bool)> {
