@@ -143,9 +143,14 @@ struct PeerChat {
     chat: Chat,
     transcript: Vec<DecryptedMessageAction>,
     rekeys: usize,
-    /// Every authentic incoming message by slot: (hash of its bytes, is a Noop).
-    slots: BTreeMap<(KeyFingerprint, i32), BTreeSet<([u8; 32], bool)>>,
+    /// Every authentic incoming message by slot.
+    slots: BTreeMap<Slot, BTreeSet<Text>>,
 }
+
+/// A seq slot: (key fingerprint, out_seq_no).
+type Slot = (KeyFingerprint, i32);
+/// A message seen in a slot: (hash of its bytes, whether it is a Noop).
+type Text = ([u8; 32], bool);
 
 impl PeerChat {
     fn new(chat: Chat) -> PeerChat {
@@ -157,7 +162,7 @@ impl PeerChat {
         }
     }
 
-    fn reused_slots(&self) -> Vec<(KeyFingerprint, i32)> {
+    fn reused_slots(&self) -> Vec<Slot> {
         self.slots
             .iter()
             .filter(|(_, texts)| texts.iter().filter(|(_, noop)| !noop).count() > 1)
