@@ -292,3 +292,60 @@ fn an_acceptance_whose_answer_was_lost_stands() {
         assert!(p.daemons.1.terminate().is_some_and(|s| s.success()));
     });
 }
+
+#[test]
+fn an_incoming_chat_waits_for_acceptance_under_the_never_policy() {
+    runtime().block_on(async {
+        let tmp = Temp::new("never");
+        let (ba, bb) = (Bus::start(), Bus::start());
+        let sim = Sim::start(&tmp.0.join("sim"), &[(ALICE, "Alice"), (BOB, "Bob")], &[]);
+        let ka = sim.key_file(ALICE, &tmp.0);
+        let kb = sim.key_file(BOB, &tmp.0);
+        let mut da = Daemon::start(&tmp.0.join("alice"), &ba.address, &sim, &ka, "never");
+        // Bob accepts only user 1 (not Alice) at once.
+        let mut db = Daemon::start(&tmp.0.join("bob"), &bb.address, &sim, &kb, "1");
+        let alice = Client::connect(&ba.address).await;
+        let bob = Client::connect(&bb.address).await;
+        alice.wait_ready(30).await;
+        bob.wait_ready(30).await;
+        let chat = alice
+            .manager()
+            .await
+            .request_chat(BOB, HashMap::new())
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while bob.chat_state(chat).await.as_deref() != Some("requested") {
+            assert!(Instant::now() < deadline, "Bob never saw the request");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(alice.chat_state(chat).await.as_deref(), Some("waiting"));
+        assert_eq!(bob.chat_state(chat).await.as_deref(), Some("requested"));
+        // Sending before the chat is ready is a typed error.
+        match bob
+            .manager()
+            .await
+            .send_encrypted_service(chat, &ttl_message(0, 1), HashMap::new())
+            .await
+        {
+            Err(ipc_proto::Error::WrongState(_)) => {}
+            other => panic!("expected WrongState, got {other:?}"),
+        }
+        bob.manager().await.accept_chat(chat).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (a, b) = (alice.chat_state(chat).await, bob.chat_state(chat).await);
+            if a.as_deref() == Some("ready") && b.as_deref() == Some("ready") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not ready after AcceptChat: {a:?} {b:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(da.terminate().is_some_and(|s| s.success()));
+        assert!(db.terminate().is_some_and(|s| s.success()));
+    });
+}
