@@ -207,11 +207,7 @@ async fn setup(bus: &str) -> (Client, Vec<i32>) {
         chats.push(m.request_chat(BOB, HashMap::new()).await.expect("chat"));
     }
     for &c in &chats {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while client.chat_state(c).await.as_deref() != Some("ready") {
-            assert!(Instant::now() < deadline, "chat not ready");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        client.wait_state(c, "ready", 120).await;
     }
     (client, chats)
 }

@@ -31,16 +31,7 @@ use crate::store::keys;
 /// Events kept per chat in the inbox (oldest pruned first).
 pub const INBOX_KEEP: u64 = 1000;
 
-macro_rules! records {
-    ($($t:ty => $kind:literal, $version:literal;)*) => {
-        $(impl Record for $t {
-            const KIND: &'static str = $kind;
-            const VERSION: u16 = $version;
-        })*
-    };
-}
-
-records! {
+secret_core::records! {
     ChatMeta => "chat meta", 1;
     InboundMessage => "inbound message", 1;
     ChatUpdate => "chat update", 1;

@@ -8,7 +8,7 @@ mod support;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use grammers_tl_types::Identifiable;
 use secret_core::tl::Serializable;
@@ -34,11 +34,7 @@ async fn new_chat(client: &Client) -> i32 {
         .request_chat(BOB, HashMap::new())
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while client.chat_state(chat).await.as_deref() != Some("ready") {
-        assert!(Instant::now() < deadline, "chat not ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    client.wait_state(chat, "ready", 30).await;
     chat
 }
 
@@ -98,11 +94,7 @@ fn each_documented_error_reaches_the_caller_typed() {
             assert_eq!(r.1, ipc_proto::response::FAILED, "{name}");
             let error = String::try_from(r.2["error"].try_clone().unwrap()).unwrap();
             assert_eq!(error, name);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while client.chat_state(chat).await.as_deref() != Some("discarded") {
-                assert!(Instant::now() < deadline, "{name}: chat not closed");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            client.wait_state(chat, "discarded", 10).await;
             sim.admin().set_faults(&Faults::none()).unwrap();
         }
         // Transient: retried with the same bytes until the message goes out.

@@ -61,13 +61,7 @@ async fn run(rounds: usize, seed: u64) {
         chats.push(m.request_chat(BOB, HashMap::new()).await.unwrap());
     }
     for &c in &chats {
-        for _ in 0..600 {
-            if client.chat_state(c).await.as_deref() == Some("ready") {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert_eq!(client.chat_state(c).await.as_deref(), Some("ready"));
+        client.wait_state(c, "ready", 30).await;
     }
 
     // Every Response, by handle.

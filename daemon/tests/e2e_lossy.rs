@@ -45,11 +45,7 @@ async fn run() {
     client.wait_ready(30).await;
     let m = client.manager().await;
     let chat = m.request_chat(BOB, HashMap::new()).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while client.chat_state(chat).await.as_deref() != Some("ready") {
-        assert!(Instant::now() < deadline, "chat not ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    client.wait_state(chat, "ready", 30).await;
 
     // Alice's view: every ServiceAction signal of the chat, in order.
     let mut actions = zbus::MessageStream::for_match_rule(

@@ -6,7 +6,7 @@
 mod support;
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use support::*;
@@ -52,15 +52,8 @@ async fn pair_with(name: &str, faults: Option<tgsim::faults::Faults>) -> Pair {
         .request_chat(BOB, HashMap::new())
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (a, b) = (alice.chat_state(chat).await, bob.chat_state(chat).await);
-        if a.as_deref() == Some("ready") && b.as_deref() == Some("ready") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "chat not ready: {a:?} {b:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    alice.wait_state(chat, "ready", 60).await;
+    bob.wait_state(chat, "ready", 60).await;
     let fault_report = faults.as_ref().map(|_| sim.admin().faults().unwrap());
     if faults.is_some() {
         sim.admin()
@@ -218,11 +211,7 @@ fn the_peer_discards_mid_burst() {
             "sent {sent}, declined {declined}"
         );
         // Both sides end discarded; a new send is refused at once with a typed error.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while p.alice.chat_state(p.chat).await.as_deref() != Some("discarded") {
-            assert!(Instant::now() < deadline);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        p.alice.wait_state(p.chat, "discarded", 30).await;
         assert_eq!(p.bob.chat_state(p.chat).await.as_deref(), Some("discarded"));
         match m
             .send_encrypted_service(p.chat, &ttl_message(0, 1), HashMap::new())
@@ -314,11 +303,7 @@ fn an_incoming_chat_waits_for_acceptance_under_the_never_policy() {
             .request_chat(BOB, HashMap::new())
             .await
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while bob.chat_state(chat).await.as_deref() != Some("requested") {
-            assert!(Instant::now() < deadline, "Bob never saw the request");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        bob.wait_state(chat, "requested", 30).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(alice.chat_state(chat).await.as_deref(), Some("waiting"));
         assert_eq!(bob.chat_state(chat).await.as_deref(), Some("requested"));
@@ -333,18 +318,8 @@ fn an_incoming_chat_waits_for_acceptance_under_the_never_policy() {
             other => panic!("expected WrongState, got {other:?}"),
         }
         bob.manager().await.accept_chat(chat).await.unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let (a, b) = (alice.chat_state(chat).await, bob.chat_state(chat).await);
-            if a.as_deref() == Some("ready") && b.as_deref() == Some("ready") {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "not ready after AcceptChat: {a:?} {b:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        alice.wait_state(chat, "ready", 30).await;
+        bob.wait_state(chat, "ready", 30).await;
         assert!(da.terminate().is_some_and(|s| s.success()));
         assert!(db.terminate().is_some_and(|s| s.success()));
     });

@@ -29,9 +29,12 @@ pub trait Record: Serialize + DeserializeOwned {
     const VERSION: u16;
 }
 
+/// Declares record types with their kind and version (used here and by the daemon for its own
+/// records): `records! { Type => "what it is", 1; ... }`.
+#[macro_export]
 macro_rules! records {
     ($($t:ty => $kind:literal, $version:literal;)*) => {
-        $(impl Record for $t {
+        $(impl $crate::record::Record for $t {
             const KIND: &'static str = $kind;
             const VERSION: u16 = $version;
         })*

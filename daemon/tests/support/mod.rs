@@ -368,6 +368,24 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Waits until the chat is in `state` (as ListChats says); panics after `secs`.
+    pub async fn wait_state(&self, chat: i32, state: &str, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let now = self.chat_state(chat).await;
+            if now.as_deref() == Some(state) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "chat {chat}: {now:?}, not {state} after {secs} s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
 /// Parses a Response signal: (handle, code, results).
 pub fn parse_response(m: &zbus::Message) -> Option<(String, u32, HashMap<String, OwnedVariant>)> {
     let path = m.header().path()?.to_string();
