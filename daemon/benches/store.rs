@@ -9,7 +9,8 @@
 //! interleaved rounds of fixed duration (so load from other processes hits all alike); each
 //! figure is the median round. Timings are printed, never asserted.
 //!
-//! `cargo bench -p daemon --bench store` (full) or `BENCH_QUICK=1 …` (short run). The temp
+//! `cargo bench -p daemon --bench store` (full) or `BENCH_QUICK=1 …` (short run);
+//! `BENCH_ONLY=<text>` keeps the rows whose name contains it (for profiling one). The temp
 //! directory is under cargo's target dir (same disk as the work tree), or `$TMPDIR`.
 
 mod common;
@@ -108,6 +109,9 @@ fn main() {
             run,
             store: Some(store),
         });
+    }
+    if let Ok(only) = std::env::var("BENCH_ONLY") {
+        contenders.retain(|c| c.name.contains(&only));
     }
     let rates = measure(&s, &mut contenders);
     print_table(&contenders, &rates);

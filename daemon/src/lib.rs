@@ -12,6 +12,7 @@ pub mod dbus;
 pub mod error;
 pub mod errors_api;
 pub mod instance;
+pub mod notify;
 pub mod records;
 pub mod registry;
 pub mod service;

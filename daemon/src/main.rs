@@ -7,24 +7,35 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Deserialize;
 use tgsecretd::instance::{Bus, Daemon, Options, Server};
+use tgsecretd::notify::{Notifier, first_directory};
 use tgsecretd::shared::AcceptPolicy;
 
 /// Keeps your Telegram secret chats and serves them to desktop applications over D-Bus
 /// (io.github.tgsecretd on the session bus).
 ///
-/// Settings come from the config file (default $XDG_CONFIG_HOME/tgsecretd/config.toml; every
-/// key is optional and named like the flag with `_` for `-`), then the flags. The state (the
-/// store: chats, keys, session) lives in $XDG_STATE_HOME/tgsecretd (0700).
+/// Each setting comes from its flag, else from the config file, else from its default. The
+/// config file is --config, else $CONFIGURATION_DIRECTORY/config.toml when systemd sets that
+/// variable (ConfigurationDirectory=), else $XDG_CONFIG_HOME/tgsecretd/config.toml; every key is
+/// optional and named like the flag with `_` for `-`. The state (the store: chats, keys,
+/// session; 0700) lives in --state-dir, else the config's state_dir, else $STATE_DIRECTORY when
+/// systemd sets it (StateDirectory=; the first of several ':'-separated paths), else
+/// $XDG_STATE_HOME/tgsecretd.
+///
+/// Under a Type=notify unit (NOTIFY_SOCKET set) it tells systemd READY=1 once it is on the bus,
+/// STOPPING=1 when it stops, and WATCHDOG=1 every WATCHDOG_USEC/2 when the unit has
+/// WatchdogSec=.
 ///
 /// Example, against a local tgsim: tgsecretd --server 127.0.0.1:4430 --auth-key-file alice.key
 /// --api-id 1 --api-hash x --accept always
 #[derive(Parser, Debug)]
 #[command(name = "tgsecretd", version)]
 struct Cli {
-    /// The config file.
+    /// The config file (default $CONFIGURATION_DIRECTORY/config.toml under systemd, else
+    /// $XDG_CONFIG_HOME/tgsecretd/config.toml; a missing default file is no error).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Where the state lives (default $XDG_STATE_HOME/tgsecretd).
+    /// Where the state lives (default: the config's state_dir, else $STATE_DIRECTORY under
+    /// systemd, else $XDG_STATE_HOME/tgsecretd).
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
     /// The application's api_id (https://my.telegram.org).
@@ -81,7 +92,11 @@ fn read_config(path: Option<&Path>) -> Result<FileConfig, String> {
     let (path, explicit) = match path {
         Some(p) => (p.to_path_buf(), true),
         None => (
-            xdg("XDG_CONFIG_HOME", ".config").join("tgsecretd/config.toml"),
+            // systemd's ConfigurationDirectory= first, then the XDG default.
+            match first_directory(std::env::var_os("CONFIGURATION_DIRECTORY")) {
+                Some(dir) => dir.join("config.toml"),
+                None => xdg("XDG_CONFIG_HOME", ".config").join("tgsecretd/config.toml"),
+            },
             false,
         ),
     };
@@ -130,6 +145,7 @@ fn options(cli: Cli) -> Result<(Options, String), String> {
     let state_dir = cli
         .state_dir
         .or(file.state_dir)
+        .or_else(|| first_directory(std::env::var_os("STATE_DIRECTORY")))
         .unwrap_or_else(|| xdg("XDG_STATE_HOME", ".local/state").join("tgsecretd"));
     let server = match cli.server.or(file.server).as_deref() {
         None | Some("production") => Server::Production,
@@ -209,17 +225,23 @@ fn main() -> ExitCode {
 }
 
 async fn run(opts: Options) -> ExitCode {
+    // systemd (Type=notify): READY=1 once on the bus, WATCHDOG=1 while serving, STOPPING=1.
+    let notify = Notifier::from_env();
     let mut daemon = match Daemon::start(opts).await {
         Ok(d) => d,
         Err(e) => {
             eprintln!("tgsecretd: {e}");
+            notify.status(&format!("cannot start: {e}"));
             return ExitCode::FAILURE;
         }
     };
     tracing::info!("serving");
+    notify.ready(&format!("serving {}", ipc_proto::BUS_NAME));
+    let watchdog = notify.spawn_watchdog();
     let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
     else {
         eprintln!("tgsecretd: cannot listen for SIGTERM");
+        stopping(&notify, watchdog, "stopping: cannot listen for SIGTERM").await;
         daemon.stop().await;
         return ExitCode::FAILURE;
     };
@@ -228,6 +250,16 @@ async fn run(opts: Options) -> ExitCode {
         _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted: stopping"); ExitCode::SUCCESS }
         why = daemon.failed() => { tracing::error!(%why, "cannot continue"); ExitCode::FAILURE }
     };
+    stopping(&notify, watchdog, "stopping").await;
     daemon.stop().await;
     code
+}
+
+/// Ends the watchdog pings, then tells systemd the daemon is stopping (in this order, so no
+/// WATCHDOG=1 follows STOPPING=1).
+async fn stopping(notify: &Notifier, watchdog: Option<tgsecretd::notify::Watchdog>, status: &str) {
+    if let Some(w) = watchdog {
+        w.stop().await;
+    }
+    notify.stopping(status);
 }

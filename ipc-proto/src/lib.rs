@@ -6,7 +6,7 @@
 
 mod proxies;
 
-pub use proxies::{ManagerProxy, RequestProxy};
+pub use proxies::{Dict, ManagerProxy, RequestProxy, SecretChatProxy};
 
 /// Well-known bus name on the session bus.
 pub const BUS_NAME: &str = "io.github.tgsecretd";
@@ -52,7 +52,29 @@ pub fn valid_token(token: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
-/// Option keys of `SendEncryptedService` (`a{sv}`).
+/// The chat id of a chat object path (the inverse of [`chat_path`]).
+pub fn chat_id_of_path(path: &str) -> Option<i32> {
+    let rest = path.strip_prefix(MANAGER_PATH)?.strip_prefix("/chat/")?;
+    let (negative, digits) = match rest.strip_prefix('_') {
+        Some(d) => (true, d),
+        None => (false, rest),
+    };
+    if digits.is_empty()
+        || !digits.bytes().all(|b| b.is_ascii_digit())
+        || digits.starts_with('0') && digits.len() > 1
+    {
+        return None;
+    }
+    let n: i64 = digits.parse().ok()?;
+    let id = if negative { -n } else { n };
+    if negative && n == 0 {
+        return None;
+    }
+    i32::try_from(id).ok()
+}
+
+/// Option keys of `SendEncryptedService`, `SendServiceAction` and `Call` (`a{sv}`); any other
+/// key is an `InvalidArgument` error.
 pub mod options {
     /// `s`: the last element of the request's object path.
     pub const HANDLE_TOKEN: &str = "handle_token";
@@ -72,6 +94,99 @@ pub mod response {
     pub const CANCELLED: u32 = 1;
     /// Failed: the results carry `error` (the Telegram error name) and `message`.
     pub const FAILED: u32 = 2;
+    /// Only from `GetResult`: the request is still pending.
+    pub const PENDING: u32 = 3;
+}
+
+/// Keys of the result dictionary of a sent request (the `Response` of code
+/// [`response::SENT`]).
+pub mod result_keys {
+    /// `i`: the server date of the (first) message.
+    pub const DATE: &str = "date";
+    /// `x`: the (first) message's random_id.
+    pub const RANDOM_ID: &str = "random_id";
+    /// `i`: its out_seq_no as sent (with the parity bit).
+    pub const OUT_SEQ_NO: &str = "out_seq_no";
+    /// `i`: its in_seq_no as sent.
+    pub const IN_SEQ_NO: &str = "in_seq_no";
+    /// `i`: the layer it was written in.
+    pub const LAYER: &str = "layer";
+    /// `aa{sv}`: one dictionary as above per message (several for a split text).
+    pub const RESULTS: &str = "results";
+    /// `s`: the result as JSON (requests made through `Call`).
+    pub const JSON: &str = "json";
+    /// `s` (failed): the Telegram error name, e.g. `ENCRYPTION_DECLINED`.
+    pub const ERROR: &str = "error";
+    /// `s` (failed): words for a person.
+    pub const MESSAGE: &str = "message";
+}
+
+/// Keys of a chat's dictionary (`ListChats`, `GetChat`); the same values as the chat object's
+/// properties.
+pub mod chat_keys {
+    /// `i`.
+    pub const CHAT_ID: &str = "chat_id";
+    /// `o`: the chat's object.
+    pub const PATH: &str = "path";
+    /// `x`.
+    pub const PEER_USER_ID: &str = "peer_user_id";
+    /// `s`: `creator` or `acceptor`.
+    pub const ROLE: &str = "role";
+    /// `s`: `requested`, `waiting`, `ready`, `discarded`.
+    pub const STATE: &str = "state";
+    /// `i`.
+    pub const LAYER: &str = "layer";
+    /// `i`.
+    pub const PEER_LAYER: &str = "peer_layer";
+    /// `u`.
+    pub const OUT_SEQ_NO: &str = "out_seq_no";
+    /// `u`.
+    pub const IN_SEQ_NO: &str = "in_seq_no";
+    /// `u`.
+    pub const ACKED_SEQ_NO: &str = "acked_seq_no";
+    /// `u`.
+    pub const PENDING: &str = "pending";
+    /// `x`.
+    pub const KEY_FINGERPRINT: &str = "key_fingerprint";
+    /// `ay`.
+    pub const KEY_VISUALIZATION: &str = "key_visualization";
+    /// `i`.
+    pub const TTL_SECONDS: &str = "ttl_seconds";
+    /// `s`.
+    pub const REKEY_STATE: &str = "rekey_state";
+    /// `u`.
+    pub const MESSAGES_SINCE_REKEY: &str = "messages_since_rekey";
+    /// `t`.
+    pub const CREATED_AT: &str = "created_at";
+    /// `t`.
+    pub const NEXT_EVENT: &str = "next_event";
+}
+
+/// The Telegram methods `Call` takes, with their `params` (JSON) and the `json` of their
+/// Response.
+pub mod methods {
+    /// `{"peer": P, "message": DecryptedMessage}` → `messages.sentEncryptedMessage` (an array
+    /// of them for a split text). P: a secret chat id, an `inputEncryptedChat`, an
+    /// `encryptedMessage`/`encryptedMessageService`, an `updateEncryption` /
+    /// `updateNewEncryptedMessage`, or any of these with the chat id under `chat_id`/`id`.
+    pub const SEND_ENCRYPTED_SERVICE: &str = "messages.sendEncryptedService";
+    /// As `messages.sendEncryptedService`, through `messages.sendEncrypted` (the peer's
+    /// devices notify).
+    pub const SEND_ENCRYPTED: &str = "messages.sendEncrypted";
+    /// `{"user_id": int | inputUser}` → the new chat (`secretChat`, the daemon's view).
+    pub const REQUEST_ENCRYPTION: &str = "messages.requestEncryption";
+    /// `{"peer": P}` → the chat (`secretChat`); the key exchange is the daemon's.
+    pub const ACCEPT_ENCRYPTION: &str = "messages.acceptEncryption";
+    /// `{"chat_id": int, "delete_history": bool?}` → `boolTrue`.
+    pub const DISCARD_ENCRYPTION: &str = "messages.discardEncryption";
+    /// Every method `Call` takes.
+    pub const ALL: [&str; 5] = [
+        SEND_ENCRYPTED_SERVICE,
+        SEND_ENCRYPTED,
+        REQUEST_ENCRYPTION,
+        ACCEPT_ENCRYPTION,
+        DISCARD_ENCRYPTION,
+    ];
 }
 
 /// Every error the service returns, named `io.github.tgsecretd.Error.<Variant>`; the string is
@@ -86,6 +201,10 @@ pub enum Error {
     NoSuchChat(String),
     /// The message or the peer does not parse, or is not of the right kind.
     InvalidMessage(String),
+    /// `SendServiceAction` names no action of the secret-chat schema.
+    UnknownAction(String),
+    /// `Call` names a method it does not take (see [`methods::ALL`]).
+    UnknownMethod(String),
     /// The action is the protocol's own and cannot be requested.
     NotAllowed(String),
     /// The chat is not in a state that allows this.
@@ -100,6 +219,9 @@ pub enum Error {
     NotLoggedIn(String),
     /// No request by that handle.
     NoSuchRequest(String),
+    /// Telegram refused a login step or a call made at once; the text starts with its error
+    /// name (e.g. `PHONE_CODE_INVALID`).
+    Telegram(String),
     /// The daemon failed; try again after it restarted.
     Internal(String),
 }
@@ -126,5 +248,23 @@ mod tests {
         assert!(!valid_token("a/b"));
         assert!(!valid_token("a-b"));
         assert!(!valid_token(&"x".repeat(256)));
+    }
+
+    #[test]
+    fn chat_paths_read_back() {
+        for id in [0, 1, 42, -7, i32::MIN, i32::MAX] {
+            assert_eq!(chat_id_of_path(&chat_path(id)), Some(id), "{id}");
+        }
+        for bad in [
+            "/io/github/tgsecretd/chat/",
+            "/io/github/tgsecretd/chat/_",
+            "/io/github/tgsecretd/chat/_0",
+            "/io/github/tgsecretd/chat/007",
+            "/io/github/tgsecretd/chat/2147483648",
+            "/io/github/tgsecretd/chat/1a",
+            "/io/github/tgsecretd/request/1",
+        ] {
+            assert_eq!(chat_id_of_path(bad), None, "{bad}");
+        }
     }
 }
