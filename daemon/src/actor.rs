@@ -49,7 +49,7 @@ use crate::records::{
     self, ChatMeta, ChatUpdateKind, InboundMessage, PendingCall, RequestPart, RequestRecord,
     RequestStatus,
 };
-use crate::shared::{Shared, now};
+use crate::shared::{ChatView, Shared, now};
 use crate::store::{Batch, CommitOutcome, StoreError, Tree, keys};
 
 /// The longest pause between attempts of a transient failure.
@@ -85,6 +85,8 @@ pub struct SendCmd {
     pub idempotency: Option<i64>,
     /// The handle path to give the request.
     pub handle: String,
+    /// Made through `Call`: the Response carries the result as JSON too.
+    pub json: bool,
 }
 
 /// Incoming messages of this chat are in the store.
@@ -142,6 +144,8 @@ struct After {
     done: Vec<RequestRecord>,
     events: Vec<Event>,
     calls: Vec<CallJob>,
+    /// The chat as this commit leaves it, if the commit changed what the outside sees.
+    view: Option<ChatView>,
 }
 
 struct Pending {
@@ -279,6 +283,12 @@ impl ChatActor {
         if self.meta != meta_before {
             chatstore::write_meta(batch, id, &self.meta)?;
         }
+        if out.changed.any() || self.meta != meta_before {
+            after.view = Some(ChatView {
+                summary: self.chat.summary(),
+                next_event: self.meta.next_event,
+            });
+        }
         after.events.extend(events);
         Ok(())
     }
@@ -387,7 +397,11 @@ impl ChatActor {
             done,
             events,
             calls,
+            view,
         } = after;
+        if let Some(v) = view {
+            self.shared.announce.chat_view(v);
+        }
         if let Some((tx, accepted)) = reply {
             let _ = tx.send(Ok(accepted));
         }
@@ -569,7 +583,9 @@ impl ChatActor {
     }
 }
 
-fn failure_of(reason: &DiscardReason) -> (String, String) {
+/// The Telegram-style error name and words for a person of why a chat closed (the failure of
+/// the requests it still had, and the `Closed` signal's reason).
+pub fn failure_of(reason: &DiscardReason) -> (String, String) {
     match reason {
         DiscardReason::Remote { .. } => (
             "ENCRYPTION_DECLINED".into(),
@@ -822,6 +838,7 @@ impl ChatActor {
             handle: cmd.handle.clone(),
             created_at: now,
             announced: false,
+            json: cmd.json,
         };
         let mut batch = Batch::new();
         let enc = records::encode(&record).map_err(|e| ServiceError::Internal(e.to_string()))?;

@@ -10,6 +10,7 @@ use crate::records::{
     self, ChatMeta, ChatPart, InboundMessage, PendingCall, call_key, call_prefix, chat_key,
     decode_call_key,
 };
+use crate::shared::ChatView;
 use crate::store::{Batch, Store, Tree, keys};
 
 /// Everything stored about one chat, read back.
@@ -91,6 +92,59 @@ pub fn load(store: &Store, chat_id: i32) -> Result<Option<LoadedChat>, DaemonErr
         calls,
         inbound,
     }))
+}
+
+/// What the outside world sees of a stored chat (`None` if there is none by that id): its
+/// four records and its meta, without the outbox or the gap queue.
+pub fn load_view(store: &Store, chat_id: i32) -> Result<Option<ChatView>, DaemonError> {
+    let part = |p| chat_key(chat_id, p);
+    let Some(auth) = get(store, Tree::Chats, &part(ChatPart::Auth))? else {
+        return Ok(None);
+    };
+    let missing = |w: &str| DaemonError::Corrupt(format!("chat {chat_id}: no {w} record"));
+    let config =
+        get(store, Tree::Chats, &part(ChatPart::Config))?.ok_or_else(|| missing("config"))?;
+    let pfs = get(store, Tree::Chats, &part(ChatPart::Pfs))?.ok_or_else(|| missing("key"))?;
+    let seq = get(store, Tree::Chats, &part(ChatPart::Seq))?.ok_or_else(|| missing("seq"))?;
+    let meta: ChatMeta = get(store, Tree::Chats, &part(ChatPart::Meta))?.unwrap_or_default();
+    Ok(Some(ChatView {
+        summary: ChatState::from_parts(auth, config, pfs, seq).summary(),
+        next_event: meta.next_event,
+    }))
+}
+
+/// The id of every stored chat, in key order.
+pub fn chat_ids(store: &Store) -> Result<Vec<i32>, DaemonError> {
+    let mut out = Vec::new();
+    for e in store.scan_prefix(Tree::Chats, &[]) {
+        let (k, _) = e?;
+        if k.len() == 5 && k[4] == ChatPart::Auth as u8 {
+            out.extend(keys::decode_i32(&k[..4]));
+        }
+    }
+    Ok(out)
+}
+
+/// Up to `limit` inbox events of a chat numbered from `from`, in order.
+pub fn inbox(
+    store: &Store,
+    chat_id: i32,
+    from: u64,
+    limit: usize,
+) -> Result<Vec<(u64, Event)>, DaemonError> {
+    let mut out = Vec::new();
+    let prefix = keys::key_i32(chat_id);
+    for e in store.scan_range(Tree::Inbox, &keys::key_i32_u64(chat_id, from), &prefix) {
+        if out.len() >= limit {
+            break;
+        }
+        let (k, v) = e?;
+        let Some((_, n)) = keys::decode_i32_u64(&k) else {
+            continue;
+        };
+        out.push((n, records::decode(&v)?));
+    }
+    Ok(out)
 }
 
 /// Adds an output's records to `batch`: the chat records it names, outbox and gap entries.

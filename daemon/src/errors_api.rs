@@ -23,6 +23,12 @@ pub enum ServiceError {
     BadRandomId(i64),
     /// The account is not logged in.
     NotLoggedIn,
+    /// `SendServiceAction` names no action of the secret-chat schema.
+    UnknownAction(String),
+    /// `Call` names a method the daemon does not take.
+    UnknownMethod(String),
+    /// Telegram refused a call made at once (a login step, logout): its error name first.
+    Telegram(String),
     /// The daemon failed (its store): try again after it restarted.
     Internal(String),
 }
@@ -39,6 +45,9 @@ impl ServiceError {
             ServiceError::InvalidArgument(_) => "InvalidArgument",
             ServiceError::BadRandomId(_) => "BadRandomId",
             ServiceError::NotLoggedIn => "NotLoggedIn",
+            ServiceError::UnknownAction(_) => "UnknownAction",
+            ServiceError::UnknownMethod(_) => "UnknownMethod",
+            ServiceError::Telegram(_) => "Telegram",
             ServiceError::Internal(_) => "Internal",
         }
     }
@@ -60,6 +69,12 @@ impl fmt::Display for ServiceError {
                 )
             }
             ServiceError::NotLoggedIn => write!(f, "the account is not logged in"),
+            ServiceError::UnknownAction(a) => write!(
+                f,
+                "unknown action {a:?}: not a decryptedMessageAction of the secret-chat schema"
+            ),
+            ServiceError::UnknownMethod(m) => write!(f, "unknown method {m:?}"),
+            ServiceError::Telegram(w) => write!(f, "{w}"),
             ServiceError::Internal(w) => write!(f, "internal error: {w}"),
         }
     }

@@ -124,6 +124,8 @@ pub struct Daemon {
     system: actix::System,
     actix_thread: Option<std::thread::JoinHandle<()>>,
     conn: Option<zbus::Connection>,
+    /// The D-Bus announcer (its property flusher stops with the daemon).
+    dbus: Option<Arc<DbusAnnounce>>,
     updates: Option<tokio::task::JoinHandle<()>>,
     fatal: Option<mpsc::UnboundedReceiver<String>>,
 }
@@ -247,6 +249,7 @@ impl Daemon {
             system,
             actix_thread: Some(actix_thread),
             conn,
+            dbus: dbus.clone(),
             updates: None,
             fatal: Some(fatal_rx),
         };
@@ -302,6 +305,9 @@ impl Daemon {
                 .object_server()
                 .remove::<crate::dbus::Manager, _>(ipc_proto::MANAGER_PATH)
                 .await;
+            if let Some(d) = self.dbus.take() {
+                d.stop().await;
+            }
             tracing::debug!("stop: off the bus");
         }
         if let Some(u) = self.updates.take() {

@@ -54,8 +54,10 @@ struct Cli {
     /// `session` (default: DBUS_SESSION_BUS_ADDRESS, else the user's bus) or a bus address.
     #[arg(long, value_name = "BUS")]
     bus: Option<String>,
-    /// Incoming secret chats accepted at once: `never` (default), `always`, or a comma-separated
-    /// list of user ids.
+    /// What happens to a secret chat someone opens with us: `ask` (default: it waits, the
+    /// Manager1.ChatRequested signal tells the desktop, AcceptChat / DeclineChat decide),
+    /// `always` (accepted at once), `never` (declined at once), or a comma-separated list of
+    /// user ids accepted at once (others wait, as with `ask`).
     #[arg(long, value_name = "POLICY")]
     accept: Option<String>,
     /// Seconds to wait for one answer from Telegram before the call counts as lost.
@@ -125,19 +127,7 @@ fn read_key(path: &Path) -> Result<[u8; 256], String> {
 }
 
 fn accept_policy(s: &str) -> Result<AcceptPolicy, String> {
-    match s {
-        "never" => Ok(AcceptPolicy::Never),
-        "always" => Ok(AcceptPolicy::Always),
-        list => list
-            .split(',')
-            .map(|u| {
-                u.trim()
-                    .parse::<i64>()
-                    .map_err(|_| format!("--accept: bad user id {u:?}"))
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(AcceptPolicy::Users),
-    }
+    AcceptPolicy::parse(s).map_err(|e| format!("--accept: {e}"))
 }
 
 fn options(cli: Cli) -> Result<(Options, String), String> {
@@ -168,7 +158,7 @@ fn options(cli: Cli) -> Result<(Options, String), String> {
         None | Some("session") => Bus::Session,
         Some(a) => Bus::Address(a.to_owned()),
     };
-    let accept = accept_policy(cli.accept.or(file.accept).as_deref().unwrap_or("never"))?;
+    let accept = accept_policy(cli.accept.or(file.accept).as_deref().unwrap_or("ask"))?;
     let log = cli.log.or(file.log).unwrap_or_else(|| "info".into());
     Ok((
         Options {

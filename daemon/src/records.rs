@@ -36,7 +36,7 @@ secret_core::records! {
     InboundMessage => "inbound message", 1;
     ChatUpdate => "chat update", 1;
     PendingCall => "pending call", 1;
-    RequestRecord => "request", 1;
+    RequestRecord => "request", 2;
     SessionRecord => "session", 1;
 }
 
@@ -289,6 +289,9 @@ pub struct RequestRecord {
     pub created_at: u64,
     /// Whether its result was announced (the Response signal went out).
     pub announced: bool,
+    /// Made through `Manager1.Call` (the seed's method + JSON form): its Response also carries
+    /// the result as JSON (`json`). (Added in version 2.)
+    pub json: bool,
 }
 
 impl RequestRecord {

@@ -22,7 +22,7 @@ use crate::chatstore::{self, LoadedChat};
 use crate::error::DaemonError;
 use crate::errors_api::ServiceError;
 use crate::records::{self, ChatMeta, ChatUpdate, ChatUpdateKind, PendingCall};
-use crate::shared::{Shared, now};
+use crate::shared::{ChatView, Decision, Shared, now};
 use crate::store::{Batch, Tree};
 
 /// The registry actor.
@@ -120,8 +120,13 @@ impl Registry {
                 calls: owed,
                 inbound: Vec::new(),
             };
+            let view = ChatView {
+                summary: loaded.chat.summary(),
+                next_event: loaded.meta.next_event,
+            };
             act.spawn(loaded, ctx).map_err(ServiceError::from)?;
             let announce = Arc::clone(&act.shared.announce);
+            announce.chat_view(view);
             actix::spawn(async move { announce.chat_events(id, events).await });
             Ok(id)
         }))
@@ -292,11 +297,14 @@ impl Registry {
                     return fail(ServiceError::InvalidArgument(e.to_string()));
                 }
             };
-            if act.shared.accept.accepts(req.admin_id) {
-                match chat.accept(&random, now(), &mut SystemRandom::new()) {
+            match act.shared.accept.decide(req.admin_id) {
+                Decision::Accept => match chat.accept(&random, now(), &mut SystemRandom::new()) {
                     Ok(o) => out.merge(o),
                     Err(e) => tracing::warn!(%e, "accept failed"),
-                }
+                },
+                // Declined with the chat's creation: the discardEncryption is an owed call.
+                Decision::Decline => out.merge(chat.discard(false)),
+                Decision::Ask => {}
             }
             act.create(chat, out, None, Some(seq), ctx)
         }))

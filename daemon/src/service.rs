@@ -25,7 +25,7 @@ use crate::chatstore;
 use crate::errors_api::ServiceError;
 use crate::records::{self, RequestRecord};
 use crate::registry::{self, Registry};
-use crate::shared::Shared;
+use crate::shared::{ChatView, Shared};
 use crate::store::{Tree, keys};
 
 /// The longest text sent as one message; longer ones are split.
@@ -42,6 +42,8 @@ pub struct SendOptions {
     pub random_id: Option<i64>,
     /// The handle to give the request.
     pub handle: String,
+    /// Made through `Call`: the Response carries the result as JSON too.
+    pub json: bool,
 }
 
 /// A chat, as listed.
@@ -104,6 +106,7 @@ impl Service {
             method,
             idempotency,
             handle: options.handle.clone(),
+            json: options.json,
         };
         // An actor that stopped for idleness between the lookup and the send is started again.
         for _ in 0..2 {
@@ -182,6 +185,67 @@ impl Service {
     fn logged_in(&self, step: &tglink::LoginStep) {
         if matches!(step, tglink::LoginStep::Done { .. }) {
             self.shared.set_logged_out(false);
+        }
+    }
+
+    /// Declines a requested chat that waits for the user (`messages.discardEncryption`).
+    pub async fn decline(&self, chat_id: i32) -> Result<(), ServiceError> {
+        match self.chat_status(chat_id)? {
+            None => Err(ServiceError::NoSuchChat(chat_id)),
+            Some(Status::Requested) => self.discard(chat_id, false).await,
+            Some(s) => Err(ServiceError::WrongState(format!(
+                "chat {chat_id} is {}: only a requested chat is declined (DiscardChat closes \
+                 the others)",
+                s.name()
+            ))),
+        }
+    }
+
+    /// Logs the account out (`auth.logOut`).
+    pub async fn logout(&self) -> Result<(), ServiceError> {
+        use grammers_tl_types::functions::auth::LogOut;
+        if self.shared.logged_out() {
+            return Err(ServiceError::NotLoggedIn);
+        }
+        self.shared
+            .link
+            .invoke(&LogOut {})
+            .await
+            .map_err(login_error)?;
+        self.shared.set_logged_out(true);
+        Ok(())
+    }
+
+    /// A chat as the outside world sees it (from the store: what is durable).
+    pub fn chat_view(&self, chat_id: i32) -> Result<Option<ChatView>, ServiceError> {
+        Ok(chatstore::load_view(&self.shared.store, chat_id)?)
+    }
+
+    /// Every chat as the outside world sees it, in id order.
+    pub fn chat_views(&self) -> Result<Vec<ChatView>, ServiceError> {
+        let mut out = Vec::new();
+        for id in chatstore::chat_ids(&self.shared.store)? {
+            out.extend(chatstore::load_view(&self.shared.store, id)?);
+        }
+        Ok(out)
+    }
+
+    /// How many chats the store holds.
+    pub fn chat_count(&self) -> Result<u32, ServiceError> {
+        Ok(chatstore::chat_ids(&self.shared.store)?.len() as u32)
+    }
+
+    /// The request whose handle is `path` (the latest one, if a token was reused).
+    pub fn request_by_handle(&self, path: &str) -> Result<Option<RequestRecord>, ServiceError> {
+        let id = self
+            .shared
+            .store
+            .get(Tree::Meta, &records::handle_key(path))?
+            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+            .map(u64::from_be_bytes);
+        match id {
+            Some(id) => self.request(id),
+            None => Ok(None),
         }
     }
 
@@ -292,11 +356,10 @@ impl Service {
     }
 }
 
+/// A login step or logout Telegram refused: its error name first (`PHONE_NUMBER_INVALID`,
+/// `PHONE_CODE_EXPIRED`, `FLOOD_WAIT_30`…).
 fn login_error(e: tglink::CallError) -> ServiceError {
-    match e.class {
-        tglink::ErrorClass::TerminalRequest => ServiceError::InvalidArgument(e.to_string()),
-        _ => ServiceError::Internal(e.to_string()),
-    }
+    ServiceError::Telegram(e.to_string())
 }
 
 // ---- the peer forms ------------------------------------------------------------------------------

@@ -19,6 +19,19 @@ pub trait Announce: Send + Sync + 'static {
     fn request_done(&self, request: RequestRecord) -> BoxFuture<'static, ()>;
     /// Events of a chat, in order.
     fn chat_events(&self, chat_id: i32, events: Vec<Event>) -> BoxFuture<'static, ()>;
+    /// The chat as it now durably is (after every commit that changed it, before the
+    /// commit's events are announced). Must not block.
+    fn chat_view(&self, _view: ChatView) {}
+}
+
+/// A chat as the outside world sees it (the D-Bus properties): its records' summary and the
+/// number its next inbox event gets. Never the key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChatView {
+    /// From the chat's records.
+    pub summary: secret_core::chat::ChatSummary,
+    /// The number the chat's next inbox event gets.
+    pub next_event: u64,
 }
 
 /// An announcer that tells nobody.
@@ -34,24 +47,74 @@ impl Announce for Silent {
     }
 }
 
-/// Who may open a secret chat with us without asking.
+/// What happens to a secret chat someone opens with us.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AcceptPolicy {
-    /// Nobody: incoming requests wait (accepted or declined later).
+    /// It waits for the user: `Manager1.ChatRequested` is emitted, and `AcceptChat` or
+    /// `DeclineChat` (or `DiscardChat`) decides (TDLib's behaviour: nothing is accepted
+    /// without the user).
+    Ask,
+    /// Declined at once (`messages.discardEncryption`).
     Never,
-    /// Everybody.
+    /// Accepted at once.
     Always,
-    /// These users.
+    /// Accepted at once from these users; from anyone else it waits, as with `Ask`.
     Users(Vec<i64>),
 }
 
+/// What the accept policy decides for one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Accept at once.
+    Accept,
+    /// Decline at once.
+    Decline,
+    /// Wait for the user.
+    Ask,
+}
+
 impl AcceptPolicy {
-    /// Whether a request from `user_id` is accepted at once.
-    pub fn accepts(&self, user_id: i64) -> bool {
+    /// What to do with a request from `user_id`.
+    pub fn decide(&self, user_id: i64) -> Decision {
         match self {
-            AcceptPolicy::Never => false,
-            AcceptPolicy::Always => true,
-            AcceptPolicy::Users(u) => u.contains(&user_id),
+            AcceptPolicy::Ask => Decision::Ask,
+            AcceptPolicy::Never => Decision::Decline,
+            AcceptPolicy::Always => Decision::Accept,
+            AcceptPolicy::Users(u) if u.contains(&user_id) => Decision::Accept,
+            AcceptPolicy::Users(_) => Decision::Ask,
+        }
+    }
+
+    /// As written in the config and on the command line (`ask`, `never`, `always`, or the user
+    /// ids separated by commas).
+    pub fn name(&self) -> String {
+        match self {
+            AcceptPolicy::Ask => "ask".into(),
+            AcceptPolicy::Never => "never".into(),
+            AcceptPolicy::Always => "always".into(),
+            AcceptPolicy::Users(u) => u
+                .iter()
+                .map(|id| id.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        }
+    }
+
+    /// Parses [`AcceptPolicy::name`]'s form.
+    pub fn parse(s: &str) -> Result<AcceptPolicy, String> {
+        match s.trim() {
+            "ask" => Ok(AcceptPolicy::Ask),
+            "never" => Ok(AcceptPolicy::Never),
+            "always" => Ok(AcceptPolicy::Always),
+            list => list
+                .split(',')
+                .map(|p| {
+                    p.trim().parse::<i64>().map_err(|_| {
+                        format!("accept policy: {p:?} is not ask, never, always or a user id")
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(AcceptPolicy::Users),
         }
     }
 }

@@ -242,6 +242,28 @@ impl Store {
             .chain(entries.into_iter().flatten().map(entry))
     }
 
+    /// The entries of `tree` from `start` (included) whose key starts with `prefix`, in key
+    /// order.
+    pub fn scan_range<'s>(
+        &'s self,
+        tree: Tree,
+        start: &[u8],
+        prefix: &[u8],
+    ) -> impl Iterator<Item = Result<Entry, StoreError>> + use<'s> {
+        let prefix = prefix.to_vec();
+        let (refused, entries) = match self.check() {
+            Err(e) => (Some(e), None),
+            Ok(()) => (None, Some(self.tree(tree).range(start.to_vec()..))),
+        };
+        refused.into_iter().map(Err).chain(
+            entries
+                .into_iter()
+                .flatten()
+                .take_while(move |r| r.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix)))
+                .map(entry),
+        )
+    }
+
     /// The entry of `tree` with the largest key that starts with `prefix`.
     pub fn last_with_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<Option<Entry>, StoreError> {
         self.check()?;

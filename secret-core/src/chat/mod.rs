@@ -51,13 +51,13 @@ pub use outputs::{
 pub use receive::Peek;
 pub use send::default_method;
 pub use state::{
-    AuthState, ChatState, ConfigState, DiscardReason, EarlyMessage, KeyState, OutboxEntry,
+    AuthState, ChatState, ChatSummary, ConfigState, DiscardReason, EarlyMessage, KeyState, OutboxEntry,
     PfsState, ProtocolViolation, QueuedMessage, Rekey, ResendRequest, SendMethod, SeqState, Stage,
     Status,
 };
 
 use crate::Role;
-use crate::crypto::{self, KeyFingerprint};
+use crate::crypto::KeyFingerprint;
 use crate::rand::SecureRandom;
 use crate::tl::enums::DecryptedMessageAction;
 use crate::tl::{self, types};
@@ -271,13 +271,12 @@ impl Chat {
 
     /// The key visualization: SHA1(initial key)[..16] || SHA256(key in use)[..20].
     pub fn visualization(&self) -> Option<[u8; 36]> {
-        let initial = self.state.pfs.initial_key_sha1_16?;
-        let key = &self.state.pfs.key.as_ref()?.key;
-        let sha = crypto::sha256(&[key.as_bytes()]);
-        let mut v = [0u8; 36];
-        v[..16].copy_from_slice(&initial);
-        v[16..].copy_from_slice(&sha[..20]);
-        Some(v)
+        self.state.visualization()
+    }
+
+    /// The chat as the outside world sees it (never the key).
+    pub fn summary(&self) -> ChatSummary {
+        self.state.summary()
     }
 
     /// The layer written in our next message: min(ours, peer's), at least [`MIN_LAYER`].

@@ -516,3 +516,87 @@ impl ChatState {
         &self.seq
     }
 }
+
+/// What a chat shows the outside world (the daemon's D-Bus properties), computed from its
+/// records alone: never the key. The same value for a live chat ([`super::Chat::summary`]) and
+/// for one read back from a store ([`ChatState::summary`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChatSummary {
+    /// The chat id.
+    pub chat_id: i32,
+    /// The peer's user id.
+    pub peer_user_id: i64,
+    /// Our role.
+    pub role: Role,
+    /// `requested`, `waiting`, `ready`, `discarded` ([`Status::name`]).
+    pub state: &'static str,
+    /// The layer our next message is written in: min(ours, the peer's), at least
+    /// [`super::MIN_LAYER`].
+    pub layer: i32,
+    /// The peer's layer (as it announced).
+    pub peer_layer: i32,
+    /// Messages we created (the raw out counter).
+    pub out_seq_no: u32,
+    /// Peer messages processed in order (the raw in counter).
+    pub in_seq_no: u32,
+    /// Our messages the peer acknowledged (raw).
+    pub acked_seq_no: u32,
+    /// Our messages the peer has not acknowledged yet.
+    pub pending: u32,
+    /// Fingerprint of the key in use.
+    pub key_fingerprint: Option<KeyFingerprint>,
+    /// SHA1(first key)[..16] || SHA256(key in use)[..20].
+    pub visualization: Option<[u8; 36]>,
+    /// The chat's message TTL in seconds.
+    pub ttl_seconds: i32,
+    /// The re-key exchange ([`Rekey::name`]).
+    pub rekey: &'static str,
+    /// Messages (in + out) under the key in use.
+    pub messages_since_rekey: u32,
+    /// When the chat was created (Unix seconds, the injected clock).
+    pub created_at: u64,
+}
+
+impl ChatState {
+    /// The chat as the outside world sees it.
+    pub fn summary(&self) -> ChatSummary {
+        let seq = &self.seq;
+        let key = self.pfs.key.as_ref();
+        let under_key = key.map_or(0, |k| {
+            seq.out_raw
+                .saturating_add(seq.in_raw)
+                .saturating_sub(k.since_seq)
+        });
+        ChatSummary {
+            chat_id: self.auth.chat_id,
+            peer_user_id: self.auth.peer_user_id,
+            role: self.auth.role,
+            state: self.auth.stage.name(),
+            layer: super::OUR_LAYER
+                .min(self.config.peer_layer)
+                .max(super::MIN_LAYER),
+            peer_layer: self.config.peer_layer,
+            out_seq_no: seq.out_raw,
+            in_seq_no: seq.in_raw,
+            acked_seq_no: seq.peer_in_raw,
+            pending: seq.out_raw.saturating_sub(seq.peer_in_raw),
+            key_fingerprint: key.map(|k| k.key.fingerprint()),
+            visualization: self.visualization(),
+            ttl_seconds: self.config.ttl_seconds,
+            rekey: self.pfs.rekey.name(),
+            messages_since_rekey: under_key,
+            created_at: self.auth.created_at,
+        }
+    }
+
+    /// The key visualization: SHA1(initial key)[..16] || SHA256(key in use)[..20].
+    pub fn visualization(&self) -> Option<[u8; 36]> {
+        let initial = self.pfs.initial_key_sha1_16?;
+        let key = &self.pfs.key.as_ref()?.key;
+        let sha = crate::crypto::sha256(&[key.as_bytes()]);
+        let mut v = [0u8; 36];
+        v[..16].copy_from_slice(&initial);
+        v[16..].copy_from_slice(&sha[..20]);
+        Some(v)
+    }
+}

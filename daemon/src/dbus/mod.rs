@@ -1,0 +1,449 @@
+//! The D-Bus face (zbus, session bus or any address), named in `ipc_proto` and checked in as
+//! introspection XML (`ipc-proto/interfaces/`):
+//!
+//! | object | interface | module |
+//! | --- | --- | --- |
+//! | `/io/github/tgsecretd` | `io.github.tgsecretd.Manager1` | [`manager`] |
+//! | `/io/github/tgsecretd/chat/<id>` (`_<id>` if negative) | `io.github.tgsecretd.SecretChat1` | [`chat`] |
+//! | `/io/github/tgsecretd/request/<SENDER>/<TOKEN>` | `io.github.tgsecretd.Request1` | [`request`] |
+//!
+//! Invariants:
+//! * every chat in the store has its object before the bus name is taken (a chat created
+//!   later gets its object, and `Manager1.ChatAdded`, before any signal of it);
+//! * what is announced is durable: a Response, an event signal or a `PropertiesChanged` goes out
+//!   only after the commit it reports (the actor calls [`Announce`] from its durable step);
+//! * a Response is recorded as announced after it went out; one whose result is final but not
+//!   recorded (the daemon was killed in between) is announced again after a restart, with the
+//!   same content, so clients take the first Response of a handle as final;
+//! * `PropertiesChanged` of a chat's properties is coalesced: at most one per chat every
+//!   [`FLUSH_EVERY`], carrying the properties that changed since the last one.
+
+pub mod chat;
+pub mod convert;
+pub mod manager;
+pub mod request;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use ipc_proto::Error;
+use secret_core::chat::{Event, Status};
+use zbus::object_server::SignalEmitter;
+use zbus::{Connection, OwnedVariant, Variant};
+
+pub use chat::ChatObject;
+pub use manager::Manager;
+pub use request::{Request, response_of};
+
+use crate::chatstore;
+use crate::errors_api::ServiceError;
+use crate::records::{self, RequestRecord};
+use crate::service::Service;
+use crate::shared::{Announce, ChatView};
+use crate::store::{Batch, Store, Tree};
+
+/// How long chat property changes are gathered into one `PropertiesChanged`.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(50);
+
+/// Results of `Call`'s immediate methods kept for `GetResult` (the oldest go first).
+const CALL_RESULTS_KEPT: usize = 10_000;
+
+/// The daemon's errors as D-Bus errors.
+pub fn to_dbus(e: ServiceError) -> Error {
+    let text = e.to_string();
+    match e {
+        ServiceError::NoSuchChat(_) => Error::NoSuchChat(text),
+        ServiceError::InvalidMessage(_) => Error::InvalidMessage(text),
+        ServiceError::NotAllowed(_) => Error::NotAllowed(text),
+        ServiceError::WrongState(_) => Error::WrongState(text),
+        ServiceError::TooLarge(_) => Error::TooLarge(text),
+        ServiceError::InvalidArgument(_) => Error::InvalidArgument(text),
+        ServiceError::BadRandomId(_) => Error::BadRandomId(text),
+        ServiceError::NotLoggedIn => Error::NotLoggedIn(text),
+        ServiceError::UnknownAction(_) => Error::UnknownAction(text),
+        ServiceError::UnknownMethod(_) => Error::UnknownMethod(text),
+        ServiceError::Telegram(_) => Error::Telegram(text),
+        ServiceError::Internal(_) => Error::Internal(text),
+    }
+}
+
+/// A view as `Call`'s JSON result (`secretChat`, the keys of `ipc_proto::chat_keys`).
+pub fn view_json(v: &ChatView) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    m.insert("_".into(), "secretChat".into());
+    for (k, val) in chat::view_values(v, false) {
+        if let Ok(j) = convert::to_json(&val, 0) {
+            m.insert(k.into(), j);
+        }
+    }
+    serde_json::Value::Object(m)
+}
+
+/// Where a login stands, as far as this daemon saw it (`AuthorizationState`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoginStage {
+    /// No login step was taken.
+    None,
+    /// A code was sent.
+    WaitCode,
+    /// A two-step password is asked for.
+    WaitPassword,
+    /// Logged in by a login here.
+    Ready,
+    /// Logged out by `Logout`.
+    LoggedOut,
+}
+
+#[derive(Default)]
+struct Views {
+    /// Views announced since the last flush.
+    pending: HashMap<i32, ChatView>,
+    /// The views of the last `PropertiesChanged` per chat.
+    emitted: HashMap<i32, ChatView>,
+    /// Chats with an object.
+    exported: HashSet<i32>,
+}
+
+/// What the D-Bus objects and the announcer share.
+pub struct Hub {
+    closed: request::Closed,
+    store: Weak<Store>,
+    views: Mutex<Views>,
+    wake: tokio::sync::Notify,
+    calls: Mutex<(HashMap<String, (u32, HashMap<String, OwnedVariant>)>, Vec<String>)>,
+    login: Mutex<LoginStage>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Hub {
+    fn authorization_state(&self, logged_out: bool) -> &'static str {
+        match (logged_out, *lock(&self.login)) {
+            (false, _) => "ready",
+            (true, LoginStage::WaitCode) => "wait_code",
+            (true, LoginStage::WaitPassword) => "wait_password",
+            (true, LoginStage::LoggedOut) => "logged_out",
+            (true, _) => "wait_phone",
+        }
+    }
+
+    fn set_login(&self, s: LoginStage) {
+        *lock(&self.login) = s;
+    }
+
+    fn call_result(&self, handle: &str) -> Option<(u32, HashMap<String, OwnedVariant>)> {
+        let calls = lock(&self.calls);
+        let (code, results) = calls.0.get(handle)?;
+        let copy = results
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.try_clone().ok()?)))
+            .collect();
+        Some((*code, copy))
+    }
+
+    /// Emits the Response of one of `Call`'s immediate methods and keeps it for `GetResult`.
+    async fn answer_call(
+        &self,
+        conn: &Connection,
+        path: &str,
+        code: u32,
+        results: HashMap<String, OwnedVariant>,
+    ) {
+        {
+            let mut calls = lock(&self.calls);
+            let copy = results
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.try_clone().ok()?)))
+                .collect();
+            calls.0.insert(path.to_owned(), (code, copy));
+            calls.1.push(path.to_owned());
+            if calls.1.len() > CALL_RESULTS_KEPT {
+                let old = calls.1.remove(0);
+                calls.0.remove(&old);
+            }
+        }
+        emit_response(conn, &self.closed, path, code, results).await;
+    }
+
+    /// Exports the chat's object if it has none yet (then `ChatAdded`).
+    async fn ensure_exported(&self, conn: &Connection, chat_id: i32) {
+        if !lock(&self.views).exported.insert(chat_id) {
+            return;
+        }
+        let path = ipc_proto::chat_path(chat_id);
+        let object = ChatObject {
+            chat_id,
+            store: Weak::clone(&self.store),
+        };
+        if let Err(e) = conn.object_server().at(path.as_str(), object).await {
+            tracing::warn!(chat_id, error = %e, "chat object not exported");
+            return;
+        }
+        let Ok(p) = zbus::ObjectPath::try_from(path.as_str()) else {
+            return;
+        };
+        if let Ok(emitter) = SignalEmitter::new(conn, ipc_proto::MANAGER_PATH) {
+            let _ = Manager::chat_added(&emitter, chat_id, p).await;
+        }
+    }
+
+    /// Emits the gathered property changes (see [`FLUSH_EVERY`]).
+    async fn flush(&self, conn: &Connection) {
+        let changes: Vec<(ChatView, Option<ChatView>)> = {
+            let mut v = lock(&self.views);
+            let pending: Vec<ChatView> = v.pending.drain().map(|(_, view)| view).collect();
+            pending
+                .into_iter()
+                .map(|view| {
+                    let old = v.emitted.insert(view.summary.chat_id, view.clone());
+                    (view, old)
+                })
+                .collect()
+        };
+        for (new, old) in changes {
+            self.ensure_exported(conn, new.summary.chat_id).await;
+            emit_properties(conn, &new, old.as_ref()).await;
+        }
+    }
+}
+
+async fn emit_properties(conn: &Connection, new: &ChatView, old: Option<&ChatView>) {
+    let before: HashMap<&str, OwnedVariant> = old
+        .map(|o| chat::view_values(o, true).into_iter().collect())
+        .unwrap_or_default();
+    let changed: HashMap<&str, Variant<'_>> = chat::view_values(new, true)
+        .into_iter()
+        .filter(|(k, v)| before.get(k) != Some(v))
+        .filter_map(|(k, v)| Some((k, Variant::try_from(v).ok()?)))
+        .collect();
+    if changed.is_empty() {
+        return;
+    }
+    let path = ipc_proto::chat_path(new.summary.chat_id);
+    let Ok(emitter) = SignalEmitter::new(conn, path.as_str()) else {
+        return;
+    };
+    let Ok(iface) = zbus::names::InterfaceName::try_from(ipc_proto::CHAT_INTERFACE) else {
+        return;
+    };
+    if let Err(e) =
+        zbus::fdo::Properties::properties_changed(&emitter, iface, changed, (&[][..]).into()).await
+    {
+        tracing::debug!(error = %e, "PropertiesChanged not emitted");
+    }
+}
+
+async fn emit_response(
+    conn: &Connection,
+    closed: &request::Closed,
+    handle: &str,
+    code: u32,
+    results: HashMap<String, OwnedVariant>,
+) -> bool {
+    let was_closed = lock(closed).remove(handle);
+    if !was_closed {
+        match SignalEmitter::new(conn, handle) {
+            Ok(emitter) => {
+                if let Err(e) = Request::response(&emitter, code, results).await {
+                    tracing::warn!(%handle, error = %e, "Response not emitted");
+                    return false;
+                }
+            }
+            Err(e) => tracing::warn!(%handle, error = %e, "bad handle path"),
+        }
+        let _ = conn.object_server().remove::<Request, _>(handle).await;
+    }
+    true
+}
+
+/// Announces on D-Bus: the Response of each request (then removes its object and records it
+/// as announced), the signals of chat events, and the chats' `PropertiesChanged`.
+pub struct DbusAnnounce {
+    conn: Connection,
+    store: Arc<Store>,
+    hub: Arc<Hub>,
+    flusher: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl DbusAnnounce {
+    /// The announcer of a connection.
+    pub fn new(conn: Connection, store: Arc<Store>) -> Arc<DbusAnnounce> {
+        let hub = Arc::new(Hub {
+            closed: Arc::new(Mutex::new(HashSet::new())),
+            store: Arc::downgrade(&store),
+            views: Mutex::new(Views::default()),
+            wake: tokio::sync::Notify::new(),
+            calls: Mutex::new((HashMap::new(), Vec::new())),
+            login: Mutex::new(LoginStage::None),
+        });
+        Arc::new(DbusAnnounce {
+            conn,
+            store,
+            hub,
+            flusher: Mutex::new(None),
+        })
+    }
+
+    /// Serves the manager, an object per stored chat and the handles of open requests, then
+    /// takes the bus name.
+    pub async fn serve(&self, service: Service) -> Result<(), zbus::Error> {
+        let server = self.conn.object_server();
+        server
+            .at(
+                ipc_proto::MANAGER_PATH,
+                Manager {
+                    service: service.clone(),
+                    hub: Arc::clone(&self.hub),
+                },
+            )
+            .await?;
+        let ids = chatstore::chat_ids(&self.store).map_err(|e| zbus::Error::Failure(e.to_string()))?;
+        for id in ids {
+            lock(&self.hub.views).exported.insert(id);
+            let object = ChatObject {
+                chat_id: id,
+                store: Arc::downgrade(&self.store),
+            };
+            server.at(ipc_proto::chat_path(id).as_str(), object).await?;
+        }
+        for path in open_handles(&service) {
+            let p = path.clone();
+            let _ = server
+                .at(
+                    p.as_str(),
+                    Request {
+                        closed: Arc::clone(&self.hub.closed),
+                        path,
+                    },
+                )
+                .await;
+        }
+        let (conn, hub) = (self.conn.clone(), Arc::clone(&self.hub));
+        *lock(&self.flusher) = Some(tokio::spawn(async move {
+            loop {
+                hub.wake.notified().await;
+                tokio::time::sleep(FLUSH_EVERY).await;
+                hub.flush(&conn).await;
+            }
+        }));
+        self.conn.request_name(ipc_proto::BUS_NAME).await?;
+        Ok(())
+    }
+
+    /// Stops the property flusher (the daemon stops).
+    pub async fn stop(&self) {
+        let task = lock(&self.flusher).take();
+        if let Some(t) = task {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+
+    /// Announces every final request not yet announced (after a restart).
+    pub async fn announce_pending(&self) {
+        let ids: Vec<u64> = self
+            .store
+            .scan_prefix(Tree::Meta, records::ANNOUNCE_PREFIX)
+            .flatten()
+            .filter_map(|(k, _)| k.get(1..).and_then(|b| <[u8; 8]>::try_from(b).ok()))
+            .map(u64::from_be_bytes)
+            .collect();
+        for id in ids {
+            let rec = self
+                .store
+                .get(Tree::Requests, &records::request_key(id))
+                .ok()
+                .flatten()
+                .and_then(|b| records::decode::<RequestRecord>(&b).ok());
+            if let Some(r) = rec {
+                respond(&self.conn, &self.store, &self.hub, r).await;
+            }
+        }
+    }
+}
+
+async fn respond(conn: &Connection, store: &Store, hub: &Hub, mut r: RequestRecord) {
+    let (code, results) = response_of(&r);
+    if !emit_response(conn, &hub.closed, &r.handle, code, results).await {
+        return;
+    }
+    r.announced = true;
+    let mut b = Batch::new();
+    b.remove(Tree::Meta, records::announce_key(r.id));
+    if let Ok(enc) = records::encode(&r) {
+        b.put(Tree::Requests, records::request_key(r.id), enc);
+    }
+    if let Err(e) = store.commit(b).await {
+        tracing::error!(error = %e, "announcement not recorded");
+    }
+}
+
+fn open_handles(service: &Service) -> Vec<String> {
+    let store = &service.shared().store;
+    store
+        .scan_prefix(Tree::Meta, records::OPEN_PREFIX)
+        .flatten()
+        .filter_map(|(k, _)| k.get(5..).and_then(|b| <[u8; 8]>::try_from(b).ok()))
+        .map(u64::from_be_bytes)
+        .filter_map(|id| service.request(id).ok().flatten())
+        .map(|r| r.handle)
+        .collect()
+}
+
+impl Announce for DbusAnnounce {
+    fn request_done(&self, request: RequestRecord) -> BoxFuture<'static, ()> {
+        let (conn, store, hub) = (
+            self.conn.clone(),
+            Arc::clone(&self.store),
+            Arc::clone(&self.hub),
+        );
+        Box::pin(async move { respond(&conn, &store, &hub, request).await })
+    }
+
+    fn chat_events(&self, chat_id: i32, events: Vec<Event>) -> BoxFuture<'static, ()> {
+        let (conn, store, hub) = (
+            self.conn.clone(),
+            Arc::clone(&self.store),
+            Arc::clone(&self.hub),
+        );
+        Box::pin(async move {
+            hub.ensure_exported(&conn, chat_id).await;
+            let path = ipc_proto::chat_path(chat_id);
+            let Ok(emitter) = SignalEmitter::new(&conn, path.as_str()) else {
+                return;
+            };
+            for e in events {
+                if matches!(e, Event::StatusChanged(Status::Requested)) {
+                    ask_user(&conn, &store, chat_id).await;
+                }
+                if let Err(err) = chat::emit_event(&emitter, e).await {
+                    tracing::debug!(chat_id, error = %err, "event signal not emitted");
+                }
+            }
+        })
+    }
+
+    fn chat_view(&self, view: ChatView) {
+        lock(&self.hub.views)
+            .pending
+            .insert(view.summary.chat_id, view);
+        self.hub.wake.notify_one();
+    }
+}
+
+/// `ChatRequested`, if the chat still waits for the user (the policy did not decide).
+async fn ask_user(conn: &Connection, store: &Store, chat_id: i32) {
+    let Ok(Some(view)) = chatstore::load_view(store, chat_id) else {
+        return;
+    };
+    if view.summary.state != "requested" {
+        return;
+    }
+    if let Ok(emitter) = SignalEmitter::new(conn, ipc_proto::MANAGER_PATH) {
+        let _ = Manager::chat_requested(&emitter, chat_id, view.summary.peer_user_id).await;
+    }
+}
