@@ -217,6 +217,12 @@ fn main() -> ExitCode {
 async fn run(opts: Options) -> ExitCode {
     // systemd (Type=notify): READY=1 once on the bus, WATCHDOG=1 while serving, STOPPING=1.
     let notify = Notifier::from_env();
+    // Listening before anything starts: a SIGTERM right after READY=1 stops cleanly.
+    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    else {
+        eprintln!("tgsecretd: cannot listen for SIGTERM");
+        return ExitCode::FAILURE;
+    };
     let mut daemon = match Daemon::start(opts).await {
         Ok(d) => d,
         Err(e) => {
@@ -228,13 +234,6 @@ async fn run(opts: Options) -> ExitCode {
     tracing::info!("serving");
     notify.ready(&format!("serving {}", ipc_proto::BUS_NAME));
     let watchdog = notify.spawn_watchdog();
-    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-    else {
-        eprintln!("tgsecretd: cannot listen for SIGTERM");
-        stopping(&notify, watchdog, "stopping: cannot listen for SIGTERM").await;
-        daemon.stop().await;
-        return ExitCode::FAILURE;
-    };
     let code = tokio::select! {
         _ = term.recv() => { tracing::info!("SIGTERM: stopping"); ExitCode::SUCCESS }
         _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted: stopping"); ExitCode::SUCCESS }

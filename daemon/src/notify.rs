@@ -8,7 +8,9 @@
 //!
 //! Nothing here fails the daemon: a message that cannot be sent is logged at debug level and
 //! dropped (systemd's own `sd_notify` is best-effort too). The environment is read, never
-//! changed (the daemon starts no child that could inherit it).
+//! changed: the only children are the short-lived `lsb_release` / `getconf` that grammers'
+//! `os_info` runs per connection; they inherit `NOTIFY_SOCKET`, harmless under
+//! `NotifyAccess=main` (systemd ignores messages from other processes).
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)

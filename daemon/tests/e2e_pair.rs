@@ -283,7 +283,7 @@ fn an_acceptance_whose_answer_was_lost_stands() {
 }
 
 #[test]
-fn an_incoming_chat_waits_for_acceptance_under_the_never_policy() {
+fn an_incoming_chat_from_a_user_not_listed_waits_for_acceptance() {
     runtime().block_on(async {
         let tmp = Temp::new("never");
         let (ba, bb) = (Bus::start(), Bus::start());

@@ -98,6 +98,11 @@ pub trait Manager {
     #[zbus(signal)]
     fn chat_requested(&self, chat_id: i32, user_id: i64) -> zbus::Result<()>;
 
+    /// A chat object appeared (a chat we opened, or one someone opened with us); emitted
+    /// before any signal of the chat.
+    #[zbus(signal)]
+    fn chat_added(&self, chat_id: i32, path: zbus::ObjectPath<'_>) -> zbus::Result<()>;
+
     /// The daemon's version.
     #[zbus(property)]
     fn version(&self) -> zbus::Result<String>;

@@ -12,7 +12,8 @@
 //! | `a{sv}` | object (a nested TL object, `"_"` naming its constructor) |
 //! | `v` | its content |
 //!
-//! A string where the TL field wants an object (`Typing`'s `action`:
+//! `RequestKey` may leave out `exchange_id` and `g_a` (the chat chooses both: it starts a
+//! re-key). A string where the TL field wants an object (`Typing`'s `action`:
 //! `"sendMessageTypingAction"`) is read as `{"_": string}`. Structures and file descriptors are
 //! refused.
 
@@ -134,6 +135,11 @@ pub fn service_message(
         }
         let j = to_json(v, 0).map_err(|w| ServiceError::InvalidArgument(format!("{k}: {w}")))?;
         fields.insert(k.clone(), j);
+    }
+    if name == "decryptedMessageActionRequestKey" {
+        // The chat chooses both: a re-key is asked for with none.
+        fields.entry("exchange_id").or_insert(Json::from(0));
+        fields.entry("g_a").or_insert(Json::from(""));
     }
     fields.insert("_".into(), Json::from(name));
     let action = action_from_json(Json::Object(fields))?;

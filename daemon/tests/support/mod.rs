@@ -433,6 +433,16 @@ impl Responses {
     }
 }
 
+impl Responses {
+    /// The Response of `handle` (panics after `secs`, or if a second one arrived).
+    pub async fn one(&self, handle: &str, secs: u64) -> Response {
+        let got = self.wait(secs, |g| g.iter().any(|r| r.0 == handle)).await;
+        let mine: Vec<&Response> = got.iter().filter(|r| r.0 == handle).collect();
+        assert_eq!(mine.len(), 1, "{handle}: {} Responses", mine.len());
+        mine[0].clone()
+    }
+}
+
 /// A TL `decryptedMessageService{random_id, decryptedMessageActionSetMessageTTL{ttl}}`.
 pub fn ttl_message(random_id: i64, ttl: i32) -> Vec<u8> {
     use secret_core::tl::Serializable;

@@ -1,0 +1,413 @@
+//! The D-Bus API end to end, on a private bus, with tgsim and a simulated peer: every service
+//! action through `SendServiceAction` (bytes checked in the peer's decrypted transcript), the
+//! signals the peer's echoes raise, the chat object's properties and `PropertiesChanged`,
+//! `Call` in the seed's method + JSON form, `Events`, and the accept policies (`ask` with
+//! `ChatRequested` + `AcceptChat` / `DeclineChat`, `never`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use ipc_proto::{SecretChatProxy, response};
+use support::*;
+use zbus::{MessageStream, OwnedVariant, Variant};
+
+const ALICE: i64 = 8401;
+const BOB: i64 = 8402;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Signals of the daemon from now on (a reader task keeps the connection flowing).
+struct Signals(std::sync::Arc<std::sync::Mutex<Vec<zbus::Message>>>);
+
+impl Signals {
+    async fn start(client: &Client) -> Signals {
+        let mut stream = MessageStream::for_match_rule(
+            "type='signal',sender='io.github.tgsecretd'",
+            &client.conn,
+            None,
+        )
+        .await
+        .unwrap();
+        let all = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = std::sync::Arc::clone(&all);
+        tokio::spawn(async move {
+            while let Some(Ok(m)) = stream.next().await {
+                sink.lock().unwrap().push(m);
+            }
+        });
+        Signals(all)
+    }
+
+    /// The first signal `member` on `path` for which `pick` says yes, waiting up to 30 s.
+    async fn wait<T>(
+        &self,
+        path: &str,
+        member: &str,
+        pick: impl Fn(&zbus::Message) -> Option<T>,
+    ) -> T {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            {
+                let all = self.0.lock().unwrap();
+                for m in all.iter() {
+                    let h = m.header();
+                    if h.path().map(|p| p.as_str()) == Some(path)
+                        && h.member().map(|n| n.as_str()) == Some(member)
+                        && let Some(v) = pick(m)
+                    {
+                        return v;
+                    }
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {member} on {path} within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A chat proxy that reads every property from the daemon (zbus caches them otherwise, updated
+/// by the coalesced `PropertiesChanged`, which may follow a Response by up to 50 ms).
+async fn chat_proxy(client: &Client, chat: i32) -> SecretChatProxy<'static> {
+    SecretChatProxy::builder(&client.conn)
+        .path(ipc_proto::chat_path(chat))
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
+        .unwrap()
+}
+
+fn opts(token: &str) -> HashMap<&'static str, Variant<'static>> {
+    let mut o = HashMap::new();
+    o.insert("handle_token", Variant::from(token.to_owned()));
+    o
+}
+
+fn i64_of(d: &HashMap<String, OwnedVariant>, k: &str) -> i64 {
+    let v = d.get(k).unwrap_or_else(|| panic!("no {k} in {d:?}"));
+    i64::try_from(v)
+        .or_else(|_| i32::try_from(v).map(i64::from))
+        .or_else(|_| u32::try_from(v).map(i64::from))
+        .or_else(|_| u64::try_from(v).map(|x| x as i64))
+        .unwrap()
+}
+
+fn str_of(d: &HashMap<String, OwnedVariant>, k: &str) -> String {
+    String::try_from(d.get(k).unwrap().try_clone().unwrap()).unwrap()
+}
+
+#[test]
+fn every_service_action_properties_signals_and_call() {
+    runtime().block_on(async {
+        let tmp = Temp::new("dbusapi");
+        let bus = Bus::start();
+        let sim = Sim::start(&tmp.0.join("sim"), &[(ALICE, "Alice")], &[(BOB, "echo")]);
+        let key = sim.key_file(ALICE, &tmp.0);
+        let mut d = Daemon::start(&tmp.0.join("d"), &bus.address, &sim, &key, "ask");
+        let client = Client::connect(&bus.address).await;
+        client.wait_ready(30).await;
+        let signals = Signals::start(&client).await;
+        let responses = client.responses().await;
+        let m = client.manager().await;
+        let chat = m.request_chat(BOB, HashMap::new()).await.unwrap();
+        let path = ipc_proto::chat_path(chat);
+        // ChatAdded names the new object.
+        signals
+            .wait(ipc_proto::MANAGER_PATH, "ChatAdded", |s| {
+                let (id, p): (i32, zbus::OwnedObjectPath) = s.body().deserialize().ok()?;
+                (id == chat && p.as_str() == path).then_some(())
+            })
+            .await;
+        client.wait_state(chat, "ready", 30).await;
+        let c = chat_proxy(&client, chat).await;
+        assert_eq!(c.state().await.unwrap(), "ready");
+        assert_eq!(c.role().await.unwrap(), "creator");
+        assert_eq!(c.peer_user_id().await.unwrap(), BOB);
+        assert_ne!(c.key_fingerprint().await.unwrap(), 0);
+        assert_eq!(c.key_visualization().await.unwrap().len(), 36);
+
+        // Every action an application may send, by its short or full TL name.
+        let ttl = Variant::from(30i32);
+        let ids = Variant::from(vec![11i64, -12]);
+        let typing = Variant::from("sendMessageTypingAction");
+        let layer = Variant::from(144i32);
+        let actions: Vec<(&str, Vec<(&str, &Variant<'_>)>, &str)> = vec![
+            ("SetMessageTTL", vec![("ttl_seconds", &ttl)], "decryptedMessageActionSetMessageTTL"),
+            ("readmessages", vec![("random_ids", &ids)], "decryptedMessageActionReadMessages"),
+            ("decryptedMessageActionDeleteMessages", vec![("random_ids", &ids)], "decryptedMessageActionDeleteMessages"),
+            ("ScreenshotMessages", vec![("random_ids", &ids)], "decryptedMessageActionScreenshotMessages"),
+            ("FlushHistory", vec![], "decryptedMessageActionFlushHistory"),
+            ("Typing", vec![("action", &typing)], "decryptedMessageActionTyping"),
+            ("NotifyLayer", vec![("layer", &layer)], "decryptedMessageActionNotifyLayer"),
+            ("Noop", vec![], "decryptedMessageActionNoop"),
+        ];
+        let mut sent = Vec::new();
+        for (i, (name, params, full)) in actions.iter().enumerate() {
+            let p: HashMap<&str, Variant<'_>> = params
+                .iter()
+                .map(|(k, v)| (*k, (*v).try_clone().unwrap()))
+                .collect();
+            let token = format!("a{i}");
+            let h = m
+                .send_service_action(chat, name, p, opts(&token))
+                .await
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let r = responses.one(h.as_str(), 30).await;
+            assert_eq!(r.1, response::SENT, "{name}: {r:?}");
+            sent.push((i64_of(&r.2, "random_id"), *full));
+        }
+        // The peer decrypted each one, in order, with the right action (NotifyLayer and Noop are
+        // consumed by the peer's protocol layer and never reach its transcript).
+        sent.retain(|(_, n)| {
+            !matches!(*n, "decryptedMessageActionNoop" | "decryptedMessageActionNotifyLayer")
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let transcript = loop {
+            let t = sim.transcript(BOB, chat);
+            let names: Vec<String> = t
+                .iter()
+                .filter_map(|e| e["_"].as_str().map(str::to_owned))
+                .collect();
+            if sent.iter().all(|(_, n)| names.iter().any(|x| x == n)) {
+                break t;
+            }
+            assert!(std::time::Instant::now() < deadline, "peer saw {names:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let seen: Vec<&str> = transcript
+            .iter()
+            .filter_map(|e| e["_"].as_str())
+            .filter(|n| sent.iter().any(|(_, s)| s == n))
+            .collect();
+        let want: Vec<&str> = sent.iter().map(|(_, n)| *n).collect();
+        assert_eq!(seen, want, "the peer's order");
+        let ttl_entry = transcript
+            .iter()
+            .find(|e| e["_"] == "decryptedMessageActionSetMessageTTL")
+            .unwrap();
+        assert_eq!(ttl_entry["ttl_seconds"], 30);
+        let read = transcript
+            .iter()
+            .find(|e| e["_"] == "decryptedMessageActionReadMessages")
+            .unwrap();
+        assert_eq!(read["random_ids"], serde_json::json!([11, -12]));
+
+        // The echoing peer's actions raise the typed signals.
+        signals
+            .wait(&path, "TtlChanged", |s| {
+                (s.body().deserialize::<i32>().ok()? == 30).then_some(())
+            })
+            .await;
+        for member in ["MessagesRead", "MessagesDeleted", "ScreenshotTaken"] {
+            signals
+                .wait(&path, member, |s| {
+                    (s.body().deserialize::<Vec<i64>>().ok()? == vec![11, -12]).then_some(())
+                })
+                .await;
+        }
+        signals.wait(&path, "HistoryFlushed", |_| Some(())).await;
+        signals
+            .wait(&path, "Typing", |s| {
+                (s.body().deserialize::<String>().ok()? == "sendMessageTypingAction").then_some(())
+            })
+            .await;
+        signals
+            .wait(&path, "ServiceAction", |s| {
+                let (_, _, name, json): (i64, i32, String, String) = s.body().deserialize().ok()?;
+                (name == "decryptedMessageActionSetMessageTTL" && json.contains("30")).then_some(())
+            })
+            .await;
+        // PropertiesChanged carried the new TTL; the property agrees.
+        signals
+            .wait(&path, "PropertiesChanged", |s| {
+                let (iface, changed, _): (String, HashMap<String, OwnedVariant>, Vec<String>) =
+                    s.body().deserialize().ok()?;
+                (iface == ipc_proto::CHAT_INTERFACE
+                    && changed.get("TtlSeconds").and_then(|v| i32::try_from(v).ok()) == Some(30))
+                .then_some(())
+            })
+            .await;
+        assert_eq!(c.ttl_seconds().await.unwrap(), 30);
+        let out = c.out_seq_no().await.unwrap();
+        assert!(out >= actions.len() as u32, "OutSeqNo {out}, in {:?}, pending {:?}", c.in_seq_no().await, c.pending().await);
+        // GetChat and the properties say the same.
+        let g = m.get_chat(chat).await.unwrap();
+        assert_eq!(str_of(&g, "state"), "ready");
+        assert_eq!(i64_of(&g, "key_fingerprint"), c.key_fingerprint().await.unwrap());
+        assert_eq!(i64_of(&g, "out_seq_no"), i64::from(c.out_seq_no().await.unwrap()));
+        assert!(m.list_chats().await.unwrap().iter().any(|d| {
+            d.get("path").and_then(|p| zbus::ObjectPath::try_from(p.try_clone().ok()?).ok())
+                .is_some_and(|p| p.as_str() == path)
+        }));
+        // The inbox holds the peer's echoes as JSON.
+        let next = c.next_event().await.unwrap();
+        assert!(next > 0);
+        let events = c.events(0, 1000).await.unwrap();
+        assert!(events.iter().any(|(_, j)| j.contains("decryptedMessageActionSetMessageTTL")));
+        assert!(events.windows(2).all(|w| w[0].0 < w[1].0));
+
+        // The protocol's own actions and unknown ones are typed errors.
+        let g = Variant::from(vec![7u8; 256]);
+        let (one, two, fp) = (Variant::from(1i32), Variant::from(2i32), Variant::from(5i64));
+        let xid = Variant::from(99i64);
+        let own: Vec<(&str, Vec<(&str, &Variant<'_>)>)> = vec![
+            ("Resend", vec![("start_seq_no", &one), ("end_seq_no", &two)]),
+            ("AcceptKey", vec![("exchange_id", &xid), ("g_b", &g), ("key_fingerprint", &fp)]),
+            ("CommitKey", vec![("exchange_id", &xid), ("key_fingerprint", &fp)]),
+        ];
+        let before = c.out_seq_no().await.unwrap();
+        for (name, params) in own {
+            let p: HashMap<&str, Variant<'_>> = params
+                .iter()
+                .map(|(k, v)| (*k, (*v).try_clone().unwrap()))
+                .collect();
+            let e = m.send_service_action(chat, name, p, HashMap::new()).await;
+            assert!(matches!(e, Err(ipc_proto::Error::NotAllowed(_))), "{name}: {e:?}");
+        }
+        let mut p = HashMap::new();
+        p.insert("exchange_id", xid.try_clone().unwrap());
+        let e = m.send_service_action(chat, "RequestKey", p, HashMap::new()).await;
+        assert!(matches!(e, Err(ipc_proto::Error::InvalidMessage(_))), "{e:?}");
+        let e = m.send_service_action(chat, "SetMessageTTL", HashMap::new(), HashMap::new()).await;
+        assert!(matches!(e, Err(ipc_proto::Error::InvalidArgument(_))), "{e:?}");
+        let mut p = HashMap::new();
+        p.insert("layer", Variant::from(1i32));
+        let e = m.send_service_action(chat, "NotifyLayer", p, HashMap::new()).await;
+        assert!(matches!(e, Err(ipc_proto::Error::InvalidMessage(_))), "{e:?}");
+        assert_eq!(c.out_seq_no().await.unwrap(), before, "a refused action took a seq slot");
+        // A re-key asked for by the application: the chat picks the exchange; the key changes.
+        let fp0 = c.key_fingerprint().await.unwrap();
+        let h = m
+            .send_service_action(chat, "RequestKey", HashMap::new(), opts("rk"))
+            .await
+            .unwrap();
+        assert_eq!(responses.one(h.as_str(), 30).await.1, response::SENT);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while c.key_fingerprint().await.unwrap() == fp0 || c.rekey_state().await.unwrap() != "idle" {
+            assert!(std::time::Instant::now() < deadline, "no re-key: {:?}", c.rekey_state().await);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(c.messages_since_rekey().await.unwrap() < 5, true);
+        let e = m.send_service_action(chat, "Dance", HashMap::new(), HashMap::new()).await;
+        assert!(matches!(e, Err(ipc_proto::Error::UnknownAction(_))), "{e:?}");
+
+        // Call: the seed's form; the Response carries the JSON result.
+        let params = serde_json::json!({
+            "peer": {"_": "inputEncryptedChat", "chat_id": chat, "access_hash": 0},
+            "message": {"_": "decryptedMessageService", "random_id": 0,
+                        "action": {"_": "decryptedMessageActionSetMessageTTL", "ttl_seconds": 60}}
+        });
+        let h = m.call("messages.sendEncryptedService", &params.to_string(), opts("c1")).await.unwrap();
+        let r = responses.one(h.as_str(), 30).await;
+        assert_eq!(r.1, response::SENT, "{r:?}");
+        let j: serde_json::Value = serde_json::from_str(&str_of(&r.2, "json")).unwrap();
+        assert_eq!(j["_"], "messages.sentEncryptedMessage");
+        assert!(j["date"].as_i64().unwrap() > 0);
+        assert_eq!(m.get_result(&h).await.unwrap().0, response::SENT);
+        let e = m.call("messages.sendMessage", "{}", HashMap::new()).await;
+        assert!(matches!(e, Err(ipc_proto::Error::UnknownMethod(_))), "{e:?}");
+        let e = m.call("messages.sendEncryptedService", "{\"peer\":", HashMap::new()).await;
+        assert!(matches!(e, Err(ipc_proto::Error::InvalidArgument(_))), "{e:?}");
+        // requestEncryption and discardEncryption through Call.
+        let h = m
+            .call("messages.requestEncryption", &serde_json::json!({"user_id": BOB}).to_string(), opts("c2"))
+            .await
+            .unwrap();
+        let r = responses.one(h.as_str(), 30).await;
+        assert_eq!(r.1, response::SENT, "{r:?}");
+        let j: serde_json::Value = serde_json::from_str(&str_of(&r.2, "json")).unwrap();
+        assert_eq!(j["_"], "secretChat");
+        let chat2 = i32::try_from(j["chat_id"].as_i64().unwrap()).unwrap();
+        assert_ne!(chat2, chat);
+        client.wait_state(chat2, "ready", 30).await;
+        let h = m
+            .call("messages.discardEncryption", &serde_json::json!({"chat_id": chat2}).to_string(), opts("c3"))
+            .await
+            .unwrap();
+        let r = responses.one(h.as_str(), 30).await;
+        assert_eq!(str_of(&r.2, "json"), r#"{"_":"boolTrue"}"#);
+        client.wait_state(chat2, "discarded", 30).await;
+        signals
+            .wait(&ipc_proto::chat_path(chat2), "Closed", |s| {
+                let (by, _): (String, String) = s.body().deserialize().ok()?;
+                (by == "local").then_some(())
+            })
+            .await;
+        // Properties survive a restart: read from the store.
+        let fp = c.key_fingerprint().await.unwrap();
+        assert!(d.terminate().is_some_and(|s| s.success()));
+        d.restart();
+        client.wait_ready(30).await;
+        let c = chat_proxy(&client, chat).await;
+        assert_eq!(c.key_fingerprint().await.unwrap(), fp);
+        assert_eq!(c.ttl_seconds().await.unwrap(), 60);
+        assert_eq!(chat_proxy(&client, chat2).await.state().await.unwrap(), "discarded");
+        assert!(d.terminate().is_some_and(|s| s.success()));
+    });
+}
+
+#[test]
+fn ask_waits_for_the_user_and_never_declines() {
+    runtime().block_on(async {
+        let tmp = Temp::new("askpolicy");
+        let bus = Bus::start();
+        let sim = Sim::start(&tmp.0.join("sim"), &[(ALICE, "Alice")], &[(BOB, "normal")]);
+        let key = sim.key_file(ALICE, &tmp.0);
+        let mut d = Daemon::start(&tmp.0.join("d"), &bus.address, &sim, &key, "ask");
+        let client = Client::connect(&bus.address).await;
+        client.wait_ready(30).await;
+        let signals = Signals::start(&client).await;
+        let m = client.manager().await;
+        assert_eq!(m.accept_policy().await.unwrap(), "ask");
+        // Bob opens two chats with Alice: both wait, each announced by ChatRequested.
+        let mut admin = sim.admin();
+        let first = admin.request_chat(BOB, ALICE).unwrap();
+        let second = admin.request_chat(BOB, ALICE).unwrap();
+        for chat in [first, second] {
+            signals
+                .wait(ipc_proto::MANAGER_PATH, "ChatRequested", |s| {
+                    let (id, user): (i32, i64) = s.body().deserialize().ok()?;
+                    (id == chat && user == BOB).then_some(())
+                })
+                .await;
+            assert_eq!(client.chat_state(chat).await.as_deref(), Some("requested"));
+        }
+        m.accept_chat(first).await.unwrap();
+        client.wait_state(first, "ready", 30).await;
+        m.decline_chat(second).await.unwrap();
+        client.wait_state(second, "discarded", 30).await;
+        // Declining a ready chat is the wrong state; an unknown one is no chat.
+        assert!(matches!(m.decline_chat(first).await, Err(ipc_proto::Error::WrongState(_))));
+        assert!(matches!(m.decline_chat(4242).await, Err(ipc_proto::Error::NoSuchChat(_))));
+        // Bob's side: the first chat is usable, the second was declined.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let chats = admin.peer_chats(BOB).unwrap();
+            let state = |id| chats.iter().find(|c| c.chat_id == id).map(|c| c.status.clone());
+            if state(first).as_deref() == Some("ready") && state(second).as_deref() == Some("discarded") {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "peer: {:?}", chats.iter().map(|c| (c.chat_id, &c.status)).collect::<Vec<_>>());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(d.terminate().is_some_and(|s| s.success()));
+        // Under `never` a request is declined at once.
+        let mut d = Daemon::start(&tmp.0.join("d"), &bus.address, &sim, &key, "never");
+        client.wait_ready(30).await;
+        let third = admin.request_chat(BOB, ALICE).unwrap();
+        client.wait_state(third, "discarded", 30).await;
+        assert!(d.terminate().is_some_and(|s| s.success()));
+    });
+}
