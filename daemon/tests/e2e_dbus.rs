@@ -143,14 +143,39 @@ fn every_service_action_properties_signals_and_call() {
         let ids = Variant::from(vec![11i64, -12]);
         let typing = Variant::from("sendMessageTypingAction");
         let layer = Variant::from(144i32);
-        let actions: Vec<(&str, Vec<(&str, &Variant<'_>)>, &str)> = vec![
-            ("SetMessageTTL", vec![("ttl_seconds", &ttl)], "decryptedMessageActionSetMessageTTL"),
-            ("readmessages", vec![("random_ids", &ids)], "decryptedMessageActionReadMessages"),
-            ("decryptedMessageActionDeleteMessages", vec![("random_ids", &ids)], "decryptedMessageActionDeleteMessages"),
-            ("ScreenshotMessages", vec![("random_ids", &ids)], "decryptedMessageActionScreenshotMessages"),
+        type Action<'a> = (&'a str, Vec<(&'a str, &'a Variant<'a>)>, &'a str);
+        let actions: Vec<Action<'_>> = vec![
+            (
+                "SetMessageTTL",
+                vec![("ttl_seconds", &ttl)],
+                "decryptedMessageActionSetMessageTTL",
+            ),
+            (
+                "readmessages",
+                vec![("random_ids", &ids)],
+                "decryptedMessageActionReadMessages",
+            ),
+            (
+                "decryptedMessageActionDeleteMessages",
+                vec![("random_ids", &ids)],
+                "decryptedMessageActionDeleteMessages",
+            ),
+            (
+                "ScreenshotMessages",
+                vec![("random_ids", &ids)],
+                "decryptedMessageActionScreenshotMessages",
+            ),
             ("FlushHistory", vec![], "decryptedMessageActionFlushHistory"),
-            ("Typing", vec![("action", &typing)], "decryptedMessageActionTyping"),
-            ("NotifyLayer", vec![("layer", &layer)], "decryptedMessageActionNotifyLayer"),
+            (
+                "Typing",
+                vec![("action", &typing)],
+                "decryptedMessageActionTyping",
+            ),
+            (
+                "NotifyLayer",
+                vec![("layer", &layer)],
+                "decryptedMessageActionNotifyLayer",
+            ),
             ("Noop", vec![], "decryptedMessageActionNoop"),
         ];
         let mut sent = Vec::new();
@@ -171,7 +196,10 @@ fn every_service_action_properties_signals_and_call() {
         // The peer decrypted each one, in order, with the right action (NotifyLayer and Noop are
         // consumed by the peer's protocol layer and never reach its transcript).
         sent.retain(|(_, n)| {
-            !matches!(*n, "decryptedMessageActionNoop" | "decryptedMessageActionNotifyLayer")
+            !matches!(
+                *n,
+                "decryptedMessageActionNoop" | "decryptedMessageActionNotifyLayer"
+            )
         });
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         let transcript = loop {
@@ -235,37 +263,66 @@ fn every_service_action_properties_signals_and_call() {
                 let (iface, changed, _): (String, HashMap<String, OwnedVariant>, Vec<String>) =
                     s.body().deserialize().ok()?;
                 (iface == ipc_proto::CHAT_INTERFACE
-                    && changed.get("TtlSeconds").and_then(|v| i32::try_from(v).ok()) == Some(30))
+                    && changed
+                        .get("TtlSeconds")
+                        .and_then(|v| i32::try_from(v).ok())
+                        == Some(30))
                 .then_some(())
             })
             .await;
         assert_eq!(c.ttl_seconds().await.unwrap(), 30);
         let out = c.out_seq_no().await.unwrap();
-        assert!(out >= actions.len() as u32, "OutSeqNo {out}, in {:?}, pending {:?}", c.in_seq_no().await, c.pending().await);
+        assert!(
+            out >= actions.len() as u32,
+            "OutSeqNo {out}, in {:?}, pending {:?}",
+            c.in_seq_no().await,
+            c.pending().await
+        );
         // GetChat and the properties say the same.
         let g = m.get_chat(chat).await.unwrap();
         assert_eq!(str_of(&g, "state"), "ready");
-        assert_eq!(i64_of(&g, "key_fingerprint"), c.key_fingerprint().await.unwrap());
-        assert_eq!(i64_of(&g, "out_seq_no"), i64::from(c.out_seq_no().await.unwrap()));
+        assert_eq!(
+            i64_of(&g, "key_fingerprint"),
+            c.key_fingerprint().await.unwrap()
+        );
+        assert_eq!(
+            i64_of(&g, "out_seq_no"),
+            i64::from(c.out_seq_no().await.unwrap())
+        );
         assert!(m.list_chats().await.unwrap().iter().any(|d| {
-            d.get("path").and_then(|p| zbus::ObjectPath::try_from(p.try_clone().ok()?).ok())
+            d.get("path")
+                .and_then(|p| zbus::ObjectPath::try_from(p.try_clone().ok()?).ok())
                 .is_some_and(|p| p.as_str() == path)
         }));
         // The inbox holds the peer's echoes as JSON.
         let next = c.next_event().await.unwrap();
         assert!(next > 0);
         let events = c.events(0, 1000).await.unwrap();
-        assert!(events.iter().any(|(_, j)| j.contains("decryptedMessageActionSetMessageTTL")));
+        assert!(
+            events
+                .iter()
+                .any(|(_, j)| j.contains("decryptedMessageActionSetMessageTTL"))
+        );
         assert!(events.windows(2).all(|w| w[0].0 < w[1].0));
 
         // The protocol's own actions and unknown ones are typed errors.
         let g = Variant::from(vec![7u8; 256]);
-        let (one, two, fp) = (Variant::from(1i32), Variant::from(2i32), Variant::from(5i64));
+        let (one, two, fp) = (
+            Variant::from(1i32),
+            Variant::from(2i32),
+            Variant::from(5i64),
+        );
         let xid = Variant::from(99i64);
         let own: Vec<(&str, Vec<(&str, &Variant<'_>)>)> = vec![
             ("Resend", vec![("start_seq_no", &one), ("end_seq_no", &two)]),
-            ("AcceptKey", vec![("exchange_id", &xid), ("g_b", &g), ("key_fingerprint", &fp)]),
-            ("CommitKey", vec![("exchange_id", &xid), ("key_fingerprint", &fp)]),
+            (
+                "AcceptKey",
+                vec![("exchange_id", &xid), ("g_b", &g), ("key_fingerprint", &fp)],
+            ),
+            (
+                "CommitKey",
+                vec![("exchange_id", &xid), ("key_fingerprint", &fp)],
+            ),
         ];
         let before = c.out_seq_no().await.unwrap();
         for (name, params) in own {
@@ -274,19 +331,41 @@ fn every_service_action_properties_signals_and_call() {
                 .map(|(k, v)| (*k, (*v).try_clone().unwrap()))
                 .collect();
             let e = m.send_service_action(chat, name, p, HashMap::new()).await;
-            assert!(matches!(e, Err(ipc_proto::Error::NotAllowed(_))), "{name}: {e:?}");
+            assert!(
+                matches!(e, Err(ipc_proto::Error::NotAllowed(_))),
+                "{name}: {e:?}"
+            );
         }
         let mut p = HashMap::new();
         p.insert("exchange_id", xid.try_clone().unwrap());
-        let e = m.send_service_action(chat, "RequestKey", p, HashMap::new()).await;
-        assert!(matches!(e, Err(ipc_proto::Error::InvalidMessage(_))), "{e:?}");
-        let e = m.send_service_action(chat, "SetMessageTTL", HashMap::new(), HashMap::new()).await;
-        assert!(matches!(e, Err(ipc_proto::Error::InvalidArgument(_))), "{e:?}");
+        let e = m
+            .send_service_action(chat, "RequestKey", p, HashMap::new())
+            .await;
+        assert!(
+            matches!(e, Err(ipc_proto::Error::InvalidMessage(_))),
+            "{e:?}"
+        );
+        let e = m
+            .send_service_action(chat, "SetMessageTTL", HashMap::new(), HashMap::new())
+            .await;
+        assert!(
+            matches!(e, Err(ipc_proto::Error::InvalidArgument(_))),
+            "{e:?}"
+        );
         let mut p = HashMap::new();
         p.insert("layer", Variant::from(1i32));
-        let e = m.send_service_action(chat, "NotifyLayer", p, HashMap::new()).await;
-        assert!(matches!(e, Err(ipc_proto::Error::InvalidMessage(_))), "{e:?}");
-        assert_eq!(c.out_seq_no().await.unwrap(), before, "a refused action took a seq slot");
+        let e = m
+            .send_service_action(chat, "NotifyLayer", p, HashMap::new())
+            .await;
+        assert!(
+            matches!(e, Err(ipc_proto::Error::InvalidMessage(_))),
+            "{e:?}"
+        );
+        assert_eq!(
+            c.out_seq_no().await.unwrap(),
+            before,
+            "a refused action took a seq slot"
+        );
         // A re-key asked for by the application: the chat picks the exchange; the key changes.
         let fp0 = c.key_fingerprint().await.unwrap();
         let h = m
@@ -295,13 +374,24 @@ fn every_service_action_properties_signals_and_call() {
             .unwrap();
         assert_eq!(responses.one(h.as_str(), 30).await.1, response::SENT);
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while c.key_fingerprint().await.unwrap() == fp0 || c.rekey_state().await.unwrap() != "idle" {
-            assert!(std::time::Instant::now() < deadline, "no re-key: {:?}", c.rekey_state().await);
+        while c.key_fingerprint().await.unwrap() == fp0 || c.rekey_state().await.unwrap() != "idle"
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no re-key: {:?}",
+                c.rekey_state().await
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert_eq!(c.messages_since_rekey().await.unwrap() < 5, true);
-        let e = m.send_service_action(chat, "Dance", HashMap::new(), HashMap::new()).await;
-        assert!(matches!(e, Err(ipc_proto::Error::UnknownAction(_))), "{e:?}");
+        let under = c.messages_since_rekey().await.unwrap();
+        assert!(under < 5, "{under} messages under the new key");
+        let e = m
+            .send_service_action(chat, "Dance", HashMap::new(), HashMap::new())
+            .await;
+        assert!(
+            matches!(e, Err(ipc_proto::Error::UnknownAction(_))),
+            "{e:?}"
+        );
 
         // Call: the seed's form; the Response carries the JSON result.
         let params = serde_json::json!({
@@ -309,7 +399,14 @@ fn every_service_action_properties_signals_and_call() {
             "message": {"_": "decryptedMessageService", "random_id": 0,
                         "action": {"_": "decryptedMessageActionSetMessageTTL", "ttl_seconds": 60}}
         });
-        let h = m.call("messages.sendEncryptedService", &params.to_string(), opts("c1")).await.unwrap();
+        let h = m
+            .call(
+                "messages.sendEncryptedService",
+                &params.to_string(),
+                opts("c1"),
+            )
+            .await
+            .unwrap();
         let r = responses.one(h.as_str(), 30).await;
         assert_eq!(r.1, response::SENT, "{r:?}");
         let j: serde_json::Value = serde_json::from_str(&str_of(&r.2, "json")).unwrap();
@@ -317,12 +414,28 @@ fn every_service_action_properties_signals_and_call() {
         assert!(j["date"].as_i64().unwrap() > 0);
         assert_eq!(m.get_result(&h).await.unwrap().0, response::SENT);
         let e = m.call("messages.sendMessage", "{}", HashMap::new()).await;
-        assert!(matches!(e, Err(ipc_proto::Error::UnknownMethod(_))), "{e:?}");
-        let e = m.call("messages.sendEncryptedService", "{\"peer\":", HashMap::new()).await;
-        assert!(matches!(e, Err(ipc_proto::Error::InvalidArgument(_))), "{e:?}");
+        assert!(
+            matches!(e, Err(ipc_proto::Error::UnknownMethod(_))),
+            "{e:?}"
+        );
+        let e = m
+            .call(
+                "messages.sendEncryptedService",
+                "{\"peer\":",
+                HashMap::new(),
+            )
+            .await;
+        assert!(
+            matches!(e, Err(ipc_proto::Error::InvalidArgument(_))),
+            "{e:?}"
+        );
         // requestEncryption and discardEncryption through Call.
         let h = m
-            .call("messages.requestEncryption", &serde_json::json!({"user_id": BOB}).to_string(), opts("c2"))
+            .call(
+                "messages.requestEncryption",
+                &serde_json::json!({"user_id": BOB}).to_string(),
+                opts("c2"),
+            )
             .await
             .unwrap();
         let r = responses.one(h.as_str(), 30).await;
@@ -333,7 +446,11 @@ fn every_service_action_properties_signals_and_call() {
         assert_ne!(chat2, chat);
         client.wait_state(chat2, "ready", 30).await;
         let h = m
-            .call("messages.discardEncryption", &serde_json::json!({"chat_id": chat2}).to_string(), opts("c3"))
+            .call(
+                "messages.discardEncryption",
+                &serde_json::json!({"chat_id": chat2}).to_string(),
+                opts("c3"),
+            )
             .await
             .unwrap();
         let r = responses.one(h.as_str(), 30).await;
@@ -353,7 +470,10 @@ fn every_service_action_properties_signals_and_call() {
         let c = chat_proxy(&client, chat).await;
         assert_eq!(c.key_fingerprint().await.unwrap(), fp);
         assert_eq!(c.ttl_seconds().await.unwrap(), 60);
-        assert_eq!(chat_proxy(&client, chat2).await.state().await.unwrap(), "discarded");
+        assert_eq!(
+            chat_proxy(&client, chat2).await.state().await.unwrap(),
+            "discarded"
+        );
         assert!(d.terminate().is_some_and(|s| s.success()));
     });
 }
@@ -389,17 +509,37 @@ fn ask_waits_for_the_user_and_never_declines() {
         m.decline_chat(second).await.unwrap();
         client.wait_state(second, "discarded", 30).await;
         // Declining a ready chat is the wrong state; an unknown one is no chat.
-        assert!(matches!(m.decline_chat(first).await, Err(ipc_proto::Error::WrongState(_))));
-        assert!(matches!(m.decline_chat(4242).await, Err(ipc_proto::Error::NoSuchChat(_))));
+        assert!(matches!(
+            m.decline_chat(first).await,
+            Err(ipc_proto::Error::WrongState(_))
+        ));
+        assert!(matches!(
+            m.decline_chat(4242).await,
+            Err(ipc_proto::Error::NoSuchChat(_))
+        ));
         // Bob's side: the first chat is usable, the second was declined.
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
             let chats = admin.peer_chats(BOB).unwrap();
-            let state = |id| chats.iter().find(|c| c.chat_id == id).map(|c| c.status.clone());
-            if state(first).as_deref() == Some("ready") && state(second).as_deref() == Some("discarded") {
+            let state = |id| {
+                chats
+                    .iter()
+                    .find(|c| c.chat_id == id)
+                    .map(|c| c.status.clone())
+            };
+            if state(first).as_deref() == Some("ready")
+                && state(second).as_deref() == Some("discarded")
+            {
                 break;
             }
-            assert!(std::time::Instant::now() < deadline, "peer: {:?}", chats.iter().map(|c| (c.chat_id, &c.status)).collect::<Vec<_>>());
+            assert!(
+                std::time::Instant::now() < deadline,
+                "peer: {:?}",
+                chats
+                    .iter()
+                    .map(|c| (c.chat_id, &c.status))
+                    .collect::<Vec<_>>()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert!(d.terminate().is_some_and(|s| s.success()));

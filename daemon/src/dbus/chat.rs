@@ -103,8 +103,10 @@ impl ChatObject {
 
     /// The peer read these messages of ours.
     #[zbus(signal)]
-    pub async fn messages_read(emitter: &SignalEmitter<'_>, random_ids: Vec<i64>)
-    -> zbus::Result<()>;
+    pub async fn messages_read(
+        emitter: &SignalEmitter<'_>,
+        random_ids: Vec<i64>,
+    ) -> zbus::Result<()>;
 
     /// The peer deleted these messages.
     #[zbus(signal)]
@@ -181,12 +183,20 @@ impl ChatObject {
     /// Fingerprint of the key in use (0 without one).
     #[zbus(property)]
     async fn key_fingerprint(&self) -> zbus::fdo::Result<i64> {
-        Ok(self.view()?.summary.key_fingerprint.map_or(0, |f| f.to_i64()))
+        Ok(self
+            .view()?
+            .summary
+            .key_fingerprint
+            .map_or(0, |f| f.to_i64()))
     }
     /// What users compare: SHA1(initial key)[..16] || SHA256(key)[..20] (empty without a key).
     #[zbus(property)]
     async fn key_visualization(&self) -> zbus::fdo::Result<Vec<u8>> {
-        Ok(self.view()?.summary.visualization.map_or_else(Vec::new, |v| v.to_vec()))
+        Ok(self
+            .view()?
+            .summary
+            .visualization
+            .map_or_else(Vec::new, |v| v.to_vec()))
     }
     /// The chat's message TTL in seconds.
     #[zbus(property)]
@@ -226,7 +236,7 @@ pub fn view_values(v: &ChatView, dbus_names: bool) -> Vec<(&'static str, OwnedVa
             ck::PATH,
             OwnedObjectPath::try_from(ipc_proto::chat_path(s.chat_id))
                 .ok()
-                .and_then(|p| variant(p)),
+                .and_then(variant),
         ),
         ("PeerUserId", ck::PEER_USER_ID, variant(s.peer_user_id)),
         ("Role", ck::ROLE, string_variant(role_name(s.role))),

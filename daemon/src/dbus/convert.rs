@@ -266,7 +266,12 @@ mod tests {
             action_name("DECRYPTEDMESSAGEACTIONNOOP").ok(),
             Some("decryptedMessageActionNoop")
         );
-        for bad in ["", "Bogus", "decryptedMessageService", "sendMessageTypingAction"] {
+        for bad in [
+            "",
+            "Bogus",
+            "decryptedMessageService",
+            "sendMessageTypingAction",
+        ] {
             assert!(
                 matches!(action_name(bad), Err(ServiceError::UnknownAction(_))),
                 "{bad}"
@@ -319,7 +324,10 @@ mod tests {
             ),
             (
                 "SetMessageTTL",
-                vec![("ttl_seconds", Variant::from(1)), ("extra", Variant::from(1))],
+                vec![
+                    ("ttl_seconds", Variant::from(1)),
+                    ("extra", Variant::from(1)),
+                ],
             ),
             ("ReadMessages", vec![("random_ids", Variant::from(5))]),
             ("SetMessageTTL", vec![("_", Variant::from("x"))]),

@@ -138,8 +138,8 @@ impl Manager {
                 "option handle_token: {path} belongs to a pending request"
             )));
         }
-        let handle = OwnedObjectPath::try_from(path.clone())
-            .map_err(|e| Error::Internal(e.to_string()))?;
+        let handle =
+            OwnedObjectPath::try_from(path.clone()).map_err(|e| Error::Internal(e.to_string()))?;
         let (service, hub, conn) = (self.service.clone(), Arc::clone(&self.hub), conn.clone());
         tokio::spawn(async move {
             let (code, results) = match job.run(&service).await {
@@ -187,7 +187,9 @@ impl CallJob {
                 return Ok(serde_json::json!({"_": "boolTrue"}));
             }
         };
-        let view = service.chat_view(chat_id)?.ok_or(ServiceError::NoSuchChat(chat_id))?;
+        let view = service
+            .chat_view(chat_id)?
+            .ok_or(ServiceError::NoSuchChat(chat_id))?;
         Ok(super::view_json(&view))
     }
 }
@@ -201,7 +203,9 @@ fn int_param(p: &Json, key: &str) -> Result<i64, ServiceError> {
     let v = param(p, key)?;
     v.as_i64()
         .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-        .ok_or_else(|| ServiceError::InvalidArgument(format!("params: \"{key}\" is not an integer")))
+        .ok_or_else(|| {
+            ServiceError::InvalidArgument(format!("params: \"{key}\" is not an integer"))
+        })
 }
 
 /// `messages.requestEncryption`'s `user_id`: a number, or an `inputUser`.
@@ -408,7 +412,10 @@ impl Manager {
                 "authorization_state",
                 string_variant(self.hub.authorization_state(shared.logged_out())),
             )
-            .put("logged_in", variant(self_user.is_some() && !shared.logged_out()))
+            .put(
+                "logged_in",
+                variant(self_user.is_some() && !shared.logged_out()),
+            )
             .put("self_user_id", self_user.and_then(variant))
             .put("accept_policy", string_variant(&shared.accept.name()))
             .put("chats", variant(chats));
@@ -435,7 +442,11 @@ impl Manager {
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
         phone: String,
     ) -> Result<Results, Error> {
-        let step = self.service.login_request_code(&phone).await.map_err(to_dbus)?;
+        let step = self
+            .service
+            .login_request_code(&phone)
+            .await
+            .map_err(to_dbus)?;
         self.login_answer(&emitter, step).await
     }
 
@@ -456,12 +467,19 @@ impl Manager {
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
         password: String,
     ) -> Result<Results, Error> {
-        let step = self.service.login_password(&password).await.map_err(to_dbus)?;
+        let step = self
+            .service
+            .login_password(&password)
+            .await
+            .map_err(to_dbus)?;
         self.login_answer(&emitter, step).await
     }
 
     /// Logs the account out (`auth.logOut`); Telegram closes its secret chats.
-    async fn logout(&self, #[zbus(signal_emitter)] emitter: SignalEmitter<'_>) -> Result<(), Error> {
+    async fn logout(
+        &self,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> Result<(), Error> {
         self.service.logout().await.map_err(to_dbus)?;
         self.hub.set_login(LoginStage::LoggedOut);
         let _ = self.authorization_state_changed(&emitter).await;

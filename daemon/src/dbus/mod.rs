@@ -106,13 +106,19 @@ struct Views {
     exported: HashSet<i32>,
 }
 
+/// `Call`'s immediate results by handle, and the handles oldest first.
+type CallResults = (
+    HashMap<String, (u32, HashMap<String, OwnedVariant>)>,
+    Vec<String>,
+);
+
 /// What the D-Bus objects and the announcer share.
 pub struct Hub {
     closed: request::Closed,
     store: Weak<Store>,
     views: Mutex<Views>,
     wake: tokio::sync::Notify,
-    calls: Mutex<(HashMap<String, (u32, HashMap<String, OwnedVariant>)>, Vec<String>)>,
+    calls: Mutex<CallResults>,
     login: Mutex<LoginStage>,
 }
 
@@ -218,7 +224,7 @@ async fn emit_properties(conn: &Connection, new: &ChatView, old: Option<&ChatVie
     let changed: HashMap<&str, Variant<'_>> = chat::view_values(new, true)
         .into_iter()
         .filter(|(k, v)| before.get(k) != Some(v))
-        .filter_map(|(k, v)| Some((k, Variant::try_from(v).ok()?)))
+        .map(|(k, v)| (k, Variant::from(v)))
         .collect();
     if changed.is_empty() {
         return;
@@ -301,7 +307,8 @@ impl DbusAnnounce {
                 },
             )
             .await?;
-        let ids = chatstore::chat_ids(&self.store).map_err(|e| zbus::Error::Failure(e.to_string()))?;
+        let ids =
+            chatstore::chat_ids(&self.store).map_err(|e| zbus::Error::Failure(e.to_string()))?;
         for id in ids {
             lock(&self.hub.views).exported.insert(id);
             let object = ChatObject {

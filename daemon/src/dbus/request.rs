@@ -26,7 +26,10 @@ impl Request {
     /// Stops watching the request: no Response is emitted (`GetResult` still answers). A
     /// message already stored still goes out: its seq slot is taken, and skipping it would
     /// leave the peer a hole.
-    async fn close(&self, #[zbus(object_server)] server: &ObjectServer) -> Result<(), ipc_proto::Error> {
+    async fn close(
+        &self,
+        #[zbus(object_server)] server: &ObjectServer,
+    ) -> Result<(), ipc_proto::Error> {
         self.closed
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -58,9 +61,7 @@ fn part_dict(p: &RequestPart) -> HashMap<String, OwnedVariant> {
 /// The result as the seed's HTTP API writes it: `messages.sentEncryptedMessage` (an array of
 /// them for a split text).
 fn sent_json(r: &RequestRecord) -> String {
-    let one = |p: &RequestPart| {
-        serde_json::json!({"_": "messages.sentEncryptedMessage", "date": p.date.unwrap_or(0)})
-    };
+    let one = |p: &RequestPart| serde_json::json!({"_": "messages.sentEncryptedMessage", "date": p.date.unwrap_or(0)});
     match r.parts.as_slice() {
         [p] => one(p).to_string(),
         parts => serde_json::Value::Array(parts.iter().map(one).collect()).to_string(),

@@ -51,9 +51,9 @@ pub use outputs::{
 pub use receive::Peek;
 pub use send::default_method;
 pub use state::{
-    AuthState, ChatState, ChatSummary, ConfigState, DiscardReason, EarlyMessage, KeyState, OutboxEntry,
-    PfsState, ProtocolViolation, QueuedMessage, Rekey, ResendRequest, SendMethod, SeqState, Stage,
-    Status,
+    AuthState, ChatState, ChatSummary, ConfigState, DiscardReason, EarlyMessage, KeyState,
+    OutboxEntry, PfsState, ProtocolViolation, QueuedMessage, Rekey, ResendRequest, SendMethod,
+    SeqState, Stage, Status,
 };
 
 use crate::Role;
