@@ -1,0 +1,124 @@
+//! The interfaces checked in as introspection XML (`ipc-proto/interfaces/*.xml`) are what the
+//! live service serves: the manager, a chat object and a pending request's handle are
+//! introspected on a private bus and each interface's XML is compared with its file.
+//!
+//! After a deliberate change of the D-Bus API, regenerate the files with
+//! `UPDATE_INTERFACES=1 cargo test --release -p daemon --test introspection` and review the diff.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use grammers_tl_types::Identifiable;
+use support::*;
+use tgsim::faults::{CallFaults, Faults, InjectedError};
+
+const ALICE: i64 = 8501;
+const BOB: i64 = 8502;
+
+fn interfaces_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../ipc-proto/interfaces")
+}
+
+/// The `<interface name="NAME">…</interface>` block of an introspection document, each line
+/// trimmed (indentation differs between nesting levels).
+fn interface_block(xml: &str, name: &str) -> Option<String> {
+    let start = xml.find(&format!("<interface name=\"{name}\">"))?;
+    let end = start + xml[start..].find("</interface>")? + "</interface>".len();
+    Some(
+        xml[start..end]
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join("\n")
+            + "\n",
+    )
+}
+
+async fn introspect(client: &Client, path: &str) -> String {
+    let p = zbus::fdo::IntrospectableProxy::builder(&client.conn)
+        .destination(ipc_proto::BUS_NAME)
+        .path(path.to_owned())
+        .build()
+        .await
+        .unwrap();
+    p.introspect().await.unwrap()
+}
+
+#[test]
+fn the_checked_in_interfaces_are_the_live_ones() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let tmp = Temp::new("introspect");
+        let bus = Bus::start();
+        let sim = Sim::start(&tmp.0.join("sim"), &[(ALICE, "Alice")], &[(BOB, "normal")]);
+        let key = sim.key_file(ALICE, &tmp.0);
+        let mut d = Daemon::start(&tmp.0.join("d"), &bus.address, &sim, &key, "ask");
+        let client = Client::connect(&bus.address).await;
+        client.wait_ready(30).await;
+        let m = client.manager().await;
+        let chat = m.request_chat(BOB, HashMap::new()).await.unwrap();
+        client.wait_state(chat, "ready", 30).await;
+        // Every send fails with a transient error: the request stays pending, its handle lives.
+        let mut f = Faults::none();
+        f.account_calls.insert(
+            ALICE,
+            CallFaults {
+                fail: 1000,
+                methods: vec![
+                    grammers_tl_types::functions::messages::SendEncryptedService::CONSTRUCTOR_ID,
+                ],
+                errors: vec![InjectedError::new(500, "INTERNAL")],
+                ..CallFaults::default()
+            },
+        );
+        sim.admin().set_faults(&f).unwrap();
+        let handle = m
+            .send_encrypted_service(chat, &ttl_message(0, 5), send_options("pending", 77))
+            .await
+            .unwrap();
+        let docs = [
+            (ipc_proto::MANAGER_PATH.to_owned(), ipc_proto::MANAGER_INTERFACE),
+            (ipc_proto::chat_path(chat), ipc_proto::CHAT_INTERFACE),
+            (handle.to_string(), ipc_proto::REQUEST_INTERFACE),
+        ];
+        let update = std::env::var_os("UPDATE_INTERFACES").is_some();
+        for (path, iface) in docs {
+            let xml = introspect(&client, &path).await;
+            let live = interface_block(&xml, iface)
+                .unwrap_or_else(|| panic!("{path} serves no {iface}:\n{xml}"));
+            let file = interfaces_dir().join(format!("{iface}.xml"));
+            if update {
+                std::fs::create_dir_all(interfaces_dir()).unwrap();
+                std::fs::write(&file, &live).unwrap();
+                println!("wrote {}", file.display());
+                continue;
+            }
+            let checked_in = std::fs::read_to_string(&file)
+                .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_INTERFACES=1 writes it)", file.display()));
+            assert_eq!(
+                live, checked_in,
+                "{iface}: the live interface differs from {} (UPDATE_INTERFACES=1 rewrites it; review the diff)",
+                file.display()
+            );
+        }
+        // The manager's document also lists the standard interfaces a generic client uses.
+        let xml = introspect(&client, ipc_proto::MANAGER_PATH).await;
+        for std_iface in [
+            "org.freedesktop.DBus.Introspectable",
+            "org.freedesktop.DBus.Properties",
+            "org.freedesktop.DBus.Peer",
+        ] {
+            assert!(xml.contains(std_iface), "{std_iface} missing");
+        }
+        sim.admin().set_faults(&Faults::none()).unwrap();
+        assert!(d.terminate().is_some_and(|s| s.success()));
+    });
+}
