@@ -467,8 +467,16 @@ fn every_service_action_properties_signals_and_call() {
         assert!(d.terminate().is_some_and(|s| s.success()));
         d.restart();
         client.wait_ready(30).await;
+        // An idle chat has no object until someone names it (GetChat / ListChats).
         let c = chat_proxy(&client, chat).await;
+        assert!(
+            c.key_fingerprint().await.is_err(),
+            "an idle chat's object before GetChat"
+        );
+        let g = m.get_chat(chat).await.unwrap();
+        assert_eq!(i64_of(&g, "key_fingerprint"), fp);
         assert_eq!(c.key_fingerprint().await.unwrap(), fp);
+        m.list_chats().await.unwrap();
         assert_eq!(c.ttl_seconds().await.unwrap(), 60);
         assert_eq!(
             chat_proxy(&client, chat2).await.state().await.unwrap(),

@@ -384,19 +384,30 @@ impl Manager {
     }
 
     /// Every chat, as dictionaries with the keys of `ipc_proto::chat_keys` (the chat
-    /// object's properties, and `path`).
-    async fn list_chats(&self) -> Result<Vec<Results>, Error> {
+    /// object's properties, and `path`: the object exists from now on).
+    async fn list_chats(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<Vec<Results>, Error> {
         let views = self.service.chat_views().map_err(to_dbus)?;
+        for v in &views {
+            self.hub.export(conn, v.summary.chat_id).await;
+        }
         Ok(views.iter().map(view_dict).collect())
     }
 
-    /// One chat, as `ListChats` describes it.
-    async fn get_chat(&self, chat_id: i32) -> Result<Results, Error> {
+    /// One chat, as `ListChats` describes it (its object exists from now on).
+    async fn get_chat(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        chat_id: i32,
+    ) -> Result<Results, Error> {
         let v = self
             .service
             .chat_view(chat_id)
             .map_err(to_dbus)?
             .ok_or_else(|| to_dbus(ServiceError::NoSuchChat(chat_id)))?;
+        self.hub.export(conn, chat_id).await;
         Ok(view_dict(&v))
     }
 
