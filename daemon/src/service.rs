@@ -26,7 +26,7 @@ use crate::errors_api::ServiceError;
 use crate::records::{self, RequestRecord};
 use crate::registry::{self, Registry};
 use crate::shared::{ChatView, Shared};
-use crate::store::{Tree, keys};
+use crate::store::Tree;
 
 /// The longest text sent as one message; longer ones are split.
 pub const MAX_TEXT_CHARS: usize = 4096;
@@ -44,23 +44,6 @@ pub struct SendOptions {
     pub handle: String,
     /// Made through `Call`: the Response carries the result as JSON too.
     pub json: bool,
-}
-
-/// A chat, as listed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ChatSummary {
-    /// Chat id.
-    pub chat_id: i32,
-    /// The peer.
-    pub peer_user_id: i64,
-    /// Our role (`creator` / `acceptor`).
-    pub role: &'static str,
-    /// `requested`, `waiting`, `ready`, `discarded`.
-    pub state: &'static str,
-    /// The peer's layer.
-    pub peer_layer: i32,
-    /// Chat TTL.
-    pub ttl_seconds: i32,
 }
 
 /// The daemon's API.
@@ -247,43 +230,6 @@ impl Service {
             Some(id) => self.request(id),
             None => Ok(None),
         }
-    }
-
-    /// Every chat in the store.
-    pub fn list_chats(&self) -> Result<Vec<ChatSummary>, ServiceError> {
-        let mut out = Vec::new();
-        for e in self.shared.store.scan_prefix(Tree::Chats, &[]) {
-            let (k, v) = e.map_err(|e| ServiceError::Internal(e.to_string()))?;
-            if k.len() != 5 || k[4] != records::ChatPart::Auth as u8 {
-                continue;
-            }
-            let Some(chat_id) = keys::decode_i32(&k[..4]) else {
-                continue;
-            };
-            let auth: secret_core::chat::AuthState =
-                records::decode(&v).map_err(|e| ServiceError::Internal(e.to_string()))?;
-            let config: Option<secret_core::chat::ConfigState> = self
-                .shared
-                .store
-                .get(
-                    Tree::Chats,
-                    &records::chat_key(chat_id, records::ChatPart::Config),
-                )
-                .map_err(|e| ServiceError::Internal(e.to_string()))?
-                .and_then(|b| records::decode(&b).ok());
-            out.push(ChatSummary {
-                chat_id,
-                peer_user_id: auth.peer_user_id(),
-                role: match auth.role() {
-                    secret_core::Role::Creator => "creator",
-                    secret_core::Role::Acceptor => "acceptor",
-                },
-                state: auth.stage().name(),
-                peer_layer: config.as_ref().map_or(0, |c| c.peer_layer()),
-                ttl_seconds: config.as_ref().map_or(0, |c| c.ttl_seconds()),
-            });
-        }
-        Ok(out)
     }
 
     /// The chat's status, if it exists.
