@@ -27,7 +27,7 @@
 //! name; `ENCRYPTION_ALREADY_ACCEPTED` on a repeated acceptEncryption means our acceptance
 //! stands (the server has it; the `updateEncryption` that confirms it is fetched).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -146,6 +146,8 @@ struct After {
     calls: Vec<CallJob>,
     /// The chat as this commit leaves it, if the commit changed what the outside sees.
     view: Option<ChatView>,
+    /// Noops that take the slots of cancelled messages: queued in seq order once durable.
+    noops: Vec<Transmit>,
 }
 
 struct Pending {
@@ -171,6 +173,11 @@ pub struct ChatActor {
     start: Option<(Vec<(u64, PendingCall)>, bool)>,
     /// When it last had something to do.
     last_active: std::time::Instant,
+    /// random_ids of application messages created by this actor whose send was never
+    /// attempted (their job still waits in `calls`, or their commit is not durable yet): only
+    /// these can be cancelled (one restored from the store may have reached the server before
+    /// a crash).
+    untried: HashSet<i64>,
 }
 
 impl ChatActor {
@@ -200,6 +207,7 @@ impl ChatActor {
             rng: SystemRandom::new(),
             start: Some((calls, !inbound.is_empty())),
             last_active: std::time::Instant::now(),
+            untried: HashSet::new(),
         })
     }
 
@@ -398,6 +406,7 @@ impl ChatActor {
             events,
             calls,
             view,
+            noops,
         } = after;
         if let Some(v) = view {
             self.shared.announce.chat_view(v);
@@ -406,6 +415,16 @@ impl ChatActor {
             let _ = tx.send(Ok(accepted));
         }
         self.calls.extend(calls);
+        for t in noops {
+            let at = self
+                .calls
+                .iter()
+                .position(|j| matches!(j, CallJob::Send(q) if q.out_seq_no > t.out_seq_no));
+            match at {
+                Some(i) => self.calls.insert(i, CallJob::Send(t)),
+                None => self.calls.push_back(CallJob::Send(t)),
+            }
+        }
         self.pump_calls(ctx);
         let announce = Arc::clone(&self.shared.announce);
         let chat_id = self.id();
@@ -429,6 +448,9 @@ impl ChatActor {
         let Some(job) = self.calls.pop_front() else {
             return;
         };
+        if let CallJob::Send(t) = &job {
+            self.untried.remove(&t.random_id);
+        }
         if self.chat.stage().is_discarded() && matches!(job, CallJob::Send(_)) {
             // The chat closed: its messages are moot.
             self.pump_calls(ctx);
@@ -856,6 +878,7 @@ impl ChatActor {
                 id.to_be_bytes(),
             );
             self.by_random.insert(p.random_id, id);
+            self.untried.insert(p.random_id);
         }
         self.open.insert(id, record);
         let accepted = Accepted {
@@ -940,6 +963,88 @@ impl Handler<Discard> for ChatActor {
         let out = self.chat.discard(d.delete_history);
         self.apply(out, Batch::new(), After::default(), ctx);
         Ok(())
+    }
+}
+
+/// Cancel the request with this handle if none of its messages was ever sent; `true` if it
+/// is cancelled (its Response, code 1, follows once that is durable).
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct Cancel {
+    /// The request's handle path.
+    pub handle: String,
+}
+
+impl ChatActor {
+    /// Whether every message of the request can still be cancelled: never tried, still queued,
+    /// and the chat agrees (unsent, the application's, under the key in use).
+    fn cancellable(&self, ids: &[i64]) -> bool {
+        let fp = self.chat.key_fingerprint();
+        ids.iter().all(|id| {
+            let queued = self
+                .calls
+                .iter()
+                .any(|j| matches!(j, CallJob::Send(t) if t.random_id == *id));
+            let entry_ok = self.chat.outbox_entry(*id).is_some_and(|e| {
+                e.sent_date.is_none()
+                    && e.from_app
+                    && fp.is_some_and(|f| e.data.get(..8) == Some(&f.0[..]))
+            });
+            self.untried.contains(id) && queued && entry_ok
+        })
+    }
+}
+
+impl Handler<Cancel> for ChatActor {
+    type Result = bool;
+
+    fn handle(&mut self, c: Cancel, ctx: &mut Context<Self>) -> bool {
+        let Some((&rid, r)) = self.open.iter().find(|(_, r)| r.handle == c.handle) else {
+            return false;
+        };
+        let ids: Vec<i64> = r.parts.iter().map(|p| p.random_id).collect();
+        if !self.cancellable(&ids) {
+            return false;
+        }
+        // Not sent, from now on: out of the queue at once (a crash before the commit below
+        // leaves the original stored and untried, sent after the restart).
+        self.calls
+            .retain(|j| !matches!(j, CallJob::Send(t) if ids.contains(&t.random_id)));
+        let mut out = Output::default();
+        let mut after = After::default();
+        for id in &ids {
+            self.untried.remove(id);
+            match self.chat.cancel_unsent(*id, &mut self.rng) {
+                Ok((o, t)) => {
+                    out.merge(o);
+                    after.noops.push(t);
+                }
+                Err(e) => {
+                    // Checked just above: cannot happen; the message keeps its slot unsent.
+                    tracing::error!(chat = self.id(), %e, "cancel refused after the check");
+                }
+            }
+        }
+        let mut batch = Batch::new();
+        if let Some(r) = self.open.get_mut(&rid) {
+            r.status = RequestStatus::Cancelled;
+            match records::encode(&*r) {
+                Ok(enc) => {
+                    batch.put(Tree::Requests, records::request_key(rid), enc);
+                }
+                Err(e) => {
+                    self.shared
+                        .fatal(format!("chat {}: cannot encode a record: {e}", self.id()));
+                    return false;
+                }
+            }
+        }
+        for id in &ids {
+            self.by_random.remove(id);
+        }
+        self.finish_request(rid, &mut batch, &mut after);
+        self.apply(out, batch, after, ctx);
+        true
     }
 }
 

@@ -267,6 +267,9 @@ pub enum RequestStatus {
         /// Words for a person.
         message: String,
     },
+    /// Cancelled by its caller (`Request1.Close`) before any of its messages left the daemon:
+    /// each took its seq slot, now filled by a Noop.
+    Cancelled,
 }
 
 /// An application's request (`SendEncryptedService`): stored before its handle is returned,

@@ -171,6 +171,24 @@ impl Service {
         }
     }
 
+    /// Cancels the request whose handle is `handle` if none of its messages ever left the
+    /// daemon (`Request1.Close`); whether it was cancelled.
+    pub async fn cancel(&self, handle: &str) -> Result<bool, ServiceError> {
+        let Some(r) = self.request_by_handle(handle)? else {
+            return Ok(false);
+        };
+        if r.is_final() {
+            return Ok(false);
+        }
+        let actor = self.chat_actor(r.chat_id).await?;
+        actor
+            .send(actor::Cancel {
+                handle: handle.to_owned(),
+            })
+            .await
+            .map_err(|e| ServiceError::Internal(e.to_string()))
+    }
+
     /// Declines a requested chat that waits for the user (`messages.discardEncryption`).
     pub async fn decline(&self, chat_id: i32) -> Result<(), ServiceError> {
         match self.chat_status(chat_id)? {

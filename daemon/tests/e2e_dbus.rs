@@ -559,3 +559,113 @@ fn ask_waits_for_the_user_and_never_declines() {
         assert!(d.terminate().is_some_and(|s| s.success()));
     });
 }
+
+#[test]
+fn close_cancels_what_never_left_and_the_peer_sees_no_hole() {
+    use grammers_tl_types::Identifiable;
+    use tgsim::faults::{CallFaults, Faults, InjectedError};
+    runtime().block_on(async {
+        let tmp = Temp::new("cancel");
+        let bus = Bus::start();
+        let sim = Sim::start(&tmp.0.join("sim"), &[(ALICE, "Alice")], &[(BOB, "normal")]);
+        let key = sim.key_file(ALICE, &tmp.0);
+        let mut d = Daemon::start(&tmp.0.join("d"), &bus.address, &sim, &key, "ask");
+        let client = Client::connect(&bus.address).await;
+        client.wait_ready(30).await;
+        let responses = client.responses().await;
+        let m = client.manager().await;
+        let chat = m.request_chat(BOB, HashMap::new()).await.unwrap();
+        client.wait_state(chat, "ready", 30).await;
+        // Every send fails with a transient error: the first message stays in flight, the
+        // others wait behind it, never tried.
+        let mut f = Faults::none();
+        f.account_calls.insert(
+            ALICE,
+            CallFaults {
+                fail: 1000,
+                methods: vec![
+                    grammers_tl_types::functions::messages::SendEncryptedService::CONSTRUCTOR_ID,
+                ],
+                errors: vec![InjectedError::new(500, "INTERNAL")],
+                ..CallFaults::default()
+            },
+        );
+        sim.admin().set_faults(&f).unwrap();
+        let mut handles = Vec::new();
+        for (i, ttl) in [(0, 101), (1, 102), (2, 103)] {
+            handles.push(
+                m.send_encrypted_service(
+                    chat,
+                    &ttl_message(0, ttl),
+                    send_options(&format!("c{i}"), 0x5000 + i),
+                )
+                .await
+                .unwrap(),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let request = |h: &zbus::OwnedObjectPath| {
+            let h = h.clone();
+            let conn = client.conn.clone();
+            async move {
+                ipc_proto::RequestProxy::builder(&conn)
+                    .path(h)
+                    .build()
+                    .await
+                    .unwrap()
+            }
+        };
+        // The second never left: cancelled, Response 1 at once.
+        request(&handles[1]).await.close().await.unwrap();
+        let r = responses.one(handles[1].as_str(), 30).await;
+        assert_eq!(r.1, response::CANCELLED, "{r:?}");
+        // The first is in flight: Close changes nothing; its Response comes when it is sent.
+        request(&handles[0]).await.close().await.unwrap();
+        sim.admin().set_faults(&Faults::none()).unwrap();
+        for h in [&handles[0], &handles[2]] {
+            assert_eq!(responses.one(h.as_str(), 60).await.1, response::SENT);
+        }
+        // The peer got the first and the third, nothing of the second, and no hole (the third
+        // was processed, so the Noop in the second's slot arrived).
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let ttls = loop {
+            let ttls: Vec<i64> = sim
+                .transcript(BOB, chat)
+                .iter()
+                .filter_map(ttl_of)
+                .collect();
+            if ttls.contains(&103) {
+                break ttls;
+            }
+            assert!(std::time::Instant::now() < deadline, "peer saw {ttls:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(ttls, vec![101, 103]);
+        let peer = sim.admin().peer_chats(BOB).unwrap();
+        let pc = peer.iter().find(|c| c.chat_id == chat).unwrap();
+        assert_eq!(pc.status, "ready");
+        // The cancellation is stored: after a restart GetResult still says cancelled, and a
+        // retry with the same random_id sends nothing.
+        assert!(d.terminate().is_some_and(|s| s.success()));
+        d.restart();
+        client.wait_ready(30).await;
+        let m = client.manager().await;
+        assert_eq!(
+            m.get_result(&handles[1]).await.unwrap().0,
+            response::CANCELLED
+        );
+        let again = m
+            .send_encrypted_service(chat, &ttl_message(0, 102), send_options("c1b", 0x5001))
+            .await
+            .unwrap();
+        assert_eq!(again, handles[1], "the retry names the cancelled request");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let ttls: Vec<i64> = sim
+            .transcript(BOB, chat)
+            .iter()
+            .filter_map(ttl_of)
+            .collect();
+        assert_eq!(ttls, vec![101, 103]);
+        assert!(d.terminate().is_some_and(|s| s.success()));
+    });
+}

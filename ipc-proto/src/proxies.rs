@@ -239,7 +239,8 @@ pub trait SecretChat {
 )]
 pub trait Request {
     /// Cancels the request if none of its messages has left the daemon (the Response is then
-    /// [`crate::response::CANCELLED`]); otherwise only stops the Response.
+    /// [`crate::response::CANCELLED`]; each message's seq slot is filled by a Noop); otherwise
+    /// nothing changes and the Response reports what happened. Exactly one Response either way.
     fn close(&self) -> Result<(), crate::Error>;
 
     /// The request's one result.

@@ -1700,3 +1700,53 @@ fn events_calls_and_errors_round_trip_through_postcard_and_json() {
     let b = postcard::to_stdvec(&r).expect("encodes");
     assert_eq!(postcard::from_bytes::<ReceiveError>(&b).expect("back"), r);
 }
+
+#[test]
+fn a_cancelled_unsent_message_becomes_a_noop_in_its_slot() {
+    let mut d = Duo::new(21);
+    let (s1, t1) = d.send(0, ttl(30));
+    let (s2, t2) = d.send(0, typing());
+    // The first is cancelled before anything was sent: a Noop takes its slot.
+    let (out, noop) = d.c[0]
+        .cancel_unsent(s1.random_id, &mut d.rng)
+        .expect("cancelled");
+    d.s[0].persist(&d.c[0], &out);
+    assert_eq!(noop.out_seq_no, s1.out_seq_no, "same slot");
+    assert_ne!(noop.random_id, s1.random_id);
+    assert_eq!(noop.method, SendMethod::SendEncryptedService);
+    assert!(d.c[0].outbox_entry(s1.random_id).is_none());
+    assert_eq!(
+        d.s[0]
+            .restore()
+            .outbox_entry(noop.random_id)
+            .map(|e| e.data.clone()),
+        Some(noop.data.clone()),
+        "the Noop is what is stored"
+    );
+    assert!(d.c[0].unsent().iter().all(|t| t.random_id != s1.random_id));
+    let layer = open(&d.c[1], Role::Creator, &noop);
+    assert_eq!(layer.out_seq_no, s1.out_seq_no);
+    assert_eq!(layer.in_seq_no, s1.in_seq_no);
+    assert!(matches!(action_of(&layer), A::Noop(_)));
+    // The peer gets the Noop then the second message: no hole, no TTL change.
+    let mut ev = d.pump(0, vec![noop]);
+    ev.extend(d.pump(0, t2));
+    assert!(
+        ev.iter()
+            .all(|(_, e)| !matches!(e, Event::TtlChanged(_) | Event::StatusChanged(_))),
+        "{ev:?}"
+    );
+    assert!(ev.iter().any(|(side, e)| *side == 1
+        && matches!(e, Event::Action { random_id, .. } if *random_id == s2.random_id)));
+    // Refused, nothing changed: unknown, already accepted by the server, the protocol's own.
+    let before = d.c[0].state().clone();
+    assert!(d.c[0].cancel_unsent(s1.random_id, &mut d.rng).is_err());
+    let _ = d.c[0].on_sent(s2.random_id, 1_700_000_000);
+    assert!(matches!(
+        d.c[0].cancel_unsent(s2.random_id, &mut d.rng),
+        Err(SendError::WrongState { .. })
+    ));
+    let _ = t1;
+    assert_eq!(d.c[0].unreported_changes(), Changed::default());
+    assert_eq!(d.c[0].state().seq(), before.seq());
+}

@@ -51,7 +51,7 @@ impl Manager {
             .at(
                 object,
                 Request {
-                    closed: Arc::clone(&self.hub.closed),
+                    hub: Arc::clone(&self.hub),
                     path: path.to_owned(),
                 },
             )

@@ -117,7 +117,9 @@ type CallResults = (
 
 /// What the D-Bus objects and the announcer share.
 pub struct Hub {
-    closed: request::Closed,
+    /// The API, while the daemon serves (`Request1.Close` needs it; cleared at stop so that
+    /// no D-Bus object keeps the store open).
+    service: Mutex<Option<Service>>,
     store: Weak<Store>,
     views: Mutex<Views>,
     wake: tokio::sync::Notify,
@@ -130,6 +132,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Hub {
+    fn service(&self) -> Option<Service> {
+        lock(&self.service).clone()
+    }
+
     fn authorization_state(&self, logged_out: bool) -> &'static str {
         match (logged_out, *lock(&self.login)) {
             (false, _) => "ready",
@@ -175,7 +181,7 @@ impl Hub {
                 calls.0.remove(&old);
             }
         }
-        emit_response(conn, &self.closed, path, code, results).await;
+        emit_response(conn, path, code, results).await;
     }
 
     /// Exports the chat's object if it has none yet.
@@ -241,24 +247,20 @@ async fn emit_properties(conn: &Connection, new: &ChatView, old: Option<&ChatVie
 
 async fn emit_response(
     conn: &Connection,
-    closed: &request::Closed,
     handle: &str,
     code: u32,
     results: HashMap<String, OwnedVariant>,
 ) -> bool {
-    let was_closed = lock(closed).remove(handle);
-    if !was_closed {
-        match SignalEmitter::new(conn, handle) {
-            Ok(emitter) => {
-                if let Err(e) = Request::response(&emitter, code, results).await {
-                    tracing::warn!(%handle, error = %e, "Response not emitted");
-                    return false;
-                }
+    match SignalEmitter::new(conn, handle) {
+        Ok(emitter) => {
+            if let Err(e) = Request::response(&emitter, code, results).await {
+                tracing::warn!(%handle, error = %e, "Response not emitted");
+                return false;
             }
-            Err(e) => tracing::warn!(%handle, error = %e, "bad handle path"),
         }
-        let _ = conn.object_server().remove::<Request, _>(handle).await;
+        Err(e) => tracing::warn!(%handle, error = %e, "bad handle path"),
     }
+    let _ = conn.object_server().remove::<Request, _>(handle).await;
     true
 }
 
@@ -275,7 +277,7 @@ impl DbusAnnounce {
     /// The announcer of a connection.
     pub fn new(conn: Connection, store: Arc<Store>) -> Arc<DbusAnnounce> {
         let hub = Arc::new(Hub {
-            closed: Arc::new(Mutex::new(HashSet::new())),
+            service: Mutex::new(None),
             store: Arc::downgrade(&store),
             views: Mutex::new(Views::default()),
             wake: tokio::sync::Notify::new(),
@@ -293,6 +295,7 @@ impl DbusAnnounce {
     /// Serves the manager, an object per stored chat and the handles of open requests, then
     /// takes the bus name.
     pub async fn serve(&self, service: Service) -> Result<(), zbus::Error> {
+        *lock(&self.hub.service) = Some(service.clone());
         let server = self.conn.object_server();
         server
             .at(
@@ -309,7 +312,7 @@ impl DbusAnnounce {
                 .at(
                     p.as_str(),
                     Request {
-                        closed: Arc::clone(&self.hub.closed),
+                        hub: Arc::clone(&self.hub),
                         path,
                     },
                 )
@@ -329,6 +332,7 @@ impl DbusAnnounce {
 
     /// Stops the property flusher (the daemon stops).
     pub async fn stop(&self) {
+        lock(&self.hub.service).take();
         let task = lock(&self.flusher).take();
         if let Some(t) = task {
             t.abort();
@@ -353,15 +357,15 @@ impl DbusAnnounce {
                 .flatten()
                 .and_then(|b| records::decode::<RequestRecord>(&b).ok());
             if let Some(r) = rec {
-                respond(&self.conn, &self.store, &self.hub, r).await;
+                respond(&self.conn, &self.store, r).await;
             }
         }
     }
 }
 
-async fn respond(conn: &Connection, store: &Store, hub: &Hub, mut r: RequestRecord) {
+async fn respond(conn: &Connection, store: &Store, mut r: RequestRecord) {
     let (code, results) = response_of(&r);
-    if !emit_response(conn, &hub.closed, &r.handle, code, results).await {
+    if !emit_response(conn, &r.handle, code, results).await {
         return;
     }
     r.announced = true;
@@ -389,12 +393,8 @@ fn open_handles(service: &Service) -> Vec<String> {
 
 impl Announce for DbusAnnounce {
     fn request_done(&self, request: RequestRecord) -> BoxFuture<'static, ()> {
-        let (conn, store, hub) = (
-            self.conn.clone(),
-            Arc::clone(&self.store),
-            Arc::clone(&self.hub),
-        );
-        Box::pin(async move { respond(&conn, &store, &hub, request).await })
+        let (conn, store) = (self.conn.clone(), Arc::clone(&self.store));
+        Box::pin(async move { respond(&conn, &store, request).await })
     }
 
     fn chat_events(&self, chat_id: i32, events: Vec<Event>) -> BoxFuture<'static, ()> {

@@ -2,39 +2,35 @@
 //! caller can predict (`/io/github/tgsecretd/request/<SENDER>/<TOKEN>`, xdg-desktop-portal's
 //! convention), removed once its one `Response` went out.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use ipc_proto::{response, result_keys as rk};
 use zbus::object_server::SignalEmitter;
-use zbus::{ObjectServer, OwnedVariant, interface};
+use zbus::{OwnedVariant, interface};
 
+use super::Hub;
 use super::convert::{Dict, string_variant, variant};
 use crate::records::{RequestPart, RequestRecord, RequestStatus};
 
-/// Handles whose caller called `Close`: their Response is not emitted.
-pub type Closed = Arc<Mutex<HashSet<String>>>;
-
 /// `io.github.tgsecretd.Request1`.
 pub struct Request {
-    pub(super) closed: Closed,
+    pub(super) hub: Arc<Hub>,
     pub(super) path: String,
 }
 
 #[interface(name = "io.github.tgsecretd.Request1")]
 impl Request {
-    /// Stops watching the request: no Response is emitted (`GetResult` still answers). A
-    /// message already stored still goes out: its seq slot is taken, and skipping it would
-    /// leave the peer a hole.
-    async fn close(
-        &self,
-        #[zbus(object_server)] server: &ObjectServer,
-    ) -> Result<(), ipc_proto::Error> {
-        self.closed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(self.path.clone());
-        let _ = server.remove::<Request, _>(self.path.as_str()).await;
+    /// Cancels the request if none of its messages has left the daemon: its Response then has
+    /// code 1 (cancelled), and each message's seq slot is filled by a Noop so the peer sees no
+    /// hole. Otherwise (a send was already attempted, or the request is done) nothing changes
+    /// and the Response reports what happened. Either way the handle gets exactly one Response.
+    async fn close(&self) -> Result<(), ipc_proto::Error> {
+        let Some(service) = self.hub.service() else {
+            return Err(ipc_proto::Error::Internal("the daemon is stopping".into()));
+        };
+        let cancelled = service.cancel(&self.path).await.map_err(super::to_dbus)?;
+        tracing::debug!(handle = %self.path, cancelled, "Close");
         Ok(())
     }
 
@@ -72,6 +68,13 @@ fn sent_json(r: &RequestRecord) -> String {
 pub fn response_of(r: &RequestRecord) -> (u32, HashMap<String, OwnedVariant>) {
     let mut m = Dict::default();
     match &r.status {
+        RequestStatus::Cancelled => {
+            m.put(
+                rk::MESSAGE,
+                string_variant("cancelled by Close before it left the daemon"),
+            );
+            (response::CANCELLED, m.0)
+        }
         RequestStatus::Failed { error, message } => {
             m.put(rk::ERROR, string_variant(error))
                 .put(rk::MESSAGE, string_variant(message));

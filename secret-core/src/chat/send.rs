@@ -11,7 +11,7 @@
 //! sends on its own (NotifyLayer, Resend, the re-key set, Noop) always go through
 //! `messages.sendEncryptedService`.
 
-use super::outputs::{Call, Event, MessageEntropy, Output, SendFailure, Sent};
+use super::outputs::{Call, Event, MessageEntropy, Output, SendFailure, Sent, Transmit};
 use super::state::{DiscardReason, OutboxEntry, SendMethod};
 use super::{
     Chat, MAX_MESSAGE_BYTES, MAX_RAW_SEQ, MIN_RANDOM_BYTES, OUR_LAYER, RANDOM_BYTES_LEN, SendError,
@@ -328,6 +328,80 @@ impl Chat {
                 ..Default::default()
             },
         })
+    }
+
+    /// Cancels an application message that has not left the process: its outbox entry (the
+    /// slot it took) is replaced by a `decryptedMessageActionNoop` under a fresh random_id, in
+    /// the same slot, with the same in_seq_no and layer, under the key in use, so the peer sees
+    /// no hole. Returns the output (the new outbox entry) and the Noop's [`Transmit`], which
+    /// takes the place of the cancelled one in the send queue.
+    ///
+    /// The caller must know that no send of the message was ever attempted (not even one whose
+    /// answer was lost): a second ciphertext in a slot that may have reached the server would
+    /// break the slot's uniqueness. Refused (nothing changed) when the message is not in the
+    /// outbox, was accepted by the server, is the protocol's own, or was sealed under another
+    /// key than the one in use.
+    pub fn cancel_unsent(
+        &mut self,
+        random_id: i64,
+        rng: &mut dyn SecureRandom,
+    ) -> Result<(Output, Transmit), SendError> {
+        let r = self.cancel_inner(random_id, rng);
+        let r = self.refuse(r);
+        r.map(|(out, t)| (self.finish(out), t))
+    }
+
+    fn cancel_inner(
+        &mut self,
+        random_id: i64,
+        rng: &mut dyn SecureRandom,
+    ) -> Result<(Output, Transmit), SendError> {
+        let what = "cancel a message";
+        let entry = self
+            .outbox
+            .find(random_id)
+            .cloned()
+            .ok_or_else(|| SendError::wrong_state(self.status().name(), what))?;
+        if entry.sent_date.is_some() || !entry.from_app {
+            return Err(SendError::wrong_state("sent", what));
+        }
+        let key = self
+            .state
+            .pfs
+            .key
+            .as_ref()
+            .map(|k| k.key.clone())
+            .ok_or_else(|| SendError::wrong_state(self.status().name(), what))?;
+        if entry.data.get(..8) != Some(&key.fingerprint().0[..]) {
+            return Err(SendError::wrong_state("sealed under an earlier key", what));
+        }
+        let role = self.state.auth.role;
+        let noop_id = self.pick_random_id(None, rng)?;
+        let out_seq_no = encode_seq(entry.out_raw, role.out_parity());
+        let noop = service(noop_id, A::Noop(types::DecryptedMessageActionNoop {}));
+        let data = self.seal(
+            &key,
+            entry.layer,
+            encode_seq(entry.in_raw, role.peer().out_parity()),
+            out_seq_no,
+            noop,
+            None,
+            rng,
+        )?;
+        let replacement = OutboxEntry {
+            random_id: noop_id,
+            method: SendMethod::SendEncryptedService,
+            data,
+            from_app: false,
+            ..entry
+        };
+        self.outbox.insert(replacement.clone());
+        let transmit = self.transmit_of(&replacement);
+        let out = Output {
+            outbox_put: vec![replacement],
+            ..Output::default()
+        };
+        Ok((out, transmit))
     }
 
     /// Wraps `message` in `decryptedMessageLayer` and encrypts it (random bytes and padding
