@@ -94,11 +94,18 @@ pub fn bin_dir() -> PathBuf {
     Path::new(exe()).parent().unwrap().to_path_buf()
 }
 
-/// Builds tgsecretd and tgsim beside tgsecret (once per test binary; a no-op when fresh):
-/// Cargo sets CARGO_BIN_EXE_* only for a package's own binaries.
+/// Builds tgsecretd and tgsim beside tgsecret when one is missing (once per test binary):
+/// Cargo sets CARGO_BIN_EXE_* only for a package's own binaries. `cargo test --workspace`
+/// builds both first, so they are current there; after changing the daemon, run the CLI's
+/// tests through the workspace (or `cargo build --release -p daemon -p tgsim` first). Not
+/// rebuilt unconditionally: a plain `cargo build` resolves features without the
+/// dev-dependencies and would rebuild the daemon (minutes in CI) for nothing.
 pub fn ensure_binaries() {
     static BUILD: Once = Once::new();
     BUILD.call_once(|| {
+        if bin_dir().join("tgsecretd").exists() && bin_dir().join("tgsim").exists() {
+            return;
+        }
         let mut c = Command::new(env!("CARGO"));
         c.args(["build", "-p", "daemon", "--bin", "tgsecretd"])
             .args(["-p", "tgsim", "--bin", "tgsim"]);
