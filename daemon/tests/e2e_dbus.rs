@@ -576,6 +576,13 @@ fn close_cancels_what_never_left_and_the_peer_sees_no_hole() {
         let m = client.manager().await;
         let chat = m.request_chat(BOB, HashMap::new()).await.unwrap();
         client.wait_state(chat, "ready", 30).await;
+        // The daemon's own first messages (NotifyLayer) leave first: one message sent through
+        // the FIFO call queue means everything before it was sent.
+        let h = m
+            .send_encrypted_service(chat, &ttl_message(0, 100), send_options("settle", 0x4fff))
+            .await
+            .unwrap();
+        assert_eq!(responses.one(h.as_str(), 30).await.1, response::SENT);
         // Every send fails with a transient error: the first message stays in flight, the
         // others wait behind it, never tried.
         let mut f = Faults::none();
@@ -640,7 +647,7 @@ fn close_cancels_what_never_left_and_the_peer_sees_no_hole() {
             assert!(std::time::Instant::now() < deadline, "peer saw {ttls:?}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        assert_eq!(ttls, vec![101, 103]);
+        assert_eq!(ttls, vec![100, 101, 103]);
         let peer = sim.admin().peer_chats(BOB).unwrap();
         let pc = peer.iter().find(|c| c.chat_id == chat).unwrap();
         assert_eq!(pc.status, "ready");
@@ -665,7 +672,7 @@ fn close_cancels_what_never_left_and_the_peer_sees_no_hole() {
             .iter()
             .filter_map(ttl_of)
             .collect();
-        assert_eq!(ttls, vec![101, 103]);
+        assert_eq!(ttls, vec![100, 101, 103]);
         assert!(d.terminate().is_some_and(|s| s.success()));
     });
 }

@@ -35,6 +35,24 @@ async fn new_chat(client: &Client) -> i32 {
         .await
         .unwrap();
     client.wait_state(chat, "ready", 30).await;
+    // The daemon's own first messages (NotifyLayer) leave before the faults of a case are
+    // set: one message sent through the FIFO call queue means everything before it was sent.
+    let responses = client.responses().await;
+    let mut o = HashMap::new();
+    let token = format!("settle{}", chat.unsigned_abs());
+    o.insert("handle_token", Variant::from(token));
+    let h = client
+        .manager()
+        .await
+        .send_encrypted_service(chat, &ttl_message(0, 1), o)
+        .await
+        .unwrap()
+        .to_string();
+    let got = responses.wait(30, |g| g.iter().any(|r| r.0 == h)).await;
+    assert!(
+        got.iter().any(|r| r.0 == h && r.1 == ipc_proto::response::SENT),
+        "the settling message was not sent: {got:?}"
+    );
     chat
 }
 
