@@ -50,7 +50,8 @@ async fn new_chat(client: &Client) -> i32 {
         .to_string();
     let got = responses.wait(30, |g| g.iter().any(|r| r.0 == h)).await;
     assert!(
-        got.iter().any(|r| r.0 == h && r.1 == ipc_proto::response::SENT),
+        got.iter()
+            .any(|r| r.0 == h && r.1 == ipc_proto::response::SENT),
         "the settling message was not sent: {got:?}"
     );
     chat
