@@ -121,8 +121,11 @@ pub trait Manager {
 }
 
 /// `io.github.tgsecretd.SecretChat1` at `/io/github/tgsecretd/chat/<id>` (see
-/// [`crate::chat_path`]). Properties reflect what is durably stored; `PropertiesChanged`
-/// follows within a fraction of a second. Never the key.
+/// [`crate::chat_path`]). The object exists from the chat's first change since the daemon
+/// started, or once `GetChat` / `ListChats` named it (idle chats cost nothing until then).
+/// Properties reflect what is durably stored; `PropertiesChanged` follows within a fraction of
+/// a second (zbus caches properties from it: build with `CacheProperties::No` for the exact
+/// value at a Response). Never the key.
 #[proxy(
     interface = "io.github.tgsecretd.SecretChat1",
     default_service = "io.github.tgsecretd",
