@@ -231,11 +231,6 @@ impl Service {
         Ok(out)
     }
 
-    /// How many chats the store holds.
-    pub fn chat_count(&self) -> Result<u32, ServiceError> {
-        Ok(chatstore::chat_ids(&self.shared.store)?.len() as u32)
-    }
-
     /// The request whose handle is `path` (the latest one, if a token was reused).
     pub fn request_by_handle(&self, path: &str) -> Result<Option<RequestRecord>, ServiceError> {
         let id = self

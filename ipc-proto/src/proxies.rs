@@ -74,7 +74,7 @@ pub trait Manager {
     fn get_chat(&self, chat_id: i32) -> Result<Dict, crate::Error>;
 
     /// The daemon's status: `version` (s), `authorization_state` (s), `logged_in` (b),
-    /// `self_user_id` (x, once known), `accept_policy` (s), `chats` (u).
+    /// `self_user_id` (x, once known), `accept_policy` (s).
     fn get_status(&self) -> Result<Dict, crate::Error>;
 
     /// The result of a request, as its Response carries it; code [`crate::response::PENDING`]
