@@ -30,11 +30,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
-use grammers_tl_types::Identifiable;
 use support::*;
 use tgsecretd::records::{self, ChatPart};
 use tgsecretd::store::{Batch, Store, StoreOptions, Tree};
-use tgsim::faults::{CallFaults, Faults, InjectedError};
+use tgsim::faults::Faults;
 
 const ALICE: i64 = 8401;
 const BOB: i64 = 8402;
@@ -315,20 +314,7 @@ async fn setup(bus: &str) -> (Client, Vec<i32>) {
 }
 
 fn flood_everything() -> Faults {
-    let mut f = Faults::none();
-    f.account_calls.insert(
-        ALICE,
-        CallFaults {
-            fail: 1000,
-            methods: vec![
-                grammers_tl_types::functions::messages::SendEncryptedService::CONSTRUCTOR_ID,
-                grammers_tl_types::functions::messages::SendEncrypted::CONSTRUCTOR_ID,
-            ],
-            errors: vec![InjectedError::new(420, "FLOOD_WAIT_3600")],
-            ..CallFaults::default()
-        },
-    );
-    f
+    faults_on_sends(ALICE, 1000, 420, "FLOOD_WAIT_3600")
 }
 
 /// `callers` tasks sending service messages round-robin over `chats` for the slice.

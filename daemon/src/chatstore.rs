@@ -53,8 +53,8 @@ pub fn exists(store: &Store, chat_id: i32) -> Result<bool, DaemonError> {
         .is_some())
 }
 
-/// Loads a chat (`None` if the store has none by that id).
-pub fn load(store: &Store, chat_id: i32) -> Result<Option<LoadedChat>, DaemonError> {
+/// A chat's four records and its meta (`None` if the store has none by that id).
+fn load_records(store: &Store, chat_id: i32) -> Result<Option<(ChatState, ChatMeta)>, DaemonError> {
     let part = |p| chat_key(chat_id, p);
     let Some(auth) = get(store, Tree::Chats, &part(ChatPart::Auth))? else {
         return Ok(None);
@@ -65,6 +65,14 @@ pub fn load(store: &Store, chat_id: i32) -> Result<Option<LoadedChat>, DaemonErr
     let pfs = get(store, Tree::Chats, &part(ChatPart::Pfs))?.ok_or_else(|| missing("key"))?;
     let seq = get(store, Tree::Chats, &part(ChatPart::Seq))?.ok_or_else(|| missing("seq"))?;
     let meta = get(store, Tree::Chats, &part(ChatPart::Meta))?.unwrap_or_default();
+    Ok(Some((ChatState::from_parts(auth, config, pfs, seq), meta)))
+}
+
+/// Loads a chat (`None` if the store has none by that id).
+pub fn load(store: &Store, chat_id: i32) -> Result<Option<LoadedChat>, DaemonError> {
+    let Some((state, meta)) = load_records(store, chat_id)? else {
+        return Ok(None);
+    };
     let prefix = keys::key_i32(chat_id);
     let outbox: Vec<OutboxEntry> = scan(store, Tree::Outbox, &prefix)?
         .into_iter()
@@ -74,7 +82,6 @@ pub fn load(store: &Store, chat_id: i32) -> Result<Option<LoadedChat>, DaemonErr
         .into_iter()
         .map(|(_, e)| e)
         .collect();
-    let state = ChatState::from_parts(auth, config, pfs, seq);
     let chat = Chat::restore(state, outbox, gap)
         .map_err(|e| DaemonError::Corrupt(format!("chat {chat_id}: {e}")))?;
     let calls = scan::<PendingCall>(store, Tree::Meta, &call_prefix(Some(chat_id)))?
@@ -97,18 +104,11 @@ pub fn load(store: &Store, chat_id: i32) -> Result<Option<LoadedChat>, DaemonErr
 /// What the outside world sees of a stored chat (`None` if there is none by that id): its
 /// four records and its meta, without the outbox or the gap queue.
 pub fn load_view(store: &Store, chat_id: i32) -> Result<Option<ChatView>, DaemonError> {
-    let part = |p| chat_key(chat_id, p);
-    let Some(auth) = get(store, Tree::Chats, &part(ChatPart::Auth))? else {
+    let Some((state, meta)) = load_records(store, chat_id)? else {
         return Ok(None);
     };
-    let missing = |w: &str| DaemonError::Corrupt(format!("chat {chat_id}: no {w} record"));
-    let config =
-        get(store, Tree::Chats, &part(ChatPart::Config))?.ok_or_else(|| missing("config"))?;
-    let pfs = get(store, Tree::Chats, &part(ChatPart::Pfs))?.ok_or_else(|| missing("key"))?;
-    let seq = get(store, Tree::Chats, &part(ChatPart::Seq))?.ok_or_else(|| missing("seq"))?;
-    let meta: ChatMeta = get(store, Tree::Chats, &part(ChatPart::Meta))?.unwrap_or_default();
     Ok(Some(ChatView {
-        summary: ChatState::from_parts(auth, config, pfs, seq).summary(),
+        summary: state.summary(),
         next_event: meta.next_event,
     }))
 }

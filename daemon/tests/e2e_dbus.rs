@@ -562,8 +562,6 @@ fn ask_waits_for_the_user_and_never_declines() {
 
 #[test]
 fn close_cancels_what_never_left_and_the_peer_sees_no_hole() {
-    use grammers_tl_types::Identifiable;
-    use tgsim::faults::{CallFaults, Faults, InjectedError};
     runtime().block_on(async {
         let tmp = Temp::new("cancel");
         let bus = Bus::start();
@@ -585,19 +583,9 @@ fn close_cancels_what_never_left_and_the_peer_sees_no_hole() {
         assert_eq!(responses.one(h.as_str(), 30).await.1, response::SENT);
         // Every send fails with a transient error: the first message stays in flight, the
         // others wait behind it, never tried.
-        let mut f = Faults::none();
-        f.account_calls.insert(
-            ALICE,
-            CallFaults {
-                fail: 1000,
-                methods: vec![
-                    grammers_tl_types::functions::messages::SendEncryptedService::CONSTRUCTOR_ID,
-                ],
-                errors: vec![InjectedError::new(500, "INTERNAL")],
-                ..CallFaults::default()
-            },
-        );
-        sim.admin().set_faults(&f).unwrap();
+        sim.admin()
+            .set_faults(&faults_on_sends(ALICE, 1000, 500, "INTERNAL"))
+            .unwrap();
         let mut handles = Vec::new();
         for (i, ttl) in [(0, 101), (1, 102), (2, 103)] {
             handles.push(
@@ -628,7 +616,9 @@ fn close_cancels_what_never_left_and_the_peer_sees_no_hole() {
         assert_eq!(r.1, response::CANCELLED, "{r:?}");
         // The first is in flight: Close changes nothing; its Response comes when it is sent.
         request(&handles[0]).await.close().await.unwrap();
-        sim.admin().set_faults(&Faults::none()).unwrap();
+        sim.admin()
+            .set_faults(&tgsim::faults::Faults::none())
+            .unwrap();
         for h in [&handles[0], &handles[2]] {
             assert_eq!(responses.one(h.as_str(), 60).await.1, response::SENT);
         }

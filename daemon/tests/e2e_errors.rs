@@ -10,10 +10,9 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use grammers_tl_types::Identifiable;
 use secret_core::tl::Serializable;
 use support::*;
-use tgsim::faults::{CallFaults, Faults, InjectedError};
+use tgsim::faults::Faults;
 use zbus::Variant;
 
 const ALICE: i64 = 8301;
@@ -57,22 +56,6 @@ async fn new_chat(client: &Client) -> i32 {
     chat
 }
 
-fn faults_on_sends(share: u16, code: i32, name: &str) -> Faults {
-    let mut f = Faults::none();
-    f.account_calls.insert(
-        ALICE,
-        CallFaults {
-            fail: share,
-            methods: vec![
-                grammers_tl_types::functions::messages::SendEncryptedService::CONSTRUCTOR_ID,
-            ],
-            errors: vec![InjectedError::new(code, name)],
-            ..CallFaults::default()
-        },
-    );
-    f
-}
-
 #[test]
 fn each_documented_error_reaches_the_caller_typed() {
     runtime().block_on(async {
@@ -98,7 +81,7 @@ fn each_documented_error_reaches_the_caller_typed() {
         ] {
             let chat = new_chat(&client).await;
             sim.admin()
-                .set_faults(&faults_on_sends(1000, code, name))
+                .set_faults(&faults_on_sends(ALICE, 1000, code, name))
                 .unwrap();
             n += 1;
             let mut o = HashMap::new();
@@ -126,7 +109,7 @@ fn each_documented_error_reaches_the_caller_typed() {
             (-503, "Timeout"),
         ] {
             sim.admin()
-                .set_faults(&faults_on_sends(400, code, name))
+                .set_faults(&faults_on_sends(ALICE, 400, code, name))
                 .unwrap();
             n += 1;
             let mut o = HashMap::new();

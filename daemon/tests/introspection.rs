@@ -11,9 +11,8 @@ mod support;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use grammers_tl_types::Identifiable;
 use support::*;
-use tgsim::faults::{CallFaults, Faults, InjectedError};
+use tgsim::faults::Faults;
 
 const ALICE: i64 = 8501;
 const BOB: i64 = 8502;
@@ -67,19 +66,9 @@ fn the_checked_in_interfaces_are_the_live_ones() {
         let chat = m.request_chat(BOB, HashMap::new()).await.unwrap();
         client.wait_state(chat, "ready", 30).await;
         // Every send fails with a transient error: the request stays pending, its handle lives.
-        let mut f = Faults::none();
-        f.account_calls.insert(
-            ALICE,
-            CallFaults {
-                fail: 1000,
-                methods: vec![
-                    grammers_tl_types::functions::messages::SendEncryptedService::CONSTRUCTOR_ID,
-                ],
-                errors: vec![InjectedError::new(500, "INTERNAL")],
-                ..CallFaults::default()
-            },
-        );
-        sim.admin().set_faults(&f).unwrap();
+        sim.admin()
+            .set_faults(&faults_on_sends(ALICE, 1000, 500, "INTERNAL"))
+            .unwrap();
         let handle = m
             .send_encrypted_service(chat, &ttl_message(0, 5), send_options("pending", 77))
             .await

@@ -469,3 +469,25 @@ pub fn send_options(token: &str, random_id: i64) -> HashMap<&'static str, Varian
 pub fn ttl_of(v: &serde_json::Value) -> Option<i64> {
     (v["_"] == "decryptedMessageActionSetMessageTTL").then(|| v["ttl_seconds"].as_i64())?
 }
+
+/// tgsim fails `share` per mille of `account`'s sends (`messages.sendEncryptedService` and
+/// `messages.sendEncrypted`) with the error `code` / `name`.
+pub fn faults_on_sends(account: i64, share: u16, code: i32, name: &str) -> tgsim::faults::Faults {
+    use grammers_tl_types::Identifiable;
+    use grammers_tl_types::functions::messages::{SendEncrypted, SendEncryptedService};
+    use tgsim::faults::{CallFaults, Faults, InjectedError};
+    let mut f = Faults::none();
+    f.account_calls.insert(
+        account,
+        CallFaults {
+            fail: share,
+            methods: vec![
+                SendEncryptedService::CONSTRUCTOR_ID,
+                SendEncrypted::CONSTRUCTOR_ID,
+            ],
+            errors: vec![InjectedError::new(code, name)],
+            ..CallFaults::default()
+        },
+    );
+    f
+}
