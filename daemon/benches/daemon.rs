@@ -16,7 +16,10 @@
 //!    and its memory, beside the same for a store of 100 chats.
 //!
 //! Timings are printed, never asserted. `cargo bench -p daemon --bench daemon` (full) or
-//! `BENCH_QUICK=1 …`.
+//! `BENCH_QUICK=1 …`; `BENCH_ONLY=TEXT` runs only the acceptance rows whose name holds TEXT
+//! (with the baselines and the echo floor), for profiling. The CPU each process spent per call
+//! (daemon, dbus-daemon, this client) is printed beside the rates. The daemon runs at the
+//! default log level.
 
 #[path = "../tests/support/mod.rs"]
 #[allow(unused_imports)]
@@ -86,7 +89,14 @@ fn main() {
     let sim = Sim::start(&dir.join("sim"), &[(ALICE, "Alice")], &[(BOB, "normal")]);
     let key = sim.key_file(ALICE, &dir);
     let state = dir.join("d");
-    let mut daemon = Daemon::start(&state, &bus.address, &sim, &key, "never");
+    // At the default log level, as a user runs it (the tests log at debug).
+    let mut daemon = Daemon::start_logging(&state, &bus.address, &sim, &key, "never", "info");
+    let only = std::env::var("BENCH_ONLY").ok().filter(|o| !o.is_empty());
+    let pids = vec![
+        daemon.pid().expect("daemon running"),
+        bus.pid as u32,
+        std::process::id(),
+    ];
     let (client, chats) = rt.block_on(setup(&bus.address));
     let client = Arc::new(client);
 
@@ -99,6 +109,9 @@ fn main() {
     );
     println!("{}", "-".repeat(90));
     for callers in [1, 64] {
+        if only.is_some() {
+            break;
+        }
         let total = if s.rounds < 9 { 400 } else { 4000 };
         let lat: Lat = Arc::default();
         let rate = rt.block_on(end_to_end(&client, e2e_chats, callers, total, &lat));
@@ -124,38 +137,52 @@ fn main() {
         },
     ];
     let mut lats: Vec<Option<Lat>> = vec![None, None];
+    let mut meters: Vec<Option<CpuMeter>> = vec![None, None];
     let echo = rt.block_on(echo_service(&bus.address));
     for callers in CALLERS {
         let lat: Lat = Arc::default();
+        let meter = CpuMeter::default();
         contenders.push(Contender {
             name: format!("bare zbus echo method, same bus (IPC floor), {callers} caller(s)"),
-            run: echoes(
-                Arc::clone(&rt),
-                Arc::clone(&client),
-                callers,
-                Arc::clone(&lat),
+            run: meter.wrap(
+                pids.clone(),
+                echoes(
+                    Arc::clone(&rt),
+                    Arc::clone(&client),
+                    callers,
+                    Arc::clone(&lat),
+                ),
             ),
             store: None,
         });
         lats.push(Some(lat));
+        meters.push(Some(meter));
     }
     for n_chats in [1, CHATS] {
         for callers in CALLERS {
+            let name =
+                format!("SendEncryptedService accepted: {n_chats} chat(s), {callers} caller(s)");
+            if only.as_ref().is_some_and(|o| !name.contains(o.as_str())) {
+                continue;
+            }
             let lat: Lat = Arc::default();
+            let meter = CpuMeter::default();
             contenders.push(Contender {
-                name: format!(
-                    "SendEncryptedService accepted: {n_chats} chat(s), {callers} caller(s)"
-                ),
-                run: sends(
-                    Arc::clone(&rt),
-                    Arc::clone(&client),
-                    chats[..n_chats].to_vec(),
-                    callers,
-                    Arc::clone(&lat),
+                name,
+                run: meter.wrap(
+                    pids.clone(),
+                    sends(
+                        Arc::clone(&rt),
+                        Arc::clone(&client),
+                        chats[..n_chats].to_vec(),
+                        callers,
+                        Arc::clone(&lat),
+                    ),
                 ),
                 store: None,
             });
             lats.push(Some(lat));
+            meters.push(Some(meter));
         }
     }
     let rates = measure(&s, &mut contenders);
@@ -169,6 +196,26 @@ fn main() {
             println!("{:<62} {p50:>10} {p99:>10}", c.name);
         }
     }
+    println!();
+    println!(
+        "{:<62} {:>8} {:>8} {:>8}",
+        "CPU per call, us (all cores)", "daemon", "bus", "client"
+    );
+    println!("{}", "-".repeat(90));
+    for (c, meter) in contenders.iter().zip(&meters) {
+        if let Some(m) = meter {
+            let us = m.per_op_us();
+            let at = |i: usize| us.get(i).copied().unwrap_or(0.0);
+            println!(
+                "{:<62} {:>8.1} {:>8.1} {:>8.1}",
+                c.name,
+                at(0),
+                at(1),
+                at(2)
+            );
+        }
+    }
+    println!("  (the echo rows' service runs in the client process: its share is in `client`)");
     println!();
     let single_flush = rates[1];
     let echo_at = |callers: usize| {
@@ -208,6 +255,9 @@ fn main() {
         }
     );
 
+    if only.is_some() {
+        return;
+    }
     // Start time and memory, on fresh stores of idle chats (copies of one ready chat, no
     // pending work): none, 100, 100,000.
     println!();
@@ -225,7 +275,7 @@ fn main() {
             "(wrote {n} chats into a fresh store in {} ms)",
             t.elapsed().as_millis()
         );
-        let mut d = Daemon::start(&fresh, &bus.address, &sim, &key, "never");
+        let mut d = Daemon::start_logging(&fresh, &bus.address, &sim, &key, "never", "info");
         figures.push((n, start_figures(&mut d, &rt, &bus.address)));
         let _ = d.terminate();
     }

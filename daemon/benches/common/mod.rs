@@ -129,6 +129,57 @@ pub fn sled_raw(dir: &Path) -> Run {
     })
 }
 
+/// CPU time (user + system) a process has used so far, in clock ticks (1/100 s); 0 when it
+/// cannot be read.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    // Fields 14 (utime) and 15 (stime), counted after the command name's closing parenthesis
+    // (field 2, which may itself hold spaces).
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let at = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    at(11) + at(12)
+}
+
+/// The CPU the processes named by `pids` spend while a contender runs, summed over its rounds,
+/// with the number of operations: CPU per operation, each process apart.
+#[derive(Clone, Default)]
+pub struct CpuMeter(Arc<std::sync::Mutex<(Vec<u64>, u64)>>);
+
+impl CpuMeter {
+    /// `run`, with the CPU of `pids` around each call added to this meter.
+    pub fn wrap(&self, pids: Vec<u32>, mut run: Run) -> Run {
+        let meter = self.clone();
+        Box::new(move |slice| {
+            let before: Vec<u64> = pids.iter().map(|&p| cpu_ticks(p)).collect();
+            let n = run(slice);
+            let mut acc = meter.0.lock().expect("cpu meter");
+            acc.0.resize(pids.len(), 0);
+            for (i, &p) in pids.iter().enumerate() {
+                acc.0[i] += cpu_ticks(p).saturating_sub(before[i]);
+            }
+            acc.1 += n;
+            n
+        })
+    }
+
+    /// Microseconds of CPU per operation, one figure per process.
+    pub fn per_op_us(&self) -> Vec<f64> {
+        let acc = self.0.lock().expect("cpu meter");
+        let ops = acc.1.max(1) as f64;
+        acc.0.iter().map(|&t| t as f64 * 10_000.0 / ops).collect()
+    }
+}
+
 /// Median commits/s of each contender over interleaved rounds.
 pub fn measure(s: &Settings, contenders: &mut [Contender]) -> Vec<f64> {
     let mut rates = vec![Vec::with_capacity(s.rounds); contenders.len()];

@@ -36,7 +36,7 @@ impl Drop for Temp {
 /// A private session bus.
 pub struct Bus {
     pub address: String,
-    pid: i32,
+    pub pid: i32,
 }
 
 impl Bus {
@@ -204,6 +204,18 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(state: &Path, bus: &str, sim: &Sim, key_file: &Path, accept: &str) -> Daemon {
+        Daemon::start_logging(state, bus, sim, key_file, accept, "debug")
+    }
+
+    /// [`Daemon::start`] at another log level (the benchmarks run at the default, `info`).
+    pub fn start_logging(
+        state: &Path,
+        bus: &str,
+        sim: &Sim,
+        key_file: &Path,
+        accept: &str,
+        log: &str,
+    ) -> Daemon {
         let args = vec![
             "--state-dir".into(),
             state.display().to_string(),
@@ -222,7 +234,7 @@ impl Daemon {
             "--call-timeout".into(),
             "5".into(),
             "--log".into(),
-            "debug".into(),
+            log.into(),
         ];
         let mut d = Daemon {
             state: state.to_path_buf(),
@@ -292,6 +304,11 @@ impl Daemon {
                     .and_then(|v| v.parse().ok())
             })
             .unwrap_or(0)
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     pub fn running(&mut self) -> bool {
