@@ -106,3 +106,95 @@ fn the_commit_future_runs_on_any_executor_and_close_finishes_the_queue() {
     let listed = store.scan_prefix(Tree::Outbox, &key_i32(-2)).count();
     assert_eq!(listed, 200);
 }
+
+/// `commit_then`'s closure runs once with the batch's result, on the syncer thread, before the
+/// future resolves: by then the batch is readable and durable (every batch queued before it
+/// is answered first), and the closures run in queue order. A batch refused for its size runs
+/// it with the same error the future gets, and nothing of it is applied.
+#[test]
+fn commit_then_runs_with_the_result_before_the_future_resolves() {
+    use std::sync::Mutex;
+    use std::sync::mpsc;
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let opts = StoreOptions {
+        max_value_len: 1024,
+        ..StoreOptions::default()
+    };
+    let store = Store::open(tmp.path(), opts).expect("open");
+    type Seen = Vec<(u32, Result<(), String>)>;
+    let seen: Arc<Mutex<Seen>> = Arc::default();
+    let (done_tx, done_rx) = mpsc::channel();
+    let mut futures = Vec::new();
+    for i in 0..50u32 {
+        let seen = Arc::clone(&seen);
+        let done_tx = done_tx.clone();
+        let mut b = batch(7, i);
+        if i == 25 {
+            // Over the value limit: refused, nothing of it applied.
+            b.put(Tree::Inbox, key_i32(7), vec![0u8; 2048]);
+        }
+        futures.push(store.commit_then(b, move |r| {
+            let thread = std::thread::current().name().map(str::to_owned);
+            seen.lock()
+                .expect("seen")
+                .push((i, r.as_ref().map(|_| ()).map_err(|e| e.to_string())));
+            done_tx.send(thread).expect("send");
+        }));
+    }
+    for (i, f) in futures.into_iter().enumerate() {
+        let resolved = block_on(f);
+        // The closure of this batch ran before its future resolved.
+        let ran = seen
+            .lock()
+            .expect("seen")
+            .iter()
+            .any(|(j, _)| *j as usize == i);
+        assert!(ran, "batch {i}: future resolved before its closure ran");
+        assert_eq!(resolved.is_ok(), i != 25, "batch {i}: {resolved:?}");
+    }
+    let seen = seen.lock().expect("seen").clone();
+    assert_eq!(seen.len(), 50, "each closure once");
+    let order: Vec<u32> = seen.iter().map(|(i, _)| *i).collect();
+    assert_eq!(
+        order,
+        (0..50).collect::<Vec<_>>(),
+        "answered in queue order"
+    );
+    for (i, r) in &seen {
+        match (i, r) {
+            (25, Err(e)) => assert!(e.contains("too large") || e.contains("limit"), "{e}"),
+            (25, Ok(())) => panic!("the oversized batch was applied"),
+            (_, r) => assert!(r.is_ok(), "batch {i}: {r:?}"),
+        }
+    }
+    let threads: Vec<Option<String>> = done_rx.try_iter().collect();
+    assert!(
+        threads
+            .iter()
+            .all(|t| t.as_deref() == Some("tgsecretd-sync")),
+        "{threads:?}"
+    );
+    assert!(
+        store
+            .get(Tree::Outbox, &key_i32_u32(-7, 49))
+            .expect("get")
+            .is_some()
+    );
+    assert!(store.get(Tree::Inbox, &key_i32(7)).expect("get").is_none());
+    assert!(
+        store
+            .get(Tree::Outbox, &key_i32_u32(-7, 25))
+            .expect("get")
+            .is_none()
+    );
+    store.close().expect("close");
+    let reopened = Store::open(tmp.path(), StoreOptions::default()).expect("reopen");
+    assert!(
+        reopened
+            .get(Tree::Outbox, &key_i32_u32(-7, 49))
+            .expect("get")
+            .is_some(),
+        "durable across close"
+    );
+}

@@ -77,6 +77,12 @@ pub struct DurableFiles {
     blobs: PathBuf,
     /// The blob files known durable.
     synced_blobs: HashSet<OsString>,
+    /// The blob files first synced by the previous round: synced once more by the next one.
+    /// A round may list a blob file while a transaction applied during the flush is still
+    /// writing it; that transaction's batch is answered only after the *next* round, which
+    /// runs after the transaction completed, so syncing each new blob in two consecutive
+    /// rounds covers its whole content.
+    fresh_blobs: HashSet<OsString>,
 }
 
 impl DurableFiles {
@@ -93,6 +99,7 @@ impl DurableFiles {
             db_path,
             blobs,
             synced_blobs: HashSet::new(),
+            fresh_blobs: HashSet::new(),
         };
         sync_file(&dir.join("conf"))?;
         files.sync_new_blobs(counters)?;
@@ -120,17 +127,24 @@ impl DurableFiles {
         Ok(())
     }
 
-    /// fsync every blob file not synced yet; whether there was one. Forgets removed ones.
+    /// fsync every blob file not synced yet, and again those first synced by the previous
+    /// call (see `fresh_blobs`); whether there was one. Forgets removed ones.
     fn sync_new_blobs(&mut self, counters: &Counters) -> Result<bool, StoreError> {
         let names = list(&self.blobs)?;
         let mut any = false;
+        let mut fresh = HashSet::new();
         for name in &names {
-            if !self.synced_blobs.contains(name) && sync_blob(&self.blobs.join(name))? {
+            let new = !self.synced_blobs.contains(name);
+            if (new || self.fresh_blobs.contains(name)) && sync_blob(&self.blobs.join(name))? {
                 counters.blob_synced();
                 any = true;
+                if new {
+                    fresh.insert(name.clone());
+                }
             }
         }
         self.synced_blobs = names;
+        self.fresh_blobs = fresh;
         Ok(any)
     }
 }

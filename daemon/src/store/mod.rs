@@ -25,16 +25,26 @@
 //!    is rewritten. So the writer lists `blobs/` after every flush (one `getdents` on an almost
 //!    always empty directory) rather than guessing from value sizes. At open it fsyncs `conf`,
 //!    the existing blob files, `blobs/`, the store directory (sled's snapshot rename) and `db`.
-//! 3. **Group commit, off the caller's thread.** One writer thread (`tgsecretd-store`) takes
-//!    the first queued batch and every batch queued behind it (at most
-//!    [`StoreOptions::max_group`]), applies each in its own transaction, makes the group
-//!    durable with one flush and one round of syncs, then answers each batch. The batch is
-//!    queued when [`Store::commit`] is called; the returned future (`Send + 'static`, any
-//!    executor) only waits for the answer, so commits from one caller apply in call order.
-//!    A failed flush or sync fails every batch of its group and **poisons** the store: what is
-//!    durable is unknown, so every later commit and read fails with [`StoreError::Poisoned`]
-//!    until the daemon restarts and sled recovers. A sled error inside a transaction poisons
-//!    it too; a batch over the limits does not. Nothing in the writer panics on an error.
+//! 3. **Pipelined group commit, off the caller's thread.** The applier thread
+//!    (`tgsecretd-store`) takes the first queued batch and every batch queued behind it (at
+//!    most [`StoreOptions::max_group`]) and applies them, in queue order, in one sled
+//!    transaction; the syncer thread (`tgsecretd-sync`) takes every group applied so far,
+//!    makes them durable with one flush and one round of syncs, then answers each batch in
+//!    queue order. The applier does not wait for the syncer: the next group is applied while
+//!    the previous one is synced. A group reaches the syncer only after its transaction
+//!    completed, and a flush covers every transaction completed before it started, so an
+//!    answered batch is always inside a finished flush; each new blob file is fsynced in two
+//!    consecutive rounds, since a round may list it while a later transaction is still
+//!    writing it. The batch is queued when [`Store::commit`] is called; the returned future
+//!    (`Send + 'static`, any executor) only waits for the answer, so commits from one caller
+//!    apply in call order, and an answered batch means every batch queued before it is
+//!    durable too. [`Store::commit_then`] also runs a closure with the result on the syncer
+//!    thread, before the future resolves (the daemon answers a send's caller from there,
+//!    without a wake-up of the chat's actor). A failed flush or sync fails every batch of its
+//!    round and **poisons** the store: what is durable is unknown, so every later commit and
+//!    read fails with [`StoreError::Poisoned`] until the daemon restarts and sled recovers.
+//!    A sled error inside a transaction poisons it too; a batch over the limits does not.
+//!    Nothing in the writer panics on an error.
 //! 4. **Files 0600 in a 0700 directory.** [`Store::open`] creates the directory and missing
 //!    parents with 0700 (an existing store directory is set to 0700), and after sled opened
 //!    it sets 0700 on `blobs/` and 0600 on every file in both. Blob files created later get
@@ -47,7 +57,7 @@
 //!    using DIR"). Only those lock failures (`EWOULDBLOCK`; sled's is `Io(Other, "could not
 //!    acquire lock on …: WouldBlock")`) map to `Locked`; other I/O errors stay
 //!    [`StoreError::Io`] / [`StoreError::Sled`]. Both locks are released when the store is
-//!    closed or dropped (both join the writer thread).
+//!    closed or dropped (both join the writer's threads).
 //! 8. **A kill during open is harmless.** sled writes its recovery snapshot at open as
 //!    `snap.<lsn>.generating` and renames it; a kill before the rename leaves a file that
 //!    sled 0.34.7 would then read as the newest snapshot and refuse as corrupt on every later
@@ -89,7 +99,7 @@ pub use stats::CommitStats;
 
 use files::DurableFiles;
 use stats::Counters;
-use writer::{Failure, Job, Limits, Reply, Writer};
+use writer::{Applier, CommitResult, Failure, Job, Limits, Reply, Syncer, Then};
 
 /// A key and its value, as read.
 pub type Entry = (Vec<u8>, Vec<u8>);
@@ -148,12 +158,16 @@ impl Trees {
     }
 }
 
+/// The applier's and the syncer's threads (the syncer reports the last flush).
+type WriterThreads = (JoinHandle<()>, JoinHandle<Result<(), StoreError>>);
+
 /// The durable store (see the module doc for its rules).
 pub struct Store {
     dir: PathBuf,
     trees: Trees,
     jobs: Option<Sender<Job>>,
-    writer: Option<JoinHandle<Result<(), StoreError>>>,
+    /// The applier and the syncer (see `writer`).
+    writer: Option<WriterThreads>,
     counters: Arc<Counters>,
     failure: Failure,
     /// The directory lock (released when dropped, after the writer and sled are gone).
@@ -171,11 +185,8 @@ impl Store {
         let counters = Arc::new(Counters::default());
         let files = DurableFiles::open(dir, &counters)?;
         let failure = Failure::default();
-        let writer = Writer {
-            db,
+        let applier = Applier {
             trees: trees.clone_all(),
-            files,
-            counters: Arc::clone(&counters),
             failure: Arc::clone(&failure),
             limits: Limits {
                 max_key_len: opts.max_key_len,
@@ -183,16 +194,27 @@ impl Store {
             },
             max_group: opts.max_group.max(1),
         };
+        let syncer = Syncer {
+            db,
+            files,
+            counters: Arc::clone(&counters),
+            failure: Arc::clone(&failure),
+        };
+        let (applied_tx, applied_rx) = mpsc::channel();
+        let syncer = std::thread::Builder::new()
+            .name("tgsecretd-sync".into())
+            .spawn(move || syncer.run(applied_rx))
+            .map_err(|e| StoreError::io("start the sync thread for", dir, e))?;
         let (jobs, rx) = mpsc::channel();
-        let handle = std::thread::Builder::new()
+        let applier = std::thread::Builder::new()
             .name("tgsecretd-store".into())
-            .spawn(move || writer.run(rx))
+            .spawn(move || applier.run(rx, applied_tx))
             .map_err(|e| StoreError::io("start the writer thread for", dir, e))?;
         Ok(Store {
             dir: dir.to_path_buf(),
             trees,
             jobs: Some(jobs),
-            writer: Some(handle),
+            writer: Some((applier, syncer)),
             counters,
             failure,
             _dir_lock: dir_lock,
@@ -204,8 +226,32 @@ impl Store {
         &self,
         batch: Batch,
     ) -> impl Future<Output = Result<CommitOutcome, StoreError>> + Send + 'static + use<> {
+        self.commit_inner(batch, None)
+    }
+
+    /// [`Store::commit`], and `then` runs with the batch's result on the writer thread as soon
+    /// as the result is known, before the future resolves (at once, with the error, if the
+    /// batch cannot be queued). For an answer that needs nothing but this batch (and so every
+    /// batch queued before it) to be durable: it skips a wake-up of the committing task.
+    /// `then` must be quick and must not block: the writer runs it between syncs.
+    pub fn commit_then<F>(
+        &self,
+        batch: Batch,
+        then: F,
+    ) -> impl Future<Output = Result<CommitOutcome, StoreError>> + Send + 'static + use<F>
+    where
+        F: FnOnce(&Result<CommitOutcome, StoreError>) + Send + 'static,
+    {
+        self.commit_inner(batch, Some(Box::new(then)))
+    }
+
+    fn commit_inner(
+        &self,
+        batch: Batch,
+        then: Option<Then>,
+    ) -> impl Future<Output = Result<CommitOutcome, StoreError>> + Send + 'static + use<> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let queued = self.queue(batch, Reply::Async(tx));
+        let queued = self.queue(batch, Reply::Async(tx), then);
         async move {
             queued?;
             rx.await.unwrap_or(Err(StoreError::Stopped))
@@ -215,7 +261,7 @@ impl Store {
     /// [`Store::commit`], blocking the calling thread until the batch is durable.
     pub fn commit_blocking(&self, batch: Batch) -> Result<CommitOutcome, StoreError> {
         let (tx, rx) = mpsc::sync_channel(1);
-        self.queue(batch, Reply::Blocking(tx))?;
+        self.queue(batch, Reply::Blocking(tx), None)?;
         rx.recv().unwrap_or(Err(StoreError::Stopped))
     }
 
@@ -292,18 +338,33 @@ impl Store {
 
     fn stop(&mut self) -> Result<(), StoreError> {
         drop(self.jobs.take());
-        match self.writer.take().map(JoinHandle::join) {
-            None => Ok(()),
-            Some(Ok(result)) => result,
-            Some(Err(_panic)) => Err(StoreError::Stopped),
+        let Some((applier, syncer)) = self.writer.take() else {
+            return Ok(());
+        };
+        // The applier stops after the queued batches; the syncer after their last round.
+        let applied = applier.join();
+        match (applied, syncer.join()) {
+            (Ok(()), Ok(result)) => result,
+            _ => Err(StoreError::Stopped),
         }
     }
 
-    fn queue(&self, batch: Batch, reply: Reply) -> Result<(), StoreError> {
-        self.check()?;
-        let jobs = self.jobs.as_ref().ok_or(StoreError::Stopped)?;
-        jobs.send(Job { batch, reply })
-            .map_err(|_| StoreError::Stopped)
+    /// Hand a job to the writer; a job that cannot be queued runs its `then` here.
+    fn queue(&self, batch: Batch, reply: Reply, then: Option<Then>) -> Result<(), StoreError> {
+        let sent = match (self.check(), self.jobs.as_ref()) {
+            (Err(e), _) => Err((e, then)),
+            (Ok(()), None) => Err((StoreError::Stopped, then)),
+            (Ok(()), Some(jobs)) => jobs
+                .send(Job { batch, reply, then })
+                .map_err(|e| (StoreError::Stopped, e.0.then)),
+        };
+        sent.map_err(|(e, then)| {
+            if let Some(then) = then {
+                let result: CommitResult = Err(e.clone());
+                then(&result);
+            }
+            e
+        })
     }
 
     fn check(&self) -> Result<(), StoreError> {

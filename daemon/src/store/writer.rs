@@ -1,25 +1,36 @@
-//! The writer thread: group commit.
+//! The writer: pipelined group commit on two threads.
 //!
-//! It blocks for the first queued job, takes every job queued behind it (up to the group
-//! limit), refuses the batches over the size limits, applies the others **in one sled
-//! transaction** (in queue order: a later batch sees the earlier ones; each batch is still all
-//! or nothing, the group being a larger atomic unit), then makes the group durable with one
-//! flush and one round of syncs, and only then answers each job. One transaction per group
-//! instead of per batch is what lets many concurrent writers share the work (a sled
-//! transaction costs tens of microseconds whatever its size). A failed transaction, flush or
-//! sync poisons the store (see [`StoreError::Poisoned`]).
+//! The **applier** (`tgsecretd-store`) blocks for the first queued job, takes every job queued
+//! behind it (up to the group limit), refuses the batches over the size limits, applies the
+//! others **in one sled transaction** (in queue order: a later batch sees the earlier ones;
+//! each batch is still all or nothing, the group being a larger atomic unit) and hands the
+//! group to the syncer. It does not wait for the sync: the next group is applied while the
+//! previous one is being made durable.
+//!
+//! The **syncer** (`tgsecretd-sync`) takes every group applied so far, makes them durable
+//! with one sled flush and one round of syncs, and only then answers each job, in queue
+//! order. A flush covers every transaction that completed before it started (sled reserved
+//! their log space first), and a group reaches the syncer only once its transaction
+//! completed, so an answered batch is always inside the flush that preceded its answer.
+//!
+//! One transaction per group instead of per batch is what lets many concurrent writers share
+//! the work (a sled transaction costs tens of microseconds whatever its size); the pipeline
+//! keeps the applier's CPU work and the syncer's waiting on the disk from adding up. A failed
+//! transaction, flush or sync poisons the store (see [`StoreError::Poisoned`]): the applier
+//! refuses every later batch, the syncer fails every batch of its round.
 
-use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::mpsc::{Receiver, Sender, SyncSender};
 use std::sync::{Arc, OnceLock};
 
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use tokio::sync::oneshot;
 
+use super::batch::Batch;
 use super::batch::{Op, OpKind};
 use super::files::DurableFiles;
 use super::stats::Counters;
-use super::{Batch, CommitOutcome, StoreError, Tree, Trees};
+use super::{CommitOutcome, StoreError, Tree, Trees};
 
 /// What a commit resolves to.
 pub(crate) type CommitResult = Result<CommitOutcome, StoreError>;
@@ -40,10 +51,14 @@ impl Reply {
     }
 }
 
+/// Runs on the writer thread with a batch's result, before its future resolves.
+pub(crate) type Then = Box<dyn FnOnce(&CommitResult) + Send>;
+
 /// One batch to commit and where its result goes.
 pub(crate) struct Job {
     pub(crate) batch: Batch,
     pub(crate) reply: Reply,
+    pub(crate) then: Option<Then>,
 }
 
 /// The size limits of keys and values.
@@ -56,102 +71,143 @@ pub(crate) struct Limits {
 /// The first failure that made the store refuse everything, shared with the `Store`.
 pub(crate) type Failure = Arc<OnceLock<Arc<StoreError>>>;
 
-/// The writer thread's state.
-pub(crate) struct Writer {
-    pub(crate) db: sled::Db,
+/// The applier thread's state: it applies groups and hands them to the syncer.
+pub(crate) struct Applier {
     pub(crate) trees: Trees,
-    pub(crate) files: DurableFiles,
-    pub(crate) counters: Arc<Counters>,
     pub(crate) failure: Failure,
     pub(crate) limits: Limits,
     pub(crate) max_group: usize,
 }
 
-impl Writer {
-    /// Commit groups until every sender is gone and the queue is empty, then flush and sync
-    /// one last time.
-    pub(crate) fn run(mut self, jobs: Receiver<Job>) -> Result<(), StoreError> {
+/// The syncer thread's state: it makes applied groups durable and answers them.
+pub(crate) struct Syncer {
+    pub(crate) db: sled::Db,
+    pub(crate) files: DurableFiles,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) failure: Failure,
+}
+
+/// One applied (or refused) batch waiting for the next sync to be answered.
+pub(crate) struct Applied {
+    reply: Reply,
+    then: Option<Then>,
+    /// The batch's result so far: `Ok` = applied, not durable yet.
+    result: CommitResult,
+}
+
+impl Applier {
+    /// Apply groups until every sender is gone and the queue is empty, handing each group to
+    /// the syncer in queue order.
+    pub(crate) fn run(self, jobs: Receiver<Job>, applied: Sender<Vec<Applied>>) {
         while let Ok(first) = jobs.recv() {
             let mut group = vec![first];
             group.extend(jobs.try_iter().take(self.max_group.saturating_sub(1)));
-            self.commit_group(group);
+            if applied.send(self.apply(group)).is_err() {
+                // The syncer is gone (it only stops when this thread stops): nothing to answer.
+                return;
+            }
         }
-        self.check()?;
-        self.make_durable()
     }
 
-    fn commit_group(&mut self, group: Vec<Job>) {
-        let size = group.len();
-        let mut replies = Vec::with_capacity(size);
-        let mut results: Vec<Option<CommitResult>> = Vec::with_capacity(size);
-        let mut batches = Vec::with_capacity(size);
+    /// Refuse what is over the limits (or everything, once poisoned), apply the rest in one
+    /// transaction.
+    fn apply(&self, group: Vec<Job>) -> Vec<Applied> {
+        let mut waiting = Vec::with_capacity(group.len());
+        let mut batches = Vec::with_capacity(group.len());
         for job in group {
-            let refused = self.check().err().or_else(|| {
+            let refused = check(&self.failure).err().or_else(|| {
                 job.batch
                     .ops()
                     .iter()
                     .find_map(|op| check_limits(op, self.limits).err())
             });
-            replies.push(job.reply);
-            match refused {
-                Some(e) => results.push(Some(Err(e))),
-                None => {
-                    results.push(None);
-                    batches.push(job.batch);
-                }
+            if refused.is_none() {
+                batches.push(job.batch);
             }
+            waiting.push((job.reply, job.then, refused));
         }
-        let applied = match apply_group(&self.trees, &batches) {
+        let outcomes: Vec<CommitResult> = match apply_group(&self.trees, &batches) {
             Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
             Err(e) => {
-                let e = self.poison(e);
+                let e = poison(&self.failure, e);
                 vec![Err(e); batches.len()]
             }
         };
-        let mut applied = applied.into_iter();
-        let results: Vec<CommitResult> = results
+        let mut outcomes = outcomes.into_iter();
+        waiting
             .into_iter()
-            .map(|r| r.unwrap_or_else(|| applied.next().unwrap_or(Err(StoreError::Stopped))))
-            .collect();
-        let durable = if results.iter().any(Result::is_ok) {
-            let done = self.make_durable().map_err(|e| self.poison(e));
+            .map(|(reply, then, refused)| Applied {
+                reply,
+                then,
+                result: match refused {
+                    Some(e) => Err(e),
+                    None => outcomes.next().unwrap_or(Err(StoreError::Stopped)),
+                },
+            })
+            .collect()
+    }
+}
+
+impl Syncer {
+    /// Make applied groups durable until the applier stops, taking every group applied
+    /// meanwhile into one flush; then flush and sync one last time.
+    pub(crate) fn run(mut self, applied: Receiver<Vec<Applied>>) -> Result<(), StoreError> {
+        while let Ok(first) = applied.recv() {
+            let mut round = first;
+            for more in applied.try_iter() {
+                round.extend(more);
+            }
+            self.sync_round(round);
+        }
+        check(&self.failure)?;
+        self.make_durable()
+    }
+
+    /// One flush and one round of syncs for everything applied so far, then the answers, in
+    /// queue order.
+    fn sync_round(&mut self, round: Vec<Applied>) {
+        let durable = if round.iter().any(|a| a.result.is_ok()) {
+            let done = self.make_durable().map_err(|e| poison(&self.failure, e));
             if done.is_ok() {
-                self.counters.group_flushed(size);
+                self.counters.group_flushed(round.len());
             }
             done
         } else {
             Ok(())
         };
-        for (reply, result) in replies.into_iter().zip(results) {
-            let result = match (result, &durable) {
+        for a in round {
+            let result = match (a.result, &durable) {
                 (Ok(_), Err(e)) => Err(e.clone()),
                 (result, _) => result,
             };
             self.counters.batch_done(result.is_ok());
-            reply.send(result);
+            if let Some(then) = a.then {
+                then(&result);
+            }
+            a.reply.send(result);
         }
-    }
-
-    /// `Poisoned` once a write failed to become durable.
-    fn check(&self) -> Result<(), StoreError> {
-        match self.failure.get() {
-            Some(cause) => Err(StoreError::Poisoned {
-                cause: Arc::clone(cause),
-            }),
-            None => Ok(()),
-        }
-    }
-
-    /// Record the first failure; hand the error back.
-    fn poison(&self, error: StoreError) -> StoreError {
-        let _first = self.failure.set(Arc::new(error.clone()));
-        error
     }
 
     fn make_durable(&mut self) -> Result<(), StoreError> {
         self.db.flush().map_err(StoreError::sled("flush"))?;
         self.files.sync_after_flush(&self.counters)
     }
+}
+
+/// `Poisoned` once a write failed to become durable.
+fn check(failure: &Failure) -> Result<(), StoreError> {
+    match failure.get() {
+        Some(cause) => Err(StoreError::Poisoned {
+            cause: Arc::clone(cause),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Record the first failure; hand the error back.
+fn poison(failure: &Failure, error: StoreError) -> StoreError {
+    let _first = failure.set(Arc::new(error.clone()));
+    error
 }
 
 /// Apply `batches`, in order, in one transaction over the trees they write; the outcome of
