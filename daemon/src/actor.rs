@@ -73,9 +73,18 @@ pub struct Accepted {
     pub existing: bool,
 }
 
-/// Send a message for the application.
+/// Send a message for the application: the command and where its answer goes.
+///
+/// The answer comes through the channel, never as the message's result, so the caller can
+/// queue it without waiting for the actor (`Addr::try_send`): a refusal is sent at once, the
+/// handle by the store's writer once the request is durable. Every handled command is
+/// answered; a dropped sender means the command was never handled (the actor stopped with it
+/// in its mailbox), so the caller may queue it again.
 #[derive(Message)]
-#[rtype(result = "Result<Accepted, ServiceError>")]
+#[rtype(result = "()")]
+pub struct Submit(pub SendCmd, pub AcceptedTx);
+
+/// What the application asks to send.
 pub struct SendCmd {
     /// The messages (one, or the chunks of a long text), in order.
     pub parts: Vec<DecryptedMessage>,
@@ -137,10 +146,16 @@ enum CallResult {
     Failed(CallError),
 }
 
+/// A caller waiting for its handle, and the handle.
+type Reply = (AcceptedTx, Accepted);
+
+type Commit = BoxFuture<'static, Result<CommitOutcome, StoreError>>;
+
 /// What waits for a batch to become durable.
 #[derive(Default)]
 struct After {
-    reply: Option<(oneshot::Sender<Result<Accepted, ServiceError>>, Accepted)>,
+    /// Taken when the batch is queued (see [`ChatActor::commit`]).
+    reply: Option<Reply>,
     done: Vec<RequestRecord>,
     events: Vec<Event>,
     calls: Vec<CallJob>,
@@ -151,9 +166,13 @@ struct After {
 }
 
 struct Pending {
-    commit: BoxFuture<'static, Result<CommitOutcome, StoreError>>,
+    commit: Commit,
     after: After,
 }
+
+/// Where a send's answer goes: the store's writer answers the moment the request's batch is
+/// durable (not the actor's commit pipeline, which may be behind).
+pub type AcceptedTx = oneshot::Sender<Result<Accepted, ServiceError>>;
 
 /// The actor of one secret chat.
 pub struct ChatActor {
@@ -192,7 +211,16 @@ impl ChatActor {
             calls,
             inbound,
         } = loaded;
-        let (open, by_random) = load_open_requests(&shared, chat.id())?;
+        let app_messages: Vec<i64> = chat
+            .outbox()
+            .filter(|e| e.from_app)
+            .map(|e| e.random_id)
+            .collect();
+        let open = chatstore::open_requests(&shared.store, chat.id(), app_messages)?;
+        let by_random = open
+            .values()
+            .flat_map(|r| r.parts.iter().map(move |p| (p.random_id, r.id)))
+            .collect();
         Ok(ChatActor {
             shared,
             chat,
@@ -244,10 +272,25 @@ impl ChatActor {
                 .fatal(format!("chat {}: cannot encode a record: {e}", self.id()));
             return;
         }
-        let commit = Box::pin(self.shared.store.commit(batch));
+        let commit = self.commit(batch, after.reply.take());
         self.commits.push_back(Pending { commit, after });
         self.arm_timer(ctx);
         self.pump_commits(ctx);
+    }
+
+    /// Queue `batch`; a caller waiting for its handle is answered from the writer thread as
+    /// soon as the batch is durable (everything queued before it is durable then too).
+    fn commit(&self, batch: Batch, reply: Option<Reply>) -> Commit {
+        match reply {
+            None => Box::pin(self.shared.store.commit(batch)),
+            Some((tx, accepted)) => Box::pin(self.shared.store.commit_then(batch, move |r| {
+                let answer = match r {
+                    Ok(_) => Ok(accepted),
+                    Err(e) => Err(ServiceError::from(e.clone())),
+                };
+                let _gone = tx.send(answer);
+            })),
+        }
     }
 
     fn build(
@@ -357,7 +400,6 @@ impl ChatActor {
     }
 
     fn finish_request(&mut self, rid: u64, batch: &mut Batch, after: &mut After) {
-        batch.remove(Tree::Meta, open_key(self.id(), rid));
         // Until its Response went out (see `crate::dbus`): announced again after a restart.
         batch.put(Tree::Meta, records::announce_key(rid), []);
         if let Some(r) = self.open.remove(&rid) {
@@ -401,7 +443,7 @@ impl ChatActor {
     /// A batch is durable: answer, queue its calls, and return the announcements to make.
     fn durable(&mut self, after: After, ctx: &mut Context<Self>) -> BoxFuture<'static, ()> {
         let After {
-            reply,
+            reply: _answered_by_the_writer,
             done,
             events,
             calls,
@@ -410,9 +452,6 @@ impl ChatActor {
         } = after;
         if let Some(v) = view {
             self.shared.announce.chat_view(v);
-        }
-        if let Some((tx, accepted)) = reply {
-            let _ = tx.send(Ok(accepted));
         }
         self.calls.extend(calls);
         for t in noops {
@@ -632,43 +671,6 @@ pub fn failure_of(reason: &DiscardReason) -> (String, String) {
     }
 }
 
-/// Key of an open-request marker in the Meta tree.
-pub fn open_key(chat_id: i32, request: u64) -> Vec<u8> {
-    let mut k = b"o".to_vec();
-    k.extend_from_slice(&keys::key_i32_u64(chat_id, request));
-    k
-}
-
-/// Open requests by id, and random_id → request id.
-type OpenRequests = (HashMap<u64, RequestRecord>, HashMap<i64, u64>);
-
-fn load_open_requests(
-    shared: &Shared,
-    chat_id: i32,
-) -> Result<OpenRequests, crate::error::DaemonError> {
-    let mut prefix = b"o".to_vec();
-    prefix.extend_from_slice(&keys::key_i32(chat_id));
-    let mut open = HashMap::new();
-    let mut by_random = HashMap::new();
-    for e in shared.store.scan_prefix(Tree::Meta, &prefix) {
-        let (k, _) = e?;
-        let Some((_, rid)) = k.get(1..).and_then(keys::decode_i32_u64) else {
-            continue;
-        };
-        if let Some(b) = shared
-            .store
-            .get(Tree::Requests, &records::request_key(rid))?
-        {
-            let r: RequestRecord = records::decode(&b)?;
-            for p in &r.parts {
-                by_random.insert(p.random_id, rid);
-            }
-            open.insert(rid, r);
-        }
-    }
-    Ok((open, by_random))
-}
-
 /// Performs one call, retrying by its error's class, until it succeeds or fails for good.
 async fn perform(shared: Arc<Shared>, chat_id: i32, access_hash: i64, job: CallJob) -> CallResult {
     let link = Arc::clone(&shared.link);
@@ -788,16 +790,15 @@ impl Actor for ChatActor {
     }
 }
 
-impl Handler<SendCmd> for ChatActor {
-    type Result = ResponseFuture<Result<Accepted, ServiceError>>;
+impl Handler<Submit> for ChatActor {
+    type Result = ();
 
-    fn handle(&mut self, cmd: SendCmd, ctx: &mut Context<Self>) -> Self::Result {
-        match self.send(cmd, ctx) {
-            Ok(rx) => Box::pin(async move {
-                rx.await
-                    .unwrap_or_else(|_| Err(ServiceError::Internal("the chat stopped".into())))
-            }),
-            Err(e) => Box::pin(async move { Err(e) }),
+    fn handle(&mut self, Submit(cmd, tx): Submit, ctx: &mut Context<Self>) {
+        let mut tx = Some(tx);
+        if let Err(e) = self.send(cmd, &mut tx, ctx)
+            && let Some(tx) = tx
+        {
+            let _gone = tx.send(Err(e));
         }
     }
 }
@@ -806,24 +807,23 @@ impl ChatActor {
     fn send(
         &mut self,
         cmd: SendCmd,
+        tx: &mut Option<AcceptedTx>,
         ctx: &mut Context<Self>,
-    ) -> Result<oneshot::Receiver<Result<Accepted, ServiceError>>, ServiceError> {
-        let (tx, rx) = oneshot::channel();
+    ) -> Result<(), ServiceError> {
+        let answer = || ServiceError::Internal("a send command answered twice".into());
         if let Some(rid) = cmd.idempotency
             && let Some(existing) = self.existing_request(rid)?
         {
             // A retry: nothing new is sent; the handle is returned once the first request is
             // durable (an empty batch behind it resolves after it).
-            let after = After {
-                reply: Some((tx, existing)),
-                ..Default::default()
-            };
+            let tx = tx.take().ok_or_else(answer)?;
+            let commit = self.commit(Batch::new(), Some((tx, existing)));
             self.commits.push_back(Pending {
-                commit: Box::pin(self.shared.store.commit(Batch::new())),
-                after,
+                commit,
+                after: After::default(),
             });
             self.pump_commits(ctx);
-            return Ok(rx);
+            return Ok(());
         }
         let now = now();
         let mut out = Output::default();
@@ -865,7 +865,6 @@ impl ChatActor {
         let mut batch = Batch::new();
         let enc = records::encode(&record).map_err(|e| ServiceError::Internal(e.to_string()))?;
         batch.put(Tree::Requests, records::request_key(id), enc);
-        batch.put(Tree::Meta, open_key(self.id(), id), []);
         batch.put(
             Tree::Meta,
             records::handle_key(&record.handle),
@@ -887,40 +886,28 @@ impl ChatActor {
             existing: false,
         };
         let after = After {
-            reply: Some((tx, accepted)),
+            reply: Some((tx.take().ok_or_else(answer)?, accepted)),
             ..Default::default()
         };
         self.apply(out, batch, after, ctx);
-        Ok(rx)
+        Ok(())
     }
 
+    /// The request a retry names by its random_id (an open one from memory, any other through
+    /// the request index).
     fn existing_request(&self, random_id: i64) -> Result<Option<Accepted>, ServiceError> {
-        let key = keys::key_i32_i64(self.id(), random_id);
-        let Some(idb) = self.shared.store.get(Tree::RequestIndex, &key)? else {
-            return Ok(None);
+        let open = self
+            .by_random
+            .get(&random_id)
+            .and_then(|id| self.open.get(id))
+            .cloned();
+        let record = match open {
+            Some(r) => Some(r),
+            None => chatstore::request_of(&self.shared.store, self.id(), random_id)?,
         };
-        let Ok(idb) = <[u8; 8]>::try_from(idb.as_slice()) else {
-            return Err(ServiceError::Internal("bad request index".into()));
-        };
-        let id = u64::from_be_bytes(idb);
-        let handle = match self.open.get(&id) {
-            Some(r) => r.handle.clone(),
-            None => match self
-                .shared
-                .store
-                .get(Tree::Requests, &records::request_key(id))?
-            {
-                Some(b) => {
-                    records::decode::<RequestRecord>(&b)
-                        .map_err(|e| ServiceError::Internal(e.to_string()))?
-                        .handle
-                }
-                None => return Ok(None),
-            },
-        };
-        Ok(Some(Accepted {
-            id,
-            handle,
+        Ok(record.map(|r| Accepted {
+            id: r.id,
+            handle: r.handle,
             existing: true,
         }))
     }

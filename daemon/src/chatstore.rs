@@ -1,4 +1,5 @@
-//! A chat's records in the store: loading a chat, and turning an [`Output`] into writes.
+//! A chat's records in the store: loading a chat, turning an [`Output`] into writes, and
+//! finding a chat's open requests.
 //!
 //! The only place that knows the key layout of a chat (see [`crate::records`]).
 
@@ -7,8 +8,8 @@ use secret_core::record::{Record, RecordError};
 
 use crate::error::DaemonError;
 use crate::records::{
-    self, ChatMeta, ChatPart, InboundMessage, PendingCall, call_key, call_prefix, chat_key,
-    decode_call_key,
+    self, ChatMeta, ChatPart, InboundMessage, PendingCall, RequestRecord, call_key, call_prefix,
+    chat_key, decode_call_key,
 };
 use crate::shared::ChatView;
 use crate::store::{Batch, Store, Tree, keys};
@@ -44,6 +45,65 @@ fn scan<T: Record>(
             Ok((k, records::decode(&v)?))
         })
         .collect()
+}
+
+// ---- requests ----------------------------------------------------------------------------------
+
+/// The request a message of `chat_id` belongs to, through the request index.
+pub fn request_of(
+    store: &Store,
+    chat_id: i32,
+    random_id: i64,
+) -> Result<Option<RequestRecord>, DaemonError> {
+    let Some(id) = store.get(Tree::RequestIndex, &keys::key_i32_i64(chat_id, random_id))? else {
+        return Ok(None);
+    };
+    let id = <[u8; 8]>::try_from(id.as_slice())
+        .map(u64::from_be_bytes)
+        .map_err(|_| DaemonError::Corrupt(format!("chat {chat_id}: bad request index entry")))?;
+    get(store, Tree::Requests, &records::request_key(id))
+}
+
+/// The open (not final) requests among those of the given application messages, by id.
+///
+/// There is no per-request "open" marker: a request is open only while one of its messages
+/// waits for the server's answer (its date arrives in the same batch that marks the outbox
+/// entry sent; a closed chat fails its requests in the batch that empties its outbox; a
+/// cancelled message's slot is refilled in the batch that ends its request), and such a
+/// message stays in the outbox until then. So the open requests of a chat are found from its
+/// outbox's application messages through the request index.
+pub fn open_requests(
+    store: &Store,
+    chat_id: i32,
+    app_messages: impl IntoIterator<Item = i64>,
+) -> Result<std::collections::HashMap<u64, RequestRecord>, DaemonError> {
+    let mut open = std::collections::HashMap::new();
+    for random_id in app_messages {
+        if let Some(r) = request_of(store, chat_id, random_id)?
+            && !r.is_final()
+        {
+            open.insert(r.id, r);
+        }
+    }
+    Ok(open)
+}
+
+/// Every open request of every chat (read once at start, to export their handles), from the
+/// whole outbox (see [`open_requests`]).
+pub fn all_open_requests(store: &Store) -> Result<Vec<RequestRecord>, DaemonError> {
+    let mut open = std::collections::BTreeMap::new();
+    for (k, e) in scan::<OutboxEntry>(store, Tree::Outbox, &[])? {
+        let Some((chat_id, _)) = keys::decode_i32_u32(&k) else {
+            continue;
+        };
+        if e.from_app
+            && let Some(r) = request_of(store, chat_id, e.random_id)?
+            && !r.is_final()
+        {
+            open.insert(r.id, r);
+        }
+    }
+    Ok(open.into_values().collect())
 }
 
 /// Whether a chat exists in the store.

@@ -15,8 +15,7 @@
 //! | Meta | `u` ‖ seq | [`ChatUpdate`] | with its update batch | once the chat applied it |
 //! | Meta | `c` ‖ chat ‖ seq | [`PendingCall`] | with the output that asked for it | when the server answered it (or it is moot) |
 //! | Requests | id | [`RequestRecord`] | accepted (before its handle is returned); each result | kept (results stay queryable) |
-//! | RequestIndex | (chat, random_id) | request id | with the request | kept (idempotent retries) |
-//! | Meta | `o` ‖ chat ‖ id | (empty) | a request is accepted | its result is final |
+//! | RequestIndex | (chat, random_id) | request id | with the request | kept (idempotent retries; with the outbox, it finds the open requests: `chatstore::open_requests`) |
 //! | Meta | `a` ‖ id | (empty) | a request's result is final | its Response went out |
 //! | Meta | `h` ‖ handle path | request id | with the request | kept (results by handle) |
 //! | Session | `snapshot` | [`SessionRecord`] | login, DC changes; with each update batch (update state) | never |
@@ -132,9 +131,6 @@ pub fn handle_key(handle: &str) -> Vec<u8> {
     k.extend_from_slice(handle.as_bytes());
     k
 }
-
-/// Prefix of the open-request markers (Meta tree; `o` ‖ chat ‖ id).
-pub const OPEN_PREFIX: &[u8] = b"o";
 
 /// Key of the session snapshot.
 pub const SESSION_KEY: &[u8] = b"snapshot";

@@ -12,6 +12,7 @@
 //!    handle is returned once that is durable; a retry with the same random_id returns the first
 //!    handle and sends nothing.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix::Addr;
@@ -51,7 +52,14 @@ pub struct SendOptions {
 pub struct Service {
     shared: Arc<Shared>,
     registry: Addr<Registry>,
+    /// The chat actors the registry handed out, so that a call finds a running actor without
+    /// a round trip through the registry's thread. Only a hint: an address whose actor
+    /// stopped is asked for again (the registry stays the one place that starts actors).
+    actors: Arc<std::sync::Mutex<HashMap<i32, Addr<actor::ChatActor>>>>,
 }
+
+/// Addresses kept before the cache drops those of stopped actors.
+const ACTOR_CACHE_PRUNE: usize = 4096;
 
 impl std::fmt::Debug for Service {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -62,7 +70,11 @@ impl std::fmt::Debug for Service {
 impl Service {
     /// The API over a running registry.
     pub fn new(shared: Arc<Shared>, registry: Addr<Registry>) -> Service {
-        Service { shared, registry }
+        Service {
+            shared,
+            registry,
+            actors: Arc::default(),
+        }
     }
 
     /// The shared context.
@@ -91,14 +103,22 @@ impl Service {
             handle: options.handle.clone(),
             json: options.json,
         };
-        // An actor that stopped for idleness between the lookup and the send is started again.
+        // Queued without waiting for the actor; the answer comes from the actor (a refusal) or
+        // from the store's writer (the handle). A command the actor never handled (it stopped
+        // for idleness with the command in its mailbox) is queued again to a started actor.
         for _ in 0..2 {
             let actor = self.chat_actor(chat_id).await?;
-            match actor.send(cmd(parts.clone())).await {
-                Ok(r) => return r,
-                Err(actix::MailboxError::Closed) => continue,
-                Err(e) => return Err(ServiceError::Internal(e.to_string())),
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let queued = match actor.try_send(actor::Submit(cmd(parts.clone()), tx)) {
+                Ok(()) => true,
+                // A full mailbox: wait for room (backpressure).
+                Err(actix::prelude::SendError::Full(m)) => actor.send(m).await.is_ok(),
+                Err(actix::prelude::SendError::Closed(_)) => false,
+            };
+            if queued && let Ok(answer) = rx.await {
+                return answer;
             }
+            self.forget_actor(chat_id);
         }
         Err(ServiceError::Internal(
             "the chat's actor keeps stopping".into(),
@@ -306,12 +326,33 @@ impl Service {
         Ok(peer.chat_id)
     }
 
+    /// The chat's running actor: the cached address, or the registry's (which starts it).
     async fn chat_actor(&self, chat_id: i32) -> Result<Addr<actor::ChatActor>, ServiceError> {
-        self.registry
+        if let Some(a) = self.cached_actor(chat_id) {
+            return Ok(a);
+        }
+        let a = self
+            .registry
             .send(registry::Get(chat_id))
             .await
             .map_err(|e| ServiceError::Internal(e.to_string()))??
-            .ok_or(ServiceError::NoSuchChat(chat_id))
+            .ok_or(ServiceError::NoSuchChat(chat_id))?;
+        let mut actors = self.actors.lock().unwrap_or_else(|p| p.into_inner());
+        if actors.len() >= ACTOR_CACHE_PRUNE {
+            actors.retain(|_, a| a.connected());
+        }
+        actors.insert(chat_id, a.clone());
+        Ok(a)
+    }
+
+    fn cached_actor(&self, chat_id: i32) -> Option<Addr<actor::ChatActor>> {
+        let actors = self.actors.lock().unwrap_or_else(|p| p.into_inner());
+        actors.get(&chat_id).filter(|a| a.connected()).cloned()
+    }
+
+    fn forget_actor(&self, chat_id: i32) {
+        let mut actors = self.actors.lock().unwrap_or_else(|p| p.into_inner());
+        actors.remove(&chat_id);
     }
 }
 

@@ -379,16 +379,16 @@ async fn respond(conn: &Connection, store: &Store, mut r: RequestRecord) {
     }
 }
 
+/// The handles of the open requests, to export again at start (an unreadable store exports
+/// none: the error is logged, the daemon serves what it can).
 fn open_handles(service: &Service) -> Vec<String> {
-    let store = &service.shared().store;
-    store
-        .scan_prefix(Tree::Meta, records::OPEN_PREFIX)
-        .flatten()
-        .filter_map(|(k, _)| k.get(5..).and_then(|b| <[u8; 8]>::try_from(b).ok()))
-        .map(u64::from_be_bytes)
-        .filter_map(|id| service.request(id).ok().flatten())
-        .map(|r| r.handle)
-        .collect()
+    match crate::chatstore::all_open_requests(&service.shared().store) {
+        Ok(open) => open.into_iter().map(|r| r.handle).collect(),
+        Err(e) => {
+            tracing::error!(error = %e, "open requests not read: their handles are not exported");
+            Vec::new()
+        }
+    }
 }
 
 impl Announce for DbusAnnounce {
