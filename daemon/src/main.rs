@@ -10,12 +10,6 @@ use tgsecretd::instance::{Bus, Daemon, Options, Server};
 use tgsecretd::notify::{Notifier, first_directory};
 use tgsecretd::shared::AcceptPolicy;
 
-/// mimalloc instead of glibc's malloc: sled copies a tree node on every insert, and with
-/// glibc's arenas that allocation and freeing was about a quarter of the store thread's time
-/// and 40 % of the chat actors' (see ARCHITECTURE.md, "Daemon measurements").
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Keeps your Telegram secret chats and serves them to desktop applications over D-Bus
 /// (io.github.tgsecretd on the session bus).
 ///
