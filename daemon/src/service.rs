@@ -299,7 +299,9 @@ impl Service {
     }
 
     fn resolve(&self, peer: &Peer) -> Result<i32, ServiceError> {
-        let exists = chatstore::exists(&self.shared.store, peer.chat_id)?;
+        // A running actor means a stored chat (chats are never removed from the store).
+        let exists = self.cached_actor(peer.chat_id).is_some()
+            || chatstore::exists(&self.shared.store, peer.chat_id)?;
         if !exists {
             return Err(ServiceError::NoSuchChat(peer.chat_id));
         }
