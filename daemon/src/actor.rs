@@ -166,7 +166,9 @@ struct After {
 }
 
 struct Pending {
-    commit: Commit,
+    /// Taken by the pipeline when it starts waiting for it; the `after` stays here (and in
+    /// reach of `Cancel`) until the batch is durable.
+    commit: Option<Commit>,
     after: After,
 }
 
@@ -211,12 +213,9 @@ impl ChatActor {
             calls,
             inbound,
         } = loaded;
-        let app_messages: Vec<i64> = chat
-            .outbox()
-            .filter(|e| e.from_app)
-            .map(|e| e.random_id)
-            .collect();
-        let open = chatstore::open_requests(&shared.store, chat.id(), app_messages)?;
+        // Every outbox message, not only `from_app` ones (see `chatstore::open_requests`).
+        let messages: Vec<i64> = chat.outbox().map(|e| e.random_id).collect();
+        let open = chatstore::open_requests(&shared.store, chat.id(), messages)?;
         let by_random = open
             .values()
             .flat_map(|r| r.parts.iter().map(move |p| (p.random_id, r.id)))
@@ -268,12 +267,21 @@ impl ChatActor {
     fn apply(&mut self, out: Output, mut batch: Batch, mut after: After, ctx: &mut Context<Self>) {
         self.last_active = std::time::Instant::now();
         if let Err(e) = self.build(&out, &mut batch, &mut after) {
+            // Answered, not dropped: a dropped answer means "never handled" to the caller.
+            if let Some((tx, _)) = after.reply.take() {
+                let _gone = tx.send(Err(ServiceError::Internal(format!(
+                    "cannot encode a record: {e}"
+                ))));
+            }
             self.shared
                 .fatal(format!("chat {}: cannot encode a record: {e}", self.id()));
             return;
         }
         let commit = self.commit(batch, after.reply.take());
-        self.commits.push_back(Pending { commit, after });
+        self.commits.push_back(Pending {
+            commit: Some(commit),
+            after,
+        });
         self.arm_timer(ctx);
         self.pump_commits(ctx);
     }
@@ -417,12 +425,12 @@ impl ChatActor {
         if self.committing {
             return;
         }
-        let Some(p) = self.commits.pop_front() else {
+        let Some(commit) = self.commits.front_mut().and_then(|p| p.commit.take()) else {
             return;
         };
         self.committing = true;
-        let Pending { commit, after } = p;
         let fut = commit.into_actor(self).then(move |res, act, ctx| {
+            let after = act.commits.pop_front().map(|p| p.after).unwrap_or_default();
             let announce: BoxFuture<'static, ()> = match res {
                 Ok(_) => act.durable(after, ctx),
                 Err(e) => {
@@ -819,7 +827,7 @@ impl ChatActor {
             let tx = tx.take().ok_or_else(answer)?;
             let commit = self.commit(Batch::new(), Some((tx, existing)));
             self.commits.push_back(Pending {
-                commit,
+                commit: Some(commit),
                 after: After::default(),
             });
             self.pump_commits(ctx);
@@ -968,10 +976,14 @@ impl ChatActor {
     fn cancellable(&self, ids: &[i64]) -> bool {
         let fp = self.chat.key_fingerprint();
         ids.iter().all(|id| {
-            let queued = self
-                .calls
-                .iter()
-                .any(|j| matches!(j, CallJob::Send(t) if t.random_id == *id));
+            // In the call queue, or still waiting for its batch to be durable (the caller has
+            // its handle as soon as the batch is durable, before the job reaches the queue).
+            let is_job = |j: &CallJob| matches!(j, CallJob::Send(t) if t.random_id == *id);
+            let queued = self.calls.iter().any(is_job)
+                || self
+                    .commits
+                    .iter()
+                    .any(|p| p.after.calls.iter().any(is_job));
             let entry_ok = self.chat.outbox_entry(*id).is_some_and(|e| {
                 e.sent_date.is_none()
                     && e.from_app
@@ -995,8 +1007,11 @@ impl Handler<Cancel> for ChatActor {
         }
         // Not sent, from now on: out of the queue at once (a crash before the commit below
         // leaves the original stored and untried, sent after the restart).
-        self.calls
-            .retain(|j| !matches!(j, CallJob::Send(t) if ids.contains(&t.random_id)));
+        let keep = |j: &CallJob| !matches!(j, CallJob::Send(t) if ids.contains(&t.random_id));
+        self.calls.retain(keep);
+        for p in &mut self.commits {
+            p.after.calls.retain(keep);
+        }
         let mut out = Output::default();
         let mut after = After::default();
         for id in &ids {

@@ -64,21 +64,22 @@ pub fn request_of(
     get(store, Tree::Requests, &records::request_key(id))
 }
 
-/// The open (not final) requests among those of the given application messages, by id.
+/// The open (not final) requests among those of the given outbox messages, by id.
 ///
 /// There is no per-request "open" marker: a request is open only while one of its messages
 /// waits for the server's answer (its date arrives in the same batch that marks the outbox
 /// entry sent; a closed chat fails its requests in the batch that empties its outbox; a
 /// cancelled message's slot is refilled in the batch that ends its request), and such a
 /// message stays in the outbox until then. So the open requests of a chat are found from its
-/// outbox's application messages through the request index.
+/// outbox's messages through the request index (every message, not only `from_app` ones: an
+/// application's RequestKey or AbortKey is stored as the chat's own message).
 pub fn open_requests(
     store: &Store,
     chat_id: i32,
-    app_messages: impl IntoIterator<Item = i64>,
+    messages: impl IntoIterator<Item = i64>,
 ) -> Result<std::collections::HashMap<u64, RequestRecord>, DaemonError> {
     let mut open = std::collections::HashMap::new();
-    for random_id in app_messages {
+    for random_id in messages {
         if let Some(r) = request_of(store, chat_id, random_id)?
             && !r.is_final()
         {
@@ -96,8 +97,9 @@ pub fn all_open_requests(store: &Store) -> Result<Vec<RequestRecord>, DaemonErro
         let Some((chat_id, _)) = keys::decode_i32_u32(&k) else {
             continue;
         };
-        if e.from_app
-            && let Some(r) = request_of(store, chat_id, e.random_id)?
+        // Not only `from_app` entries: an application's RequestKey / AbortKey is stored as
+        // the chat's own message, and it belongs to a request too.
+        if let Some(r) = request_of(store, chat_id, e.random_id)?
             && !r.is_final()
         {
             open.insert(r.id, r);

@@ -16,6 +16,8 @@ use tgsecretd::shared::AcceptPolicy;
 use tgsim::instance::{AccountSpec, Options as SimOptions, PeerSpec, Tgsim};
 use tgsim::peer::Behaviour;
 
+mod support;
+
 const ALICE: i64 = 5001;
 const BOB: i64 = 5002;
 
@@ -234,6 +236,102 @@ fn a_chat_with_an_echoing_peer_survives_a_restart() {
         })
         .await;
         assert_eq!(peers.transcript(BOB, chat).last(), Some(&ttl(99)));
+        drop(svc);
+        d.stop().await;
+    });
+    let _ = std::fs::remove_dir_all(&sim_dir);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Requests still waiting for the server when the daemon stops are found again after the restart
+/// (through the outbox and the request index: there is no per-request "open" record) and
+/// answered once the server takes them: an ordinary message, and an application's RequestKey,
+/// which the chat stores as its own protocol message.
+#[test]
+fn requests_waiting_across_a_restart_are_answered_after_it() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let sim_dir = temp("sim-wait");
+    let dir = temp("daemon-wait");
+    rt.block_on(async {
+        let sim = sim(&sim_dir).await;
+        let alice_key = key(&sim.provision_key(ALICE).unwrap().auth_key);
+        let d = Daemon::start(daemon_opts(&dir, sim.local_addr(), alice_key))
+            .await
+            .unwrap();
+        let chat = d.service().request_chat(BOB, 0).await.unwrap();
+        let svc = d.service().clone();
+        wait("the chat to be ready", 20, || {
+            svc.chat_status(chat).unwrap() == Some(Status::Ready)
+        })
+        .await;
+        let send = |svc: tgsecretd::service::Service, action: A, handle: &'static str| async move {
+            svc.send_encrypted_service(
+                Peer::id(chat),
+                service(action),
+                SendOptions {
+                    handle: handle.into(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap()
+            .id
+        };
+        let status =
+            |svc: &tgsecretd::service::Service, id| svc.request(id).unwrap().unwrap().status;
+        // A first message out and answered: the chat's own first messages are out too.
+        let first = send(svc.clone(), ttl(1), "/w/1").await;
+        wait("the first result", 20, || {
+            status(&svc, first) == RequestStatus::Sent
+        })
+        .await;
+        // From now on every send waits out an hour's FLOOD_WAIT: both stay pending.
+        sim.simulation()
+            .handler
+            .set_faults(support::faults_on_sends(
+                ALICE,
+                1000,
+                420,
+                "FLOOD_WAIT_3600",
+            ));
+        let plain = send(svc.clone(), ttl(2), "/w/2").await;
+        let rekey = send(
+            svc.clone(),
+            A::RequestKey(types::DecryptedMessageActionRequestKey {
+                exchange_id: 0,
+                g_a: vec![],
+            }),
+            "/w/3",
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(status(&svc, plain), RequestStatus::Pending);
+        assert_eq!(status(&svc, rekey), RequestStatus::Pending);
+        drop(svc);
+        d.stop().await;
+
+        // The server takes sends again; a restart finds both requests and answers them.
+        sim.simulation()
+            .handler
+            .set_faults(tgsim::faults::Faults::none());
+        let d = Daemon::start(daemon_opts(&dir, sim.local_addr(), alice_key))
+            .await
+            .unwrap();
+        let svc = d.service().clone();
+        wait("both results after the restart", 30, || {
+            status(&svc, plain) == RequestStatus::Sent && status(&svc, rekey) == RequestStatus::Sent
+        })
+        .await;
+        let peers = sim.simulation().peers.clone();
+        wait("Bob's second message", 20, || {
+            peers.transcript(BOB, chat).len() >= 2
+        })
+        .await;
+        assert_eq!(peers.transcript(BOB, chat), vec![ttl(1), ttl(2)]);
         drop(svc);
         d.stop().await;
     });

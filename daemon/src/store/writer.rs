@@ -165,8 +165,14 @@ impl Syncer {
 
     /// One flush and one round of syncs for everything applied so far, then the answers, in
     /// queue order.
+    ///
+    /// A round after a failed one answers no batch `Ok`, even if its own flush would succeed:
+    /// its groups may have been applied on top of writes that never became durable (and after
+    /// an EIO, Linux reports the error once per file, so a later fsync can "succeed").
     fn sync_round(&mut self, round: Vec<Applied>) {
-        let durable = if round.iter().any(|a| a.result.is_ok()) {
+        let durable = if let Err(poisoned) = check(&self.failure) {
+            Err(poisoned)
+        } else if round.iter().any(|a| a.result.is_ok()) {
             let done = self.make_durable().map_err(|e| poison(&self.failure, e));
             if done.is_ok() {
                 self.counters.group_flushed(round.len());
