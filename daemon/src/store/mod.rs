@@ -42,7 +42,9 @@
 //!    thread, before the future resolves (the daemon answers a send's caller from there,
 //!    without a wake-up of the chat's actor). A failed flush or sync fails every batch of its
 //!    round and **poisons** the store: what is durable is unknown, so every later commit and
-//!    read fails with [`StoreError::Poisoned`] until the daemon restarts and sled recovers.
+//!    read fails with [`StoreError::Poisoned`] until the daemon restarts and sled recovers (a
+//!    group already applied when a flush fails is answered `Poisoned` too, whatever its own
+//!    flush would say).
 //!    A sled error inside a transaction poisons it too; a batch over the limits does not.
 //!    Nothing in the writer panics on an error.
 //! 4. **Files 0600 in a 0700 directory.** [`Store::open`] creates the directory and missing
