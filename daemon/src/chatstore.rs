@@ -64,6 +64,15 @@ pub fn request_of(
     get(store, Tree::Requests, &records::request_key(id))
 }
 
+/// The request a message belongs to, if it is still open (not final).
+fn open_request_of(
+    store: &Store,
+    chat_id: i32,
+    random_id: i64,
+) -> Result<Option<RequestRecord>, DaemonError> {
+    Ok(request_of(store, chat_id, random_id)?.filter(|r| !r.is_final()))
+}
+
 /// The open (not final) requests among those of the given outbox messages, by id.
 ///
 /// There is no per-request "open" marker: a request is open only while one of its messages
@@ -80,9 +89,7 @@ pub fn open_requests(
 ) -> Result<std::collections::HashMap<u64, RequestRecord>, DaemonError> {
     let mut open = std::collections::HashMap::new();
     for random_id in messages {
-        if let Some(r) = request_of(store, chat_id, random_id)?
-            && !r.is_final()
-        {
+        if let Some(r) = open_request_of(store, chat_id, random_id)? {
             open.insert(r.id, r);
         }
     }
@@ -99,9 +106,7 @@ pub fn all_open_requests(store: &Store) -> Result<Vec<RequestRecord>, DaemonErro
         };
         // Not only `from_app` entries: an application's RequestKey / AbortKey is stored as
         // the chat's own message, and it belongs to a request too.
-        if let Some(r) = request_of(store, chat_id, e.random_id)?
-            && !r.is_final()
-        {
+        if let Some(r) = open_request_of(store, chat_id, e.random_id)? {
             open.insert(r.id, r);
         }
     }

@@ -91,27 +91,38 @@ fn service(action: A) -> DecryptedMessage {
     })
 }
 
-#[test]
-fn a_chat_with_an_echoing_peer_survives_a_restart() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
+        .unwrap()
+}
+
+/// tgsim in `sim_dir` with Bob echoing, the daemon in `dir` as Alice, and a chat with Bob that
+/// is ready: (tgsim, Alice's auth key, the daemon, the chat).
+async fn ready_chat(sim_dir: &Path, dir: &Path) -> (Tgsim, [u8; 256], Daemon, i32) {
+    let sim = sim(sim_dir).await;
+    let alice_key = key(&sim.provision_key(ALICE).unwrap().auth_key);
+    let d = Daemon::start(daemon_opts(dir, sim.local_addr(), alice_key))
+        .await
         .unwrap();
+    let chat = d.service().request_chat(BOB, 0).await.unwrap();
+    let svc = d.service().clone();
+    wait("the chat to be ready", 20, || {
+        svc.chat_status(chat).unwrap() == Some(Status::Ready)
+    })
+    .await;
+    (sim, alice_key, d, chat)
+}
+
+#[test]
+fn a_chat_with_an_echoing_peer_survives_a_restart() {
     let sim_dir = temp("sim");
     let dir = temp("daemon");
-    rt.block_on(async {
-        let sim = sim(&sim_dir).await;
-        let alice_key = key(&sim.provision_key(ALICE).unwrap().auth_key);
-        let d = Daemon::start(daemon_opts(&dir, sim.local_addr(), alice_key))
-            .await
-            .unwrap();
-        let chat = d.service().request_chat(BOB, 0).await.unwrap();
+    runtime().block_on(async {
+        let (sim, alice_key, d, chat) = ready_chat(&sim_dir, &dir).await;
         let svc = d.service().clone();
-        wait("the chat to be ready", 20, || {
-            svc.chat_status(chat).unwrap() == Some(Status::Ready)
-        })
-        .await;
         let mut ids = Vec::new();
         for n in 1..=20 {
             let a = svc
@@ -249,25 +260,11 @@ fn a_chat_with_an_echoing_peer_survives_a_restart() {
 /// which the chat stores as its own protocol message.
 #[test]
 fn requests_waiting_across_a_restart_are_answered_after_it() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
     let sim_dir = temp("sim-wait");
     let dir = temp("daemon-wait");
-    rt.block_on(async {
-        let sim = sim(&sim_dir).await;
-        let alice_key = key(&sim.provision_key(ALICE).unwrap().auth_key);
-        let d = Daemon::start(daemon_opts(&dir, sim.local_addr(), alice_key))
-            .await
-            .unwrap();
-        let chat = d.service().request_chat(BOB, 0).await.unwrap();
+    runtime().block_on(async {
+        let (sim, alice_key, d, chat) = ready_chat(&sim_dir, &dir).await;
         let svc = d.service().clone();
-        wait("the chat to be ready", 20, || {
-            svc.chat_status(chat).unwrap() == Some(Status::Ready)
-        })
-        .await;
         let send = |svc: tgsecretd::service::Service, action: A, handle: &'static str| async move {
             svc.send_encrypted_service(
                 Peer::id(chat),
