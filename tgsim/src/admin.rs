@@ -12,6 +12,7 @@
 //! | `add_account` | `user_id`, `phone`, `first_name` | [`ProvisionedKey`]: the account plus a fresh auth key |
 //! | `provision_key` | `account` | [`ProvisionedKey`]: another fresh auth key for an existing account |
 //! | `accounts` | | `[`[`AccountInfo`]`]` |
+//! | `set_password` | `account`, `password` (a string, or `null` to remove it), `hint` (optional) | `null`: the account's two-step password (SRP; the server keeps only the verifier) |
 //! | `block` / `unblock` | `a`, `b` (`a` blocks / unblocks `b`) | `null` |
 //! | `relayed` | `since` (optional, an index into the log, default 0) | `[`[`RelayedMessage`]`]` |
 //! | `state` | `account` | [`AccountState`]: the account's qts, pts and queues, and the address the server listens on |
@@ -344,6 +345,13 @@ struct AccountArg {
 }
 
 #[derive(Deserialize)]
+struct PasswordArgs {
+    account: AccountId,
+    password: Option<String>,
+    hint: Option<String>,
+}
+
+#[derive(Deserialize)]
 struct PairArgs {
     a: AccountId,
     b: AccountId,
@@ -577,6 +585,16 @@ impl Admin {
                 to_value(self.provision_key(a.account)?)
             }
             "accounts" => to_value(self.accounts()),
+            "set_password" => {
+                let a: PasswordArgs = args(req)?;
+                self.existing(a.account)?;
+                let pw = a.password.as_deref();
+                let hint = a.hint.as_deref().unwrap_or("");
+                self.model
+                    .set_password(a.account, pw.map(|p| (p, hint)))
+                    .map_err(|e| format!("cannot save state: {e}"))?;
+                Ok(Value::Null)
+            }
             "block" | "unblock" => {
                 let p: PairArgs = args(req)?;
                 self.existing(p.a)?;
@@ -901,6 +919,20 @@ impl AdminClient {
     /// Every account.
     pub fn accounts(&mut self) -> Result<Vec<AccountInfo>, AdminError> {
         self.typed("accounts", Value::Null)
+    }
+
+    /// Sets (`Some((password, hint))`) or removes an account's two-step password.
+    pub fn set_password(
+        &mut self,
+        account: AccountId,
+        password: Option<(&str, &str)>,
+    ) -> Result<(), AdminError> {
+        let (password, hint) = password.unzip();
+        self.call(
+            "set_password",
+            json!({"account": account, "password": password, "hint": hint}),
+        )
+        .map(drop)
     }
 
     /// `a` blocks `b`.

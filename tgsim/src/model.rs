@@ -13,6 +13,20 @@
 //!   with the fixed [`PHONE_CODE_HASH`]; `auth.signIn` with code [`PHONE_CODE`] answers
 //!   `auth.authorization`. The auth key is provisioned for one account by the session layer, so
 //!   signing in with another account's phone is `PHONE_NUMBER_INVALID`.
+//! - **Two-step password** ([`login`]): an account with a password (admin `set_password`; the
+//!   server keeps the salts and the SRP verifier, never the password) answers a right code with
+//!   `401 SESSION_PASSWORD_NEEDED`; `account.getPassword` answers `account.password` with
+//!   `passwordKdfAlgoSHA256SHA256PBKDF2HMACSHA512iter100000SHA256ModPow` (Telegram's DH prime,
+//!   g = 3), `srp_B`, a fresh `srp_id` and the hint, and `auth.checkPassword` checks the SRP
+//!   proof (`PASSWORD_HASH_INVALID`, `SRP_ID_INVALID`, `SRP_A_INVALID`; `PASSWORD_EMPTY`
+//!   without a password). Checked against grammers' client side in the tests.
+//! - **`auth.logOut`** signs the device out and, as Telegram does with a device's
+//!   authorization, discards every secret chat of the account (the peers get
+//!   `encryptedChatDiscarded`). Until it signs in again (code, then password if any), its
+//!   key gets `401 AUTH_KEY_UNREGISTERED` for every call but `auth.sendCode`, `auth.signIn`,
+//!   `auth.checkPassword` and `account.getPassword`, and no pushed updates. A provisioned key
+//!   starts signed in. [`Model::log_out`] does the same from outside (the user terminating the
+//!   session from another device).
 //! - `messages.requestEncryption(user, random_id, g_a)`: the chat id **is** `random_id` (TDLib
 //!   relies on it). A repeat of the same request (same creator, peer and g_a) answers the same
 //!   `encryptedChatWaiting`; any other use of a taken id is `RANDOM_ID_DUPLICATE` (the digest
@@ -69,8 +83,9 @@
 //! world (including the relay log) per mutating call, O(world size); fine for a test server.
 //!
 //! The file is `STATE_MAGIC (8) | STATE_VERSION u32 LE | crc32(body) u32 LE | body`, the body
-//! being the [`World`] in postcard.
+//! being the [`World`] in postcard. Version 1 (before [`World::logins`]) is still read.
 
+pub mod login;
 mod objects;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -110,7 +125,7 @@ pub const MAX_DATA_LEN: usize = secret_core::crypto::MAX_MESSAGE_DATA;
 /// First bytes of a state file.
 pub const STATE_MAGIC: [u8; 8] = *b"TGSIMWLD";
 /// Version of the state file format.
-pub const STATE_VERSION: u32 = 1;
+pub const STATE_VERSION: u32 = 2;
 
 /// An account (one user with one device).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -254,6 +269,32 @@ pub struct World {
     pub sent: BTreeMap<(AccountId, i64), SentRecord>,
     /// Every message relayed, in order (a repeated random_id once per delivery).
     pub relayed: Vec<Relayed>,
+    /// Login state by account (two-step password, logged out); missing: signed in, no
+    /// password. Added in state file version 2.
+    pub logins: BTreeMap<AccountId, login::Login>,
+}
+
+/// A world as state file version 1 stored it (before [`World::logins`]).
+#[derive(Deserialize)]
+struct WorldV1 {
+    accounts: BTreeMap<AccountId, Account>,
+    blocked: BTreeSet<(AccountId, AccountId)>,
+    chats: BTreeMap<i32, SecretChat>,
+    sent: BTreeMap<(AccountId, i64), SentRecord>,
+    relayed: Vec<Relayed>,
+}
+
+impl From<WorldV1> for World {
+    fn from(w: WorldV1) -> World {
+        World {
+            accounts: w.accounts,
+            blocked: w.blocked,
+            chats: w.chats,
+            sent: w.sent,
+            relayed: w.relayed,
+            logins: BTreeMap::new(),
+        }
+    }
 }
 
 /// What a call does besides answering.
@@ -314,8 +355,32 @@ fn encrypted_message(m: &QueuedMessage) -> enums::EncryptedMessage {
     }
 }
 
+/// The calls a logged-out account may make.
+const LOGIN_CALLS: [u32; 4] = [
+    functions::auth::SendCode::CONSTRUCTOR_ID,
+    functions::auth::SignIn::CONSTRUCTOR_ID,
+    functions::auth::CheckPassword::CONSTRUCTOR_ID,
+    functions::account::GetPassword::CONSTRUCTOR_ID,
+];
+
+/// `auth.authorization` for the account signing in.
+fn authorization(acc: &Account) -> Vec<u8> {
+    enums::auth::Authorization::Authorization(types::auth::Authorization {
+        setup_password_required: false,
+        otherwise_relogin_days: None,
+        tmp_sessions: None,
+        future_auth_token: None,
+        user: objects::user(acc, true),
+    })
+    .to_bytes()
+}
+
 /// Constructor ids of the calls that can change the world (the others never persist).
-const MUTATING: [u32; 7] = [
+const MUTATING: [u32; 11] = [
+    functions::auth::SignIn::CONSTRUCTOR_ID,
+    functions::auth::CheckPassword::CONSTRUCTOR_ID,
+    functions::auth::LogOut::CONSTRUCTOR_ID,
+    functions::account::GetPassword::CONSTRUCTOR_ID,
     functions::messages::RequestEncryption::CONSTRUCTOR_ID,
     functions::messages::AcceptEncryption::CONSTRUCTOR_ID,
     functions::messages::DiscardEncryption::CONSTRUCTOR_ID,
@@ -411,6 +476,117 @@ impl World {
     }
 
     /// Queues `updateEncryption` for `to` with the chat as it is now, and pushes it.
+    /// Whether `account` logged out and has not signed in again.
+    pub fn signed_out(&self, account: AccountId) -> bool {
+        self.logins.get(&account).is_some_and(|l| l.signed_out)
+    }
+
+    /// Sets (or with `None` removes) an account's two-step password.
+    pub fn set_password(
+        &mut self,
+        account: AccountId,
+        password: Option<login::Password>,
+    ) -> Result<(), String> {
+        if !self.accounts.contains_key(&account) {
+            return Err(format!("no account {account}"));
+        }
+        let login = self.logins.entry(account).or_default();
+        login.password = password;
+        login.srp = None;
+        login.code_accepted = false;
+        Ok(())
+    }
+
+    /// `account.getPassword`: the password's algorithm and a new SRP round, or "no password".
+    fn get_password(
+        &mut self,
+        me: AccountId,
+        env: &mut Env<'_>,
+        fx: &mut Effects,
+    ) -> Result<Vec<u8>, RpcError> {
+        let mut secure_random = vec![0u8; 256];
+        env.rng.fill(&mut secure_random);
+        let mut new_salt1 = vec![0u8; 32];
+        let mut new_salt2 = vec![0u8; 16];
+        env.rng.fill(&mut new_salt1);
+        env.rng.fill(&mut new_salt2);
+        let algo = |salt1: &[u8], salt2: &[u8]| {
+            enums::PasswordKdfAlgo::Sha256Sha256Pbkdf2Hmacsha512iter100000Sha256ModPow(
+                types::PasswordKdfAlgoSha256Sha256Pbkdf2Hmacsha512iter100000Sha256ModPow {
+                    salt1: salt1.to_vec(),
+                    salt2: salt2.to_vec(),
+                    g: login::SRP_G,
+                    p: TELEGRAM_DH_PRIME.to_vec(),
+                },
+            )
+        };
+        let login = self.logins.entry(me).or_default();
+        let current = login.password.as_ref().map(|pw| {
+            let round = pw.start(env.rng);
+            let answer = (
+                algo(&pw.salt1, &pw.salt2),
+                round.big_b.clone(),
+                round.id,
+                pw.hint.clone(),
+            );
+            login.srp = Some(round);
+            answer
+        });
+        fx.mutated |= current.is_some();
+        let (current_algo, srp_b, srp_id, hint) = match current {
+            Some((a, b, id, hint)) => (Some(a), Some(b), Some(id), Some(hint)),
+            None => (None, None, None, None),
+        };
+        Ok(
+            enums::account::Password::Password(types::account::Password {
+                has_recovery: false,
+                has_secure_values: false,
+                has_password: current_algo.is_some(),
+                current_algo,
+                srp_b,
+                srp_id,
+                hint: hint.filter(|h| !h.is_empty()),
+                email_unconfirmed_pattern: None,
+                new_algo: algo(&new_salt1, &new_salt2),
+                new_secure_algo: enums::SecurePasswordKdfAlgo::Unknown,
+                secure_random,
+                pending_reset_date: None,
+                login_email_pattern: None,
+            })
+            .to_bytes(),
+        )
+    }
+
+    /// `auth.logOut`: the device is signed out and, as Telegram does, every secret chat of
+    /// the account is discarded (the peers get `encryptedChatDiscarded`).
+    fn log_out(&mut self, me: AccountId, now: i32, fx: &mut Effects) {
+        let login = self.logins.entry(me).or_default();
+        login.signed_out = true;
+        login.code_accepted = false;
+        login.srp = None;
+        fx.mutated = true;
+        let open: Vec<(i32, AccountId)> = self
+            .chats
+            .iter_mut()
+            .filter(|(_, c)| c.admin_id == me || c.participant_id == me)
+            .filter(|(_, c)| !matches!(c.status, ChatStatus::Discarded { .. }))
+            .map(|(&id, c)| {
+                c.status = ChatStatus::Discarded {
+                    history_deleted: false,
+                };
+                let peer = if c.admin_id == me {
+                    c.participant_id
+                } else {
+                    c.admin_id
+                };
+                (id, peer)
+            })
+            .collect();
+        for (chat_id, peer) in open {
+            self.chat_update(peer, chat_id, now, fx);
+        }
+    }
+
     fn chat_update(&mut self, to: AccountId, chat_id: i32, date: i32, fx: &mut Effects) {
         let Some(chat) = self.chats.get(&chat_id).cloned() else {
             return;
@@ -449,9 +625,12 @@ impl World {
         env: &mut Env<'_>,
         fx: &mut Effects,
     ) -> Result<Vec<u8>, RpcError> {
-        use functions::{auth, messages, updates, users};
+        use functions::{account, auth, messages, updates, users};
         let me = ctx.account;
         let now = date_of(ctx);
+        if self.signed_out(me) && !LOGIN_CALLS.contains(&constructor) {
+            return Err(err(401, "AUTH_KEY_UNREGISTERED"));
+        }
         match constructor {
             auth::SendCode::CONSTRUCTOR_ID => {
                 let f: auth::SendCode = decode(query)?;
@@ -484,16 +663,50 @@ impl World {
                     Some(PHONE_CODE) => {}
                     Some(_) => return Err(bad("PHONE_CODE_INVALID")),
                 }
-                Ok(
-                    enums::auth::Authorization::Authorization(types::auth::Authorization {
-                        setup_password_required: false,
-                        otherwise_relogin_days: None,
-                        tmp_sessions: None,
-                        future_auth_token: None,
-                        user: objects::user(acc, true),
-                    })
-                    .to_bytes(),
-                )
+                let answer = authorization(acc);
+                let login = self.logins.entry(me).or_default();
+                fx.mutated = true;
+                if login.password.is_some() {
+                    login.code_accepted = true;
+                    return Err(err(401, "SESSION_PASSWORD_NEEDED"));
+                }
+                login.signed_out = false;
+                Ok(answer)
+            }
+            account::GetPassword::CONSTRUCTOR_ID => {
+                let _: account::GetPassword = decode(query)?;
+                self.account(me)?;
+                self.get_password(me, env, fx)
+            }
+            auth::CheckPassword::CONSTRUCTOR_ID => {
+                let f: auth::CheckPassword = decode(query)?;
+                let answer = authorization(self.account(me)?);
+                let login = self.logins.entry(me).or_default();
+                let Some(pw) = &login.password else {
+                    return Err(bad("PASSWORD_EMPTY"));
+                };
+                if login.signed_out && !login.code_accepted {
+                    return Err(err(401, "AUTH_KEY_UNREGISTERED"));
+                }
+                let enums::InputCheckPasswordSrp::Srp(srp) = f.password else {
+                    return Err(bad("PASSWORD_HASH_INVALID"));
+                };
+                pw.check(login.srp.as_ref(), srp.srp_id, &srp.a, &srp.m1)
+                    .map_err(|e| bad(login::srp_error(e)))?;
+                login.signed_out = false;
+                login.code_accepted = false;
+                login.srp = None;
+                fx.mutated = true;
+                Ok(answer)
+            }
+            auth::LogOut::CONSTRUCTOR_ID => {
+                let _: auth::LogOut = decode(query)?;
+                self.account(me)?;
+                self.log_out(me, now, fx);
+                Ok(enums::auth::LoggedOut::Out(types::auth::LoggedOut {
+                    future_auth_token: None,
+                })
+                .to_bytes())
             }
             users::GetUsers::CONSTRUCTOR_ID => {
                 let f: users::GetUsers = decode(query)?;
@@ -1038,6 +1251,50 @@ impl Model {
         }
     }
 
+    /// Sets an account's two-step password `(password, hint)`, or removes it with `None`
+    /// (the server keeps the salts and the SRP verifier, never the password).
+    pub fn set_password(
+        &self,
+        account: AccountId,
+        password: Option<(&str, &str)>,
+    ) -> io::Result<()> {
+        let record =
+            password.map(|(pw, hint)| login::Password::new(pw, hint, &mut *self.lock().rng));
+        self.update(|w| w.set_password(account, record))?
+            .map_err(|e| io::Error::new(io::ErrorKind::NotFound, e))
+    }
+
+    /// Logs the device of `account` out as `auth.logOut` does (what the user does when they
+    /// terminate the session from another device): its secret chats are discarded, the peers
+    /// told, and its key answers only the login calls.
+    pub fn log_out(&self, account: AccountId, now_s: i32) -> io::Result<()> {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        if !inner.world.accounts.contains_key(&account) {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "no such account"));
+        }
+        let mut fx = Effects::default();
+        let mut next = inner.world.clone();
+        next.log_out(account, now_s, &mut fx);
+        if let Some(p) = &inner.path {
+            save_world(p, &next)?;
+        }
+        inner.world = next;
+        self.deliver(&inner.world, fx.pushes);
+        Ok(())
+    }
+
+    /// Pushes updates (under the lock, so every account sees its updates in qts order). A
+    /// logged-out device gets none: it learns what is queued through getDifference once it
+    /// is signed in again.
+    fn deliver(&self, world: &World, pushes: Vec<(AccountId, Vec<u8>)>) {
+        for (account, bytes) in pushes {
+            if !world.signed_out(account) {
+                self.sink.push(account, bytes);
+            }
+        }
+    }
+
     /// `a` blocks `b`.
     pub fn block(&self, a: AccountId, b: AccountId) -> io::Result<()> {
         self.update(|w| {
@@ -1111,10 +1368,7 @@ impl ApiHandler for Model {
             }
             _ => inner.world.call(ctx, constructor, query, &mut env, &mut fx),
         };
-        // Pushed under the lock, so every account sees its updates in qts order.
-        for (account, bytes) in fx.pushes {
-            self.sink.push(account, bytes);
-        }
+        self.deliver(&inner.world, fx.pushes);
         answer
     }
 }
@@ -1138,7 +1392,7 @@ pub fn decode_world(bytes: &[u8]) -> io::Result<World> {
     }
     let word = |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
     let version = word(8);
-    if version != STATE_VERSION {
+    if version != STATE_VERSION && version != 1 {
         return Err(bad(&format!(
             "state file version {version} is not supported"
         )));
@@ -1147,7 +1401,13 @@ pub fn decode_world(bytes: &[u8]) -> io::Result<World> {
     if crc32fast::hash(body) != word(12) {
         return Err(bad("state file checksum mismatch"));
     }
-    postcard::from_bytes(body).map_err(|e| bad(&format!("state file body: {e}")))
+    let body_error = |e: postcard::Error| bad(&format!("state file body: {e}"));
+    if version == 1 {
+        return postcard::from_bytes::<WorldV1>(body)
+            .map(World::from)
+            .map_err(body_error);
+    }
+    postcard::from_bytes(body).map_err(body_error)
 }
 
 /// Writes `world` to `path` atomically and durably: temp file, fsync, rename, fsync of the

@@ -1319,3 +1319,152 @@ fn persistence_across_reopen() {
     assert!(Model::open(Arc::new(Sink::default()), &path).is_err());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The password proof grammers (a client nobody here wrote) computes for `password`.
+fn srp_proof(w: &World, who: AccountId, password: &str) -> functions::auth::CheckPassword {
+    let enums::account::Password::Password(p) =
+        w.call(who, &functions::account::GetPassword {}).unwrap();
+    let Some(enums::PasswordKdfAlgo::Sha256Sha256Pbkdf2Hmacsha512iter100000Sha256ModPow(algo)) =
+        p.current_algo
+    else {
+        panic!("the current algorithm expected");
+    };
+    assert!(grammers_crypto::two_factor_auth::check_p_and_g(
+        &algo.p, &algo.g
+    ));
+    let (m1, g_a) = grammers_crypto::two_factor_auth::calculate_2fa(
+        &algo.salt1,
+        &algo.salt2,
+        &algo.p,
+        &algo.g,
+        p.srp_b.unwrap(),
+        p.secure_random,
+        password,
+    );
+    functions::auth::CheckPassword {
+        password: enums::InputCheckPasswordSrp::Srp(types::InputCheckPasswordSrp {
+            srp_id: p.srp_id.unwrap(),
+            a: g_a.to_vec(),
+            m1: m1.to_vec(),
+        }),
+    }
+}
+
+#[test]
+fn two_step_password_and_log_out() {
+    let w = World::new();
+    let mut rng = SeededRandom::new(11);
+    let (_alice, _bob) = establish(&w, &mut rng);
+    let sign_in = functions::auth::SignIn {
+        phone_number: "9996611001".into(),
+        phone_code_hash: model::PHONE_CODE_HASH.into(),
+        phone_code: Some(model::PHONE_CODE.into()),
+        email_verification: None,
+    };
+    let e = |r: RpcError| (r.code, r.message);
+    // No password: getPassword says so, checkPassword has nothing to check.
+    let enums::account::Password::Password(none) =
+        w.call(ALICE, &functions::account::GetPassword {}).unwrap();
+    assert!(!none.has_password && none.current_algo.is_none() && none.srp_b.is_none());
+    assert_eq!(none.secure_random.len(), 256);
+
+    w.model
+        .set_password(ALICE, Some(("hunter2", "pets")))
+        .unwrap();
+    assert_eq!(
+        e(w.err(ALICE, &sign_in)),
+        (401, "SESSION_PASSWORD_NEEDED".into())
+    );
+    let enums::account::Password::Password(p) =
+        w.call(ALICE, &functions::account::GetPassword {}).unwrap();
+    assert!(p.has_password);
+    assert_eq!(p.hint.as_deref(), Some("pets"));
+    let wrong = srp_proof(&w, ALICE, "hunter3");
+    assert_eq!(
+        e(w.err(ALICE, &wrong)),
+        (400, "PASSWORD_HASH_INVALID".into())
+    );
+    // A proof for an older round is refused once a new round started.
+    let stale = srp_proof(&w, ALICE, "hunter2");
+    let _newer = srp_proof(&w, ALICE, "hunter2");
+    assert_eq!(e(w.err(ALICE, &stale)), (400, "SRP_ID_INVALID".into()));
+    let right = srp_proof(&w, ALICE, "hunter2");
+    let enums::auth::Authorization::Authorization(a) = w.call(ALICE, &right).unwrap() else {
+        panic!("authorization");
+    };
+    assert!(matches!(a.user, enums::User::User(u) if u.id == ALICE && u.is_self));
+
+    // Log out: the chat is discarded and Bob is told; Alice's key answers only login calls.
+    let _ = w.sink.take(BOB);
+    let enums::auth::LoggedOut::Out(_) = w.call(ALICE, &functions::auth::LogOut {}).unwrap();
+    assert!(matches!(
+        w.model.chat(CHAT_ID).unwrap().status,
+        model::ChatStatus::Discarded {
+            history_deleted: false
+        }
+    ));
+    let bob = w.sink.take(BOB);
+    assert!(
+        matches!(bob.as_slice(), [enums::Update::Encryption(u)] if matches!(&u.chat, enums::EncryptedChat::Discarded(d) if d.id == CHAT_ID)),
+        "{bob:?}"
+    );
+    assert!(w.sink.take(ALICE).is_empty());
+    for denied in [
+        w.raw(ALICE, &functions::updates::GetState {}.to_bytes()),
+        w.raw(ALICE, &functions::auth::LogOut {}.to_bytes()),
+        // The password alone does not sign a logged-out key in: the code comes first.
+        w.raw(ALICE, &srp_proof(&w, ALICE, "hunter2").to_bytes()),
+    ] {
+        assert_eq!(
+            denied.map(drop).map_err(e),
+            Err((401, "AUTH_KEY_UNREGISTERED".into()))
+        );
+    }
+    // A chat Bob requests now is not pushed to the logged-out device.
+    w.call(
+        BOB,
+        &functions::messages::RequestEncryption {
+            user_id: input_user(ALICE),
+            random_id: 4242,
+            g_a: g_a(&mut rng),
+        },
+    )
+    .unwrap();
+    assert!(w.sink.take(ALICE).is_empty());
+
+    // Code, then password: signed in again.
+    assert_eq!(
+        e(w.err(ALICE, &sign_in)),
+        (401, "SESSION_PASSWORD_NEEDED".into())
+    );
+    w.call(ALICE, &srp_proof(&w, ALICE, "hunter2")).unwrap();
+    w.call(ALICE, &functions::updates::GetState {}).unwrap();
+
+    // Without a password, the code alone signs a logged-out key in again.
+    w.call(ALICE, &functions::auth::LogOut {}).unwrap();
+    w.model.set_password(ALICE, None).unwrap();
+    w.call(ALICE, &sign_in).unwrap();
+    w.call(ALICE, &functions::updates::GetState {}).unwrap();
+    assert_eq!(e(w.err(ALICE, &right)), (400, "PASSWORD_EMPTY".into()));
+}
+
+#[test]
+fn a_version_1_state_file_is_read() {
+    let w = World::new();
+    let mut rng = SeededRandom::new(3);
+    let _ = establish(&w, &mut rng);
+    let world = w.model.snapshot();
+    assert!(world.logins.is_empty());
+    let v2 = model::encode_world(&world).unwrap();
+    // Version 1 is the same body without the (empty) logins map: one byte, its length 0.
+    assert_eq!(v2.last(), Some(&0));
+    let body = &v2[16..v2.len() - 1];
+    let mut v1 = v2[..8].to_vec();
+    v1.extend_from_slice(&1u32.to_le_bytes());
+    v1.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+    v1.extend_from_slice(body);
+    assert_eq!(model::decode_world(&v1).unwrap(), world);
+    let mut v3 = v2.clone();
+    v3[8] = 3;
+    assert!(model::decode_world(&v3).is_err());
+}
