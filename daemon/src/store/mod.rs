@@ -398,7 +398,25 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// How long [`open_sled`] waits for sled's own lock once the directory lock is ours.
+const SLED_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Opens sled; called with the directory lock held ([`files::lock_dir`]), so a conflict on
+/// sled's lock on `db` can only be a store this process just closed whose last sled thread
+/// has not let go of the file yet (seen under load in `store_layout`): wait for it a little.
 fn open_sled(dir: &Path, opts: &StoreOptions) -> Result<sled::Db, StoreError> {
+    let deadline = std::time::Instant::now() + SLED_LOCK_WAIT;
+    loop {
+        match open_sled_once(dir, opts) {
+            Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn open_sled_once(dir: &Path, opts: &StoreOptions) -> Result<sled::Db, StoreError> {
     sled::Config::new()
         .path(dir)
         .cache_capacity(opts.cache_capacity)
