@@ -537,6 +537,7 @@ impl ChatActor {
             (CallJob::Owed { n, call }, res) => {
                 if let CallResult::Failed(e) = &res
                     && e.class == ErrorClass::LoggedOut
+                    && !self.closed_by_logout()
                 {
                     self.calls.push_front(CallJob::Owed { n, call });
                     self.pause_logged_out(ctx);
@@ -580,6 +581,14 @@ impl ChatActor {
             (_, CallResult::Failed(e)) => self.chat.close_refused(&e.name),
             _ => Output::default(),
         }
+    }
+
+    /// Whether the chat ended with the account's logout (its owed calls are moot then).
+    fn closed_by_logout(&self) -> bool {
+        matches!(
+            self.chat.status(),
+            Status::Discarded(DiscardReason::LoggedOut)
+        )
     }
 
     fn pause_logged_out(&mut self, ctx: &mut Context<Self>) {
@@ -675,6 +684,10 @@ pub fn failure_of(reason: &DiscardReason) -> (String, String) {
         DiscardReason::CannotSend { action, error } => (
             "CANNOT_SEND".into(),
             format!("{action} could not be sent: {error}"),
+        ),
+        DiscardReason::LoggedOut => (
+            "LOGGED_OUT".into(),
+            "the account logged out: Telegram discards its secret chats".into(),
         ),
     }
 }
@@ -958,6 +971,34 @@ impl Handler<Discard> for ChatActor {
         let out = self.chat.discard(d.delete_history);
         self.apply(out, Batch::new(), After::default(), ctx);
         Ok(())
+    }
+}
+
+/// The account logged out: close the chat without a call (Telegram discarded it with the
+/// device's authorization) and drop its owed calls; its open requests fail with
+/// `LOGGED_OUT`. A closed chat stays as it is.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct LoggedOut;
+
+impl Handler<LoggedOut> for ChatActor {
+    type Result = ();
+
+    fn handle(&mut self, _: LoggedOut, ctx: &mut Context<Self>) {
+        if self.chat.stage().is_discarded() {
+            return;
+        }
+        let mut batch = Batch::new();
+        let id = self.id();
+        self.calls.retain(|j| match j {
+            CallJob::Owed { n, .. } => {
+                chatstore::remove_call(&mut batch, id, *n);
+                false
+            }
+            CallJob::Send(_) => true,
+        });
+        let out = self.chat.close_logged_out();
+        self.apply(out, batch, After::default(), ctx);
     }
 }
 

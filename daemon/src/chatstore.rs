@@ -192,6 +192,16 @@ pub fn chat_ids(store: &Store) -> Result<Vec<i32>, DaemonError> {
     Ok(out)
 }
 
+/// A chat's status from its stored auth record; `None` if there is no such chat.
+pub fn chat_status(
+    store: &Store,
+    chat_id: i32,
+) -> Result<Option<secret_core::chat::Status>, DaemonError> {
+    let auth: Option<secret_core::chat::AuthState> =
+        get(store, Tree::Chats, &chat_key(chat_id, ChatPart::Auth))?;
+    Ok(auth.map(|a| a.stage().status()))
+}
+
 /// Up to `limit` inbox events of a chat numbered from `from`, in order.
 pub fn inbox(
     store: &Store,

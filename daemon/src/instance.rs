@@ -344,8 +344,53 @@ impl Daemon {
     }
 }
 
+/// A logout was started and not finished before the daemon stopped (see
+/// [`crate::records::LOGOUT_KEY`]): ask Telegram whether the key is still signed in (the
+/// session's cached self user would not tell). Signed in: the logout never happened and the
+/// marker goes. Logged out: close the chats the stop left open.
+async fn settle_unfinished_logout(shared: &Shared, link: &Link, registry: &Addr<Registry>) {
+    match crate::service::logout_started(shared) {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(e) => {
+            tracing::error!(error = %e, "the logout marker cannot be read");
+            return;
+        }
+    }
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match link
+            .invoke(&grammers_tl_types::functions::updates::GetState {})
+            .await
+        {
+            Ok(_) => {
+                let mut b = crate::store::Batch::new();
+                b.remove(crate::store::Tree::Session, crate::records::LOGOUT_KEY);
+                if let Err(e) = shared.store.commit(b).await {
+                    tracing::error!(error = %e, "the logout marker stays");
+                }
+                return;
+            }
+            Err(e) if e.class == tglink::ErrorClass::LoggedOut => {
+                shared.set_logged_out(true);
+                tracing::info!("finishing a logout a stop interrupted: closing the chats");
+                if let Err(e) = crate::service::close_chats_after_logout(shared, registry).await {
+                    tracing::error!(error = %e, "closing the chats after the logout");
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "is the key signed in: trying again");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
 /// Learns who we are (a provisioned key has no sign-in), then runs the update loop.
 async fn run_updates(shared: Arc<Shared>, link: Arc<Link>, registry: Addr<Registry>) {
+    settle_unfinished_logout(&shared, &link, &registry).await;
     let mut backoff = Duration::from_millis(200);
     loop {
         match link.learn_self().await {

@@ -135,6 +135,14 @@ pub fn handle_key(handle: &str) -> Vec<u8> {
 /// Key of the session snapshot.
 pub const SESSION_KEY: &[u8] = b"snapshot";
 
+/// Key of the logout marker (Session tree; the value is the Unix time it was written, 8 bytes
+/// big-endian). Written durably before `auth.logOut` is sent; removed once every chat is
+/// closed after a logout, or at a start where Telegram still knows the key (so the logout
+/// never happened). A start that finds it while Telegram says the key is logged out closes
+/// the chats a crash left open. Without it, a key that Telegram reports as logged out closes
+/// nothing (it may be a wrong key file, which the user can fix).
+pub const LOGOUT_KEY: &[u8] = b"logout";
+
 // ---- records ------------------------------------------------------------------------------------
 
 /// The daemon's facts about a chat, beside secret-core's records.

@@ -27,7 +27,7 @@ use crate::errors_api::ServiceError;
 use crate::records::{self, RequestRecord};
 use crate::registry::{self, Registry};
 use crate::shared::{ChatView, Shared};
-use crate::store::Tree;
+use crate::store::{Batch, Tree};
 
 /// The longest text sent as one message; longer ones are split.
 pub const MAX_TEXT_CHARS: usize = 4096;
@@ -222,19 +222,29 @@ impl Service {
         }
     }
 
-    /// Logs the account out (`auth.logOut`).
+    /// Logs the account out (`auth.logOut`), then closes every chat (Telegram discards the
+    /// device's secret chats with its authorization; see [`records::LOGOUT_KEY`]).
     pub async fn logout(&self) -> Result<(), ServiceError> {
         use grammers_tl_types::functions::auth::LogOut;
         if self.shared.logged_out() {
             return Err(ServiceError::NotLoggedIn);
         }
+        let mut marker = Batch::new();
+        marker.put(
+            Tree::Session,
+            records::LOGOUT_KEY,
+            crate::shared::now().to_be_bytes(),
+        );
+        self.shared.store.commit(marker).await?;
+        // On an error the marker stays: it acts only at a start where Telegram says the key
+        // is logged out, and then the chats are gone at the server anyway.
         self.shared
             .link
             .invoke(&LogOut {})
             .await
             .map_err(login_error)?;
         self.shared.set_logged_out(true);
-        Ok(())
+        close_chats_after_logout(&self.shared, &self.registry).await
     }
 
     /// A chat as the outside world sees it (from the store: what is durable).
@@ -267,20 +277,7 @@ impl Service {
 
     /// The chat's status, if it exists.
     pub fn chat_status(&self, chat_id: i32) -> Result<Option<Status>, ServiceError> {
-        let Some(b) = self
-            .shared
-            .store
-            .get(
-                Tree::Chats,
-                &records::chat_key(chat_id, records::ChatPart::Auth),
-            )
-            .map_err(|e| ServiceError::Internal(e.to_string()))?
-        else {
-            return Ok(None);
-        };
-        let auth: secret_core::chat::AuthState =
-            records::decode(&b).map_err(|e| ServiceError::Internal(e.to_string()))?;
-        Ok(Some(auth.stage().status()))
+        Ok(chatstore::chat_status(&self.shared.store, chat_id)?)
     }
 
     /// A request by id.
@@ -575,6 +572,38 @@ fn clip_entities(
         );
     }
     Ok(out)
+}
+
+/// Closes every open chat after a logout (each actor's close fails its open requests with
+/// `LOGGED_OUT`), then removes the logout marker in a commit queued after those closes.
+pub(crate) async fn close_chats_after_logout(
+    shared: &Shared,
+    registry: &Addr<Registry>,
+) -> Result<(), ServiceError> {
+    let internal = |e: actix::MailboxError| ServiceError::Internal(e.to_string());
+    for id in chatstore::chat_ids(&shared.store)? {
+        if matches!(
+            chatstore::chat_status(&shared.store, id)?,
+            None | Some(Status::Discarded(_))
+        ) {
+            continue;
+        }
+        if let Some(chat) = registry.send(registry::Get(id)).await.map_err(internal)?? {
+            chat.send(actor::LoggedOut).await.map_err(internal)?;
+        }
+    }
+    let mut done = Batch::new();
+    done.remove(Tree::Session, records::LOGOUT_KEY);
+    shared.store.commit(done).await?;
+    Ok(())
+}
+
+/// Whether a logout was started and not finished (see [`records::LOGOUT_KEY`]).
+pub(crate) fn logout_started(shared: &Shared) -> Result<bool, ServiceError> {
+    Ok(shared
+        .store
+        .get(Tree::Session, records::LOGOUT_KEY)?
+        .is_some())
 }
 
 #[cfg(test)]

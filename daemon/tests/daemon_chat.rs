@@ -335,3 +335,247 @@ fn requests_waiting_across_a_restart_are_answered_after_it() {
     let _ = std::fs::remove_dir_all(&sim_dir);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Sends `action` to `chat` under `handle`; the request id.
+async fn send_one(svc: &tgsecretd::service::Service, chat: i32, action: A, handle: &str) -> u64 {
+    svc.send_encrypted_service(
+        Peer::id(chat),
+        service(action),
+        SendOptions {
+            handle: handle.into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+    .id
+}
+
+fn failed_with(svc: &tgsecretd::service::Service, id: u64, name: &str) -> bool {
+    matches!(
+        svc.request(id).unwrap().unwrap().status,
+        RequestStatus::Failed { ref error, .. } if error == name
+    )
+}
+
+const LOGGED_OUT: Status = Status::Discarded(secret_core::chat::DiscardReason::LoggedOut);
+
+#[test]
+fn logout_closes_every_chat_and_a_password_login_signs_in_again() {
+    use tglink::LoginStep;
+    let sim_dir = temp("sim-logout");
+    let dir = temp("daemon-logout");
+    runtime().block_on(async {
+        let (sim, alice_key, d, chat) = ready_chat(&sim_dir, &dir).await;
+        let svc = d.service().clone();
+        // A request that waits (an hour's FLOOD_WAIT on every send) when the logout comes.
+        sim.simulation()
+            .handler
+            .set_faults(support::faults_on_sends(
+                ALICE,
+                1000,
+                420,
+                "FLOOD_WAIT_3600",
+            ));
+        let waiting = send_one(&svc, chat, ttl(7), "/lo/1").await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            svc.request(waiting).unwrap().unwrap().status,
+            RequestStatus::Pending
+        );
+
+        svc.logout().await.unwrap();
+        // Telegram discarded the chat and told Bob; the daemon closed it without a call, and
+        // the open request failed with LOGGED_OUT.
+        assert_eq!(svc.chat_status(chat).unwrap(), Some(LOGGED_OUT));
+        wait("the open request to fail", 10, || {
+            failed_with(&svc, waiting, "LOGGED_OUT")
+        })
+        .await;
+        assert!(matches!(
+            sim.model().chat(chat).unwrap().status,
+            tgsim::model::ChatStatus::Discarded { .. }
+        ));
+        let peers = sim.simulation().peers.clone();
+        assert!(peers.transcript(BOB, chat).is_empty());
+        for refused in [
+            svc.logout().await.err(),
+            svc.request_chat(BOB, 0).await.err(),
+        ] {
+            assert!(
+                matches!(
+                    refused,
+                    Some(tgsecretd::errors_api::ServiceError::NotLoggedIn)
+                ),
+                "{refused:?}"
+            );
+        }
+
+        // Phone, code, two-step password: signed in again (grammers' SRP against tgsim's).
+        sim.simulation()
+            .handler
+            .set_faults(tgsim::faults::Faults::none());
+        sim.model()
+            .set_password(ALICE, Some(("hunter2", "pets")))
+            .unwrap();
+        assert_eq!(
+            svc.login_request_code("+999 661 5001").await.unwrap(),
+            LoginStep::CodeSent
+        );
+        assert_eq!(svc.login_code("11111").await.unwrap(), LoginStep::Invalid);
+        assert_eq!(
+            svc.login_code(tgsim::model::PHONE_CODE).await.unwrap(),
+            LoginStep::PasswordRequired {
+                hint: Some("pets".into())
+            }
+        );
+        assert_eq!(
+            svc.login_password("hunter3").await.unwrap(),
+            LoginStep::Invalid
+        );
+        assert_eq!(
+            svc.login_password("hunter2").await.unwrap(),
+            LoginStep::Done { user_id: ALICE }
+        );
+        // A new chat works; the old one stays closed.
+        let chat2 = svc.request_chat(BOB, 0).await.unwrap();
+        wait("the new chat to be ready", 20, || {
+            svc.chat_status(chat2).unwrap() == Some(Status::Ready)
+        })
+        .await;
+        let sent = send_one(&svc, chat2, ttl(9), "/lo/2").await;
+        wait("the new chat's message", 20, || {
+            peers.transcript(BOB, chat2) == vec![ttl(9)]
+        })
+        .await;
+        wait("its result", 10, || {
+            svc.request(sent).unwrap().unwrap().status == RequestStatus::Sent
+        })
+        .await;
+        drop(svc);
+        d.stop().await;
+
+        // After a restart: still logged in, the first chat closed for the logout.
+        let d = Daemon::start(daemon_opts(&dir, sim.local_addr(), alice_key))
+            .await
+            .unwrap();
+        let svc = d.service().clone();
+        assert_eq!(svc.chat_status(chat).unwrap(), Some(LOGGED_OUT));
+        assert_eq!(svc.chat_status(chat2).unwrap(), Some(Status::Ready));
+        let again = send_one(&svc, chat2, ttl(10), "/lo/3").await;
+        wait("a message after the restart", 20, || {
+            svc.request(again).unwrap().unwrap().status == RequestStatus::Sent
+        })
+        .await;
+        drop(svc);
+        d.stop().await;
+    });
+    let _ = std::fs::remove_dir_all(&sim_dir);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The logout marker, as a crash right after `auth.logOut` leaves it.
+fn write_logout_marker(dir: &Path) {
+    let store = tgsecretd::store::Store::open(
+        &dir.join("store"),
+        tgsecretd::store::StoreOptions::default(),
+    )
+    .unwrap();
+    let mut b = tgsecretd::store::Batch::new();
+    b.put(
+        tgsecretd::store::Tree::Session,
+        tgsecretd::records::LOGOUT_KEY,
+        1u64.to_be_bytes(),
+    );
+    store.commit_blocking(b).unwrap();
+    store.close().unwrap();
+}
+
+fn logout_marker(svc: &tgsecretd::service::Service) -> bool {
+    svc.shared()
+        .store
+        .get(
+            tgsecretd::store::Tree::Session,
+            tgsecretd::records::LOGOUT_KEY,
+        )
+        .unwrap()
+        .is_some()
+}
+
+#[test]
+fn a_logout_a_crash_interrupted_is_finished_at_the_next_start() {
+    let sim_dir = temp("sim-logout-crash");
+    let dir = temp("daemon-logout-crash");
+    runtime().block_on(async {
+        let (sim, alice_key, d, chat) = ready_chat(&sim_dir, &dir).await;
+        d.stop().await;
+        // Crashed with the marker written and no logout at the server: it never happened.
+        write_logout_marker(&dir);
+        let d = Daemon::start(daemon_opts(&dir, sim.local_addr(), alice_key))
+            .await
+            .unwrap();
+        let svc = d.service().clone();
+        wait("the stale marker to go", 20, || !logout_marker(&svc)).await;
+        assert_eq!(svc.chat_status(chat).unwrap(), Some(Status::Ready));
+        drop(svc);
+        d.stop().await;
+
+        // Crashed with the marker written after Telegram logged the key out: the chats are
+        // gone at the server, and the next start closes them here.
+        write_logout_marker(&dir);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let now = i32::try_from(now).unwrap();
+        sim.model().log_out(ALICE, now).unwrap();
+        let d = Daemon::start(daemon_opts(&dir, sim.local_addr(), alice_key))
+            .await
+            .unwrap();
+        let svc = d.service().clone();
+        wait("the chat to close", 20, || {
+            svc.chat_status(chat).unwrap() == Some(LOGGED_OUT)
+        })
+        .await;
+        wait("the marker to go", 20, || !logout_marker(&svc)).await;
+        drop(svc);
+        d.stop().await;
+
+        // Without the marker, a key Telegram reports as logged out closes nothing (it may be
+        // the wrong key file).
+        let chat_b = {
+            sim.model()
+                .update(|w| {
+                    w.logins.entry(ALICE).or_default().signed_out = false;
+                })
+                .unwrap();
+            let d = Daemon::start(daemon_opts(&dir, sim.local_addr(), alice_key))
+                .await
+                .unwrap();
+            let svc = d.service().clone();
+            let c = svc.request_chat(BOB, 0).await.unwrap();
+            wait("a second chat", 20, || {
+                svc.chat_status(c).unwrap() == Some(Status::Ready)
+            })
+            .await;
+            drop(svc);
+            d.stop().await;
+            c
+        };
+        sim.model().log_out(ALICE, now).unwrap();
+        let d = Daemon::start(daemon_opts(&dir, sim.local_addr(), alice_key))
+            .await
+            .unwrap();
+        let svc = d.service().clone();
+        wait("the daemon to learn it is logged out", 20, || {
+            svc.shared().logged_out()
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(svc.chat_status(chat_b).unwrap(), Some(Status::Ready));
+        drop(svc);
+        d.stop().await;
+    });
+    let _ = std::fs::remove_dir_all(&sim_dir);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -666,3 +666,69 @@ fn close_cancels_what_never_left_and_the_peer_sees_no_hole() {
         assert!(d.terminate().is_some_and(|s| s.success()));
     });
 }
+
+#[test]
+fn logout_closes_the_chats_and_login_takes_the_code_and_the_password() {
+    runtime().block_on(async {
+        let tmp = Temp::new("dbus-login");
+        let bus = Bus::start();
+        let sim = Sim::start(&tmp.0.join("sim"), &[(ALICE, "Alice")], &[(BOB, "echo")]);
+        let key = sim.key_file(ALICE, &tmp.0);
+        let mut d = Daemon::start(&tmp.0.join("d"), &bus.address, &sim, &key, "always");
+        let client = Client::connect(&bus.address).await;
+        client.wait_ready(30).await;
+        let m = client.manager().await;
+        let chat = m.request_chat(BOB, HashMap::new()).await.unwrap();
+        client.wait_state(chat, "ready", 30).await;
+        let signals = Signals::start(&client).await;
+
+        m.logout().await.unwrap();
+        assert_eq!(m.authorization_state().await.unwrap(), "logged_out");
+        let by: String = signals
+            .wait(&ipc_proto::chat_path(chat), "Closed", |msg| {
+                msg.body().deserialize::<(String, String)>().ok().map(|b| b.0)
+            })
+            .await;
+        assert_eq!(by, "logout");
+        client.wait_state(chat, "discarded", 10).await;
+        assert!(matches!(
+            m.logout().await,
+            Err(ipc_proto::Error::NotLoggedIn(_))
+        ));
+
+        // The account now has a two-step password; log in through the Manager1 calls.
+        sim.admin()
+            .set_password(ALICE, Some(("hunter2", "pets")))
+            .unwrap();
+        let phone = format!("99966{ALICE}");
+        let step = m.login_phone(&phone).await.unwrap();
+        assert_eq!(str_of(&step, "next"), "code");
+        assert_eq!(m.authorization_state().await.unwrap(), "wait_code");
+        let wrong = m.login_code("11111").await.unwrap_err();
+        assert!(
+            matches!(&wrong, ipc_proto::Error::Telegram(t) if t.starts_with("PHONE_CODE_INVALID")),
+            "{wrong:?}"
+        );
+        let step = m.login_code(tgsim::model::PHONE_CODE).await.unwrap();
+        assert_eq!(
+            (str_of(&step, "next"), str_of(&step, "hint")),
+            ("password".to_owned(), "pets".to_owned())
+        );
+        assert_eq!(m.authorization_state().await.unwrap(), "wait_password");
+        let wrong = m.login_password("hunter3").await.unwrap_err();
+        assert!(
+            matches!(&wrong, ipc_proto::Error::Telegram(t) if t.starts_with("PASSWORD_HASH_INVALID")),
+            "{wrong:?}"
+        );
+        let step = m.login_password("hunter2").await.unwrap();
+        assert_eq!(str_of(&step, "next"), "done");
+        assert_eq!(i64_of(&step, "user_id"), ALICE);
+        assert_eq!(m.authorization_state().await.unwrap(), "ready");
+
+        // A new chat with Bob works; the old one stays closed.
+        let chat2 = m.request_chat(BOB, HashMap::new()).await.unwrap();
+        client.wait_state(chat2, "ready", 30).await;
+        assert_eq!(client.chat_state(chat).await.as_deref(), Some("discarded"));
+        assert!(d.terminate().is_some_and(|s| s.success()));
+    });
+}

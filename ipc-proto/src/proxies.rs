@@ -91,7 +91,9 @@ pub trait Manager {
     /// Login, step 3 (two-step verification): the password. Returns `next` (s): `done`.
     fn login_password(&self, password: &str) -> Result<Dict, crate::Error>;
 
-    /// Logs the account out (`auth.logOut`); Telegram closes its secret chats.
+    /// Logs the account out (`auth.logOut`); Telegram discards its secret chats, and so does
+    /// the daemon: each closes (`Closed` by `logout`) and its open requests fail with
+    /// `LOGGED_OUT`.
     fn logout(&self) -> Result<(), crate::Error>;
 
     /// A secret chat request waits for `AcceptChat` / `DeclineChat` (the `ask` policy).
@@ -152,7 +154,7 @@ pub trait SecretChat {
     #[zbus(signal)]
     fn message(&self, random_id: i64, date: i32, json: &str) -> zbus::Result<()>;
 
-    /// The chat was closed: by whom (`peer`, `local`, `server`, `protocol`) and the reason
+    /// The chat was closed: by whom (`peer`, `local`, `server`, `protocol`, `logout`) and the reason
     /// as words. (Every state change shows in `PropertiesChanged` of `State`.)
     #[zbus(signal)]
     fn closed(&self, by: &str, reason: &str) -> zbus::Result<()>;

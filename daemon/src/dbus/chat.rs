@@ -93,7 +93,7 @@ impl ChatObject {
         json: &str,
     ) -> zbus::Result<()>;
 
-    /// The chat was closed: by whom (`peer`, `local`, `server`, `protocol`) and why.
+    /// The chat was closed: by whom (`peer`, `local`, `server`, `protocol`, `logout`) and why.
     #[zbus(signal)]
     pub async fn closed(emitter: &SignalEmitter<'_>, by: &str, reason: &str) -> zbus::Result<()>;
 
@@ -294,7 +294,8 @@ fn closed_by(s: &Status) -> Option<(&'static str, String)> {
         R::Local { .. } => "local",
         R::Remote { .. } => "peer",
         R::ServerRefused { .. } => "server",
-        _ => "protocol",
+        R::LoggedOut => "logout",
+        R::Protocol(_) | R::CannotSend { .. } => "protocol",
     };
     Some((by, crate::actor::failure_of(reason).1))
 }

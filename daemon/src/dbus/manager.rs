@@ -485,7 +485,9 @@ impl Manager {
         self.login_answer(&emitter, step).await
     }
 
-    /// Logs the account out (`auth.logOut`); Telegram closes its secret chats.
+    /// Logs the account out (`auth.logOut`); Telegram discards its secret chats, and so does
+    /// the daemon: each closes (`Closed` by `logout`) and its open requests fail with
+    /// `LOGGED_OUT`.
     async fn logout(
         &self,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
@@ -569,9 +571,12 @@ impl Manager {
                     .put("user_id", variant(user_id));
             }
             S::Invalid => {
-                return Err(Error::Telegram(
-                    "PHONE_CODE_INVALID: the code or the password is wrong; try again".into(),
-                ));
+                let password = *super::lock(&self.hub.login) == LoginStage::WaitPassword;
+                return Err(Error::Telegram(if password {
+                    "PASSWORD_HASH_INVALID: the password is wrong; try again".into()
+                } else {
+                    "PHONE_CODE_INVALID: the code is wrong; try again".into()
+                }));
             }
             S::SignUpRequired => {
                 return Err(Error::Telegram(

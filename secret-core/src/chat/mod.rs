@@ -357,6 +357,13 @@ impl Chat {
         self.finish(out)
     }
 
+    /// Closes the chat because the account logged out: Telegram discarded it with the
+    /// device's authorization, so nothing is sent.
+    pub fn close_logged_out(&mut self) -> Output {
+        let out = self.close(DiscardReason::LoggedOut, None);
+        self.finish(out)
+    }
+
     fn close(&mut self, reason: DiscardReason, call: Option<Call>) -> Output {
         if self.state.auth.stage.is_discarded() {
             return Output::default();

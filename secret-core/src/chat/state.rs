@@ -126,6 +126,10 @@ pub enum DiscardReason {
         /// Why (the [`super::SendError`] as text).
         error: String,
     },
+    /// The account logged out (`auth.logOut`): Telegram discards every secret chat of the
+    /// device, so the chat ended without a message from either side. (Added last: the
+    /// variants before it keep their stored encoding.)
+    LoggedOut,
 }
 
 /// A peer behaviour that makes the chat unusable (digest §4.2, §4.3, §5, §6).
