@@ -442,3 +442,70 @@ fn login_reads_the_code_from_stdin() {
     let o = run_with_stdin(&t.args(&["login", "--phone", "15557001"]), "");
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
+
+/// One command on tgsim's admin socket (JSON lines); its `result`.
+fn sim_admin(t: &TestLab, mut request: Value) -> Value {
+    use std::io::Write;
+    request["id"] = json!(1);
+    let mut s = std::os::unix::net::UnixStream::connect(&t.lab.admin).unwrap();
+    writeln!(s, "{request}").unwrap();
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).unwrap();
+    let answer: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(answer["ok"], true, "{answer}");
+    answer["result"].clone()
+}
+
+#[test]
+fn logout_closes_the_chats_and_login_asks_for_the_two_step_password() {
+    let t = TestLab::start("logout", "always", &[]);
+    let chat = t.ready_chat();
+    assert_eq!(
+        ok_json(&t.args(&["--json", "logout"])),
+        json!({"logged_out": true})
+    );
+    // Telegram discards a logged-out device's secret chats; so does the daemon.
+    t.wait_state(chat, "discarded");
+    let v = ok_json(&t.args(&["--json", "status"]));
+    assert_eq!(v["logged_in"], false, "{v}");
+    let o = run(&t.args(&["logout"]));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).starts_with("error: NotLoggedIn: "),
+        "{}",
+        stderr(&o)
+    );
+
+    sim_admin(
+        &t,
+        json!({"cmd": "set_password", "account": 7001, "password": "hunter2", "hint": "pets"}),
+    );
+    let o = run_with_stdin(
+        &t.args(&["--json", "login", "--phone", "15557001"]),
+        "22222\nhunter3\n",
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("PASSWORD_HASH_INVALID"),
+        "{v}"
+    );
+    let o = run_with_stdin(
+        &t.args(&["--json", "login", "--phone", "15557001"]),
+        "22222\nhunter2\n",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        serde_json::from_str::<Value>(&stdout(&o)).unwrap(),
+        json!({"next": "done", "user_id": 7001})
+    );
+    let v = ok_json(&t.args(&["--json", "status"]));
+    assert_eq!(v["logged_in"], true, "{v}");
+    // New chats work again; the old one stays closed.
+    let chat2 = t.ready_chat();
+    assert_ne!(chat2, chat);
+    assert_eq!(t.state(chat).as_deref(), Some("discarded"));
+}
