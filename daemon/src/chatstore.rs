@@ -192,6 +192,30 @@ pub fn chat_ids(store: &Store) -> Result<Vec<i32>, DaemonError> {
     Ok(out)
 }
 
+/// Length of a per-request open marker (`o` ‖ chat ‖ request id, Meta tree), written by the
+/// daemon before open requests were found through the outbox; nothing reads them any more.
+const STALE_OPEN_MARKER_LEN: usize = 1 + 4 + 8;
+
+/// Removes the stale open markers a store from before that change still holds (in batches of
+/// up to 1024 keys); how many.
+pub fn remove_stale_open_markers(store: &Store) -> Result<usize, DaemonError> {
+    let mut removed = 0;
+    loop {
+        let mut batch = Batch::new();
+        for e in store.scan_prefix(Tree::Meta, b"o").take(1024) {
+            let (k, _) = e?;
+            if k.len() == STALE_OPEN_MARKER_LEN {
+                batch.remove(Tree::Meta, k);
+            }
+        }
+        if batch.is_empty() {
+            return Ok(removed);
+        }
+        removed += batch.len();
+        store.commit_blocking(batch)?;
+    }
+}
+
 /// A chat's status from its stored auth record; `None` if there is no such chat.
 pub fn chat_status(
     store: &Store,

@@ -200,6 +200,14 @@ impl Daemon {
     /// Starts the daemon on the current tokio runtime (multi-threaded).
     pub async fn start(opts: Options) -> Result<Daemon, StartError> {
         let store = Arc::new(open_store(&opts.state_dir.join("store"))?);
+        match crate::chatstore::remove_stale_open_markers(&store) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                n,
+                "removed the stale open-request markers of an older store"
+            ),
+            Err(e) => return Err(StartError::Store(e.to_string())),
+        }
         let snap = session_snapshot(&store, &opts.server)?;
         let session = LinkSession::new(snap, Arc::new(StoreSession(Arc::clone(&store))));
         let link = Link::start(

@@ -474,21 +474,28 @@ fn logout_closes_every_chat_and_a_password_login_signs_in_again() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The logout marker, as a crash right after `auth.logOut` leaves it.
-fn write_logout_marker(dir: &Path) {
+/// Writes `fill`'s batch into the stopped daemon's store in `dir`.
+fn write_store(dir: &Path, fill: impl FnOnce(&mut tgsecretd::store::Batch)) {
     let store = tgsecretd::store::Store::open(
         &dir.join("store"),
         tgsecretd::store::StoreOptions::default(),
     )
     .unwrap();
     let mut b = tgsecretd::store::Batch::new();
-    b.put(
-        tgsecretd::store::Tree::Session,
-        tgsecretd::records::LOGOUT_KEY,
-        1u64.to_be_bytes(),
-    );
+    fill(&mut b);
     store.commit_blocking(b).unwrap();
     store.close().unwrap();
+}
+
+/// The logout marker, as a crash right after `auth.logOut` leaves it.
+fn write_logout_marker(dir: &Path) {
+    write_store(dir, |b| {
+        b.put(
+            tgsecretd::store::Tree::Session,
+            tgsecretd::records::LOGOUT_KEY,
+            1u64.to_be_bytes(),
+        );
+    });
 }
 
 fn logout_marker(svc: &tgsecretd::service::Service) -> bool {
@@ -573,6 +580,44 @@ fn a_logout_a_crash_interrupted_is_finished_at_the_next_start() {
         .await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(svc.chat_status(chat_b).unwrap(), Some(Status::Ready));
+        drop(svc);
+        d.stop().await;
+    });
+    let _ = std::fs::remove_dir_all(&sim_dir);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_stale_open_markers_of_an_older_store_are_removed_at_start() {
+    use tgsecretd::store::Tree;
+    let sim_dir = temp("sim-stale");
+    let dir = temp("daemon-stale");
+    runtime().block_on(async {
+        let (sim, alice_key, d, chat) = ready_chat(&sim_dir, &dir).await;
+        d.stop().await;
+        // 3000 markers (`o` ‖ chat ‖ id, as the daemon wrote them), more than one batch, and
+        // an `o` key of another shape, which is not ours to remove.
+        write_store(&dir, |b| {
+            for id in 0..3000u64 {
+                let mut k = b"o".to_vec();
+                k.extend_from_slice(&tgsecretd::store::keys::key_i32(chat));
+                k.extend_from_slice(&id.to_be_bytes());
+                b.put(Tree::Meta, k, []);
+            }
+            b.put(Tree::Meta, b"other", b"kept");
+        });
+        let d = Daemon::start(daemon_opts(&dir, sim.local_addr(), alice_key))
+            .await
+            .unwrap();
+        let svc = d.service().clone();
+        let left: Vec<Vec<u8>> = svc
+            .shared()
+            .store
+            .scan_prefix(Tree::Meta, b"o")
+            .map(|e| e.unwrap().0)
+            .collect();
+        assert_eq!(left, vec![b"other".to_vec()]);
+        assert_eq!(svc.chat_status(chat).unwrap(), Some(Status::Ready));
         drop(svc);
         d.stop().await;
     });
