@@ -21,6 +21,28 @@ mod support;
 const ALICE: i64 = 5001;
 const BOB: i64 = 5002;
 
+/// tgsim's and the daemon's directories for one test, removed when it ends.
+struct Dirs {
+    sim: PathBuf,
+    daemon: PathBuf,
+}
+
+impl Dirs {
+    fn new(name: &str) -> Dirs {
+        Dirs {
+            sim: temp(&format!("sim-{name}")),
+            daemon: temp(&format!("daemon-{name}")),
+        }
+    }
+}
+
+impl Drop for Dirs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.sim);
+        let _ = std::fs::remove_dir_all(&self.daemon);
+    }
+}
+
 fn temp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("tgsecretd-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -99,6 +121,13 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// The daemon in `dir` as Alice again.
+async fn restart(dir: &Path, sim: &Tgsim, alice_key: [u8; 256]) -> Daemon {
+    Daemon::start(daemon_opts(dir, sim.local_addr(), alice_key))
+        .await
+        .unwrap()
+}
+
 /// tgsim in `sim_dir` with Bob echoing, the daemon in `dir` as Alice, and a chat with Bob that
 /// is ready: (tgsim, Alice's auth key, the daemon, the chat).
 async fn ready_chat(sim_dir: &Path, dir: &Path) -> (Tgsim, [u8; 256], Daemon, i32) {
@@ -118,10 +147,10 @@ async fn ready_chat(sim_dir: &Path, dir: &Path) -> (Tgsim, [u8; 256], Daemon, i3
 
 #[test]
 fn a_chat_with_an_echoing_peer_survives_a_restart() {
-    let sim_dir = temp("sim");
-    let dir = temp("daemon");
+    let dirs = Dirs::new("chat");
+    let (sim_dir, dir) = (&dirs.sim, &dirs.daemon);
     runtime().block_on(async {
-        let (sim, alice_key, d, chat) = ready_chat(&sim_dir, &dir).await;
+        let (sim, alice_key, d, chat) = ready_chat(sim_dir, dir).await;
         let svc = d.service().clone();
         let mut ids = Vec::new();
         for n in 1..=20 {
@@ -215,9 +244,7 @@ fn a_chat_with_an_echoing_peer_survives_a_restart() {
         d.stop().await;
 
         // A restart on the same store: the chat and the results are still there, and it works.
-        let d = Daemon::start(daemon_opts(&dir, sim.local_addr(), alice_key))
-            .await
-            .unwrap();
+        let d = restart(dir, &sim, alice_key).await;
         let svc = d.service().clone();
         assert_eq!(svc.chat_status(chat).unwrap(), Some(Status::Ready));
         assert!(matches!(
@@ -250,90 +277,6 @@ fn a_chat_with_an_echoing_peer_survives_a_restart() {
         drop(svc);
         d.stop().await;
     });
-    let _ = std::fs::remove_dir_all(&sim_dir);
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// Requests still waiting for the server when the daemon stops are found again after the restart
-/// (through the outbox and the request index: there is no per-request "open" record) and
-/// answered once the server takes them: an ordinary message, and an application's RequestKey,
-/// which the chat stores as its own protocol message.
-#[test]
-fn requests_waiting_across_a_restart_are_answered_after_it() {
-    let sim_dir = temp("sim-wait");
-    let dir = temp("daemon-wait");
-    runtime().block_on(async {
-        let (sim, alice_key, d, chat) = ready_chat(&sim_dir, &dir).await;
-        let svc = d.service().clone();
-        let send = |svc: tgsecretd::service::Service, action: A, handle: &'static str| async move {
-            svc.send_encrypted_service(
-                Peer::id(chat),
-                service(action),
-                SendOptions {
-                    handle: handle.into(),
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap()
-            .id
-        };
-        let status =
-            |svc: &tgsecretd::service::Service, id| svc.request(id).unwrap().unwrap().status;
-        // A first message out and answered: the chat's own first messages are out too.
-        let first = send(svc.clone(), ttl(1), "/w/1").await;
-        wait("the first result", 20, || {
-            status(&svc, first) == RequestStatus::Sent
-        })
-        .await;
-        // From now on every send waits out an hour's FLOOD_WAIT: both stay pending.
-        sim.simulation()
-            .handler
-            .set_faults(support::faults_on_sends(
-                ALICE,
-                1000,
-                420,
-                "FLOOD_WAIT_3600",
-            ));
-        let plain = send(svc.clone(), ttl(2), "/w/2").await;
-        let rekey = send(
-            svc.clone(),
-            A::RequestKey(types::DecryptedMessageActionRequestKey {
-                exchange_id: 0,
-                g_a: vec![],
-            }),
-            "/w/3",
-        )
-        .await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(status(&svc, plain), RequestStatus::Pending);
-        assert_eq!(status(&svc, rekey), RequestStatus::Pending);
-        drop(svc);
-        d.stop().await;
-
-        // The server takes sends again; a restart finds both requests and answers them.
-        sim.simulation()
-            .handler
-            .set_faults(tgsim::faults::Faults::none());
-        let d = Daemon::start(daemon_opts(&dir, sim.local_addr(), alice_key))
-            .await
-            .unwrap();
-        let svc = d.service().clone();
-        wait("both results after the restart", 30, || {
-            status(&svc, plain) == RequestStatus::Sent && status(&svc, rekey) == RequestStatus::Sent
-        })
-        .await;
-        let peers = sim.simulation().peers.clone();
-        wait("Bob's second message", 20, || {
-            peers.transcript(BOB, chat).len() >= 2
-        })
-        .await;
-        assert_eq!(peers.transcript(BOB, chat), vec![ttl(1), ttl(2)]);
-        drop(svc);
-        d.stop().await;
-    });
-    let _ = std::fs::remove_dir_all(&sim_dir);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Sends `action` to `chat` under `handle`; the request id.
@@ -351,11 +294,87 @@ async fn send_one(svc: &tgsecretd::service::Service, chat: i32, action: A, handl
     .id
 }
 
+/// The status of request `id`.
+fn status(svc: &tgsecretd::service::Service, id: u64) -> RequestStatus {
+    svc.request(id).unwrap().unwrap().status
+}
+
 fn failed_with(svc: &tgsecretd::service::Service, id: u64, name: &str) -> bool {
-    matches!(
-        svc.request(id).unwrap().unwrap().status,
-        RequestStatus::Failed { ref error, .. } if error == name
-    )
+    matches!(status(svc, id), RequestStatus::Failed { ref error, .. } if error == name)
+}
+
+/// From now on Telegram answers every send of Alice with an hour's FLOOD_WAIT.
+fn hold_sends(sim: &Tgsim) {
+    sim.simulation()
+        .handler
+        .set_faults(support::faults_on_sends(
+            ALICE,
+            1000,
+            420,
+            "FLOOD_WAIT_3600",
+        ));
+}
+
+/// Telegram takes sends again.
+fn release_sends(sim: &Tgsim) {
+    sim.simulation()
+        .handler
+        .set_faults(tgsim::faults::Faults::none());
+}
+
+/// Requests still waiting for the server when the daemon stops are found again after the restart
+/// (through the outbox and the request index: there is no per-request "open" record) and
+/// answered once the server takes them: an ordinary message, and an application's RequestKey,
+/// which the chat stores as its own protocol message.
+#[test]
+fn requests_waiting_across_a_restart_are_answered_after_it() {
+    let dirs = Dirs::new("wait");
+    let (sim_dir, dir) = (&dirs.sim, &dirs.daemon);
+    runtime().block_on(async {
+        let (sim, alice_key, d, chat) = ready_chat(sim_dir, dir).await;
+        let svc = d.service().clone();
+        // A first message out and answered: the chat's own first messages are out too.
+        let first = send_one(&svc, chat, ttl(1), "/w/1").await;
+        wait("the first result", 20, || {
+            status(&svc, first) == RequestStatus::Sent
+        })
+        .await;
+        // From now on every send waits out an hour's FLOOD_WAIT: both stay pending.
+        hold_sends(&sim);
+        let plain = send_one(&svc, chat, ttl(2), "/w/2").await;
+        let rekey = send_one(
+            &svc,
+            chat,
+            A::RequestKey(types::DecryptedMessageActionRequestKey {
+                exchange_id: 0,
+                g_a: vec![],
+            }),
+            "/w/3",
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(status(&svc, plain), RequestStatus::Pending);
+        assert_eq!(status(&svc, rekey), RequestStatus::Pending);
+        drop(svc);
+        d.stop().await;
+
+        // The server takes sends again; a restart finds both requests and answers them.
+        release_sends(&sim);
+        let d = restart(dir, &sim, alice_key).await;
+        let svc = d.service().clone();
+        wait("both results after the restart", 30, || {
+            status(&svc, plain) == RequestStatus::Sent && status(&svc, rekey) == RequestStatus::Sent
+        })
+        .await;
+        let peers = sim.simulation().peers.clone();
+        wait("Bob's second message", 20, || {
+            peers.transcript(BOB, chat).len() >= 2
+        })
+        .await;
+        assert_eq!(peers.transcript(BOB, chat), vec![ttl(1), ttl(2)]);
+        drop(svc);
+        d.stop().await;
+    });
 }
 
 const LOGGED_OUT: Status = Status::Discarded(secret_core::chat::DiscardReason::LoggedOut);
@@ -363,26 +382,16 @@ const LOGGED_OUT: Status = Status::Discarded(secret_core::chat::DiscardReason::L
 #[test]
 fn logout_closes_every_chat_and_a_password_login_signs_in_again() {
     use tglink::LoginStep;
-    let sim_dir = temp("sim-logout");
-    let dir = temp("daemon-logout");
+    let dirs = Dirs::new("logout");
+    let (sim_dir, dir) = (&dirs.sim, &dirs.daemon);
     runtime().block_on(async {
-        let (sim, alice_key, d, chat) = ready_chat(&sim_dir, &dir).await;
+        let (sim, alice_key, d, chat) = ready_chat(sim_dir, dir).await;
         let svc = d.service().clone();
         // A request that waits (an hour's FLOOD_WAIT on every send) when the logout comes.
-        sim.simulation()
-            .handler
-            .set_faults(support::faults_on_sends(
-                ALICE,
-                1000,
-                420,
-                "FLOOD_WAIT_3600",
-            ));
+        hold_sends(&sim);
         let waiting = send_one(&svc, chat, ttl(7), "/lo/1").await;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(
-            svc.request(waiting).unwrap().unwrap().status,
-            RequestStatus::Pending
-        );
+        assert_eq!(status(&svc, waiting), RequestStatus::Pending);
 
         svc.logout().await.unwrap();
         // Telegram discarded the chat and told Bob; the daemon closed it without a call, and
@@ -412,9 +421,7 @@ fn logout_closes_every_chat_and_a_password_login_signs_in_again() {
         }
 
         // Phone, code, two-step password: signed in again (grammers' SRP against tgsim's).
-        sim.simulation()
-            .handler
-            .set_faults(tgsim::faults::Faults::none());
+        release_sends(&sim);
         sim.model()
             .set_password(ALICE, Some(("hunter2", "pets")))
             .unwrap();
@@ -449,29 +456,25 @@ fn logout_closes_every_chat_and_a_password_login_signs_in_again() {
         })
         .await;
         wait("its result", 10, || {
-            svc.request(sent).unwrap().unwrap().status == RequestStatus::Sent
+            status(&svc, sent) == RequestStatus::Sent
         })
         .await;
         drop(svc);
         d.stop().await;
 
         // After a restart: still logged in, the first chat closed for the logout.
-        let d = Daemon::start(daemon_opts(&dir, sim.local_addr(), alice_key))
-            .await
-            .unwrap();
+        let d = restart(dir, &sim, alice_key).await;
         let svc = d.service().clone();
         assert_eq!(svc.chat_status(chat).unwrap(), Some(LOGGED_OUT));
         assert_eq!(svc.chat_status(chat2).unwrap(), Some(Status::Ready));
         let again = send_one(&svc, chat2, ttl(10), "/lo/3").await;
         wait("a message after the restart", 20, || {
-            svc.request(again).unwrap().unwrap().status == RequestStatus::Sent
+            status(&svc, again) == RequestStatus::Sent
         })
         .await;
         drop(svc);
         d.stop().await;
     });
-    let _ = std::fs::remove_dir_all(&sim_dir);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Writes `fill`'s batch into the stopped daemon's store in `dir`.
@@ -511,16 +514,14 @@ fn logout_marker(svc: &tgsecretd::service::Service) -> bool {
 
 #[test]
 fn a_logout_a_crash_interrupted_is_finished_at_the_next_start() {
-    let sim_dir = temp("sim-logout-crash");
-    let dir = temp("daemon-logout-crash");
+    let dirs = Dirs::new("logout-crash");
+    let (sim_dir, dir) = (&dirs.sim, &dirs.daemon);
     runtime().block_on(async {
-        let (sim, alice_key, d, chat) = ready_chat(&sim_dir, &dir).await;
+        let (sim, alice_key, d, chat) = ready_chat(sim_dir, dir).await;
         d.stop().await;
         // Crashed with the marker written and no logout at the server: it never happened.
-        write_logout_marker(&dir);
-        let d = Daemon::start(daemon_opts(&dir, sim.local_addr(), alice_key))
-            .await
-            .unwrap();
+        write_logout_marker(dir);
+        let d = restart(dir, &sim, alice_key).await;
         let svc = d.service().clone();
         wait("the stale marker to go", 20, || !logout_marker(&svc)).await;
         assert_eq!(svc.chat_status(chat).unwrap(), Some(Status::Ready));
@@ -529,16 +530,14 @@ fn a_logout_a_crash_interrupted_is_finished_at_the_next_start() {
 
         // Crashed with the marker written after Telegram logged the key out: the chats are
         // gone at the server, and the next start closes them here.
-        write_logout_marker(&dir);
+        write_logout_marker(dir);
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs();
         let now = i32::try_from(now).unwrap();
         sim.model().log_out(ALICE, now).unwrap();
-        let d = Daemon::start(daemon_opts(&dir, sim.local_addr(), alice_key))
-            .await
-            .unwrap();
+        let d = restart(dir, &sim, alice_key).await;
         let svc = d.service().clone();
         wait("the chat to close", 20, || {
             svc.chat_status(chat).unwrap() == Some(LOGGED_OUT)
@@ -556,9 +555,7 @@ fn a_logout_a_crash_interrupted_is_finished_at_the_next_start() {
                     w.logins.entry(ALICE).or_default().signed_out = false;
                 })
                 .unwrap();
-            let d = Daemon::start(daemon_opts(&dir, sim.local_addr(), alice_key))
-                .await
-                .unwrap();
+            let d = restart(dir, &sim, alice_key).await;
             let svc = d.service().clone();
             let c = svc.request_chat(BOB, 0).await.unwrap();
             wait("a second chat", 20, || {
@@ -570,9 +567,7 @@ fn a_logout_a_crash_interrupted_is_finished_at_the_next_start() {
             c
         };
         sim.model().log_out(ALICE, now).unwrap();
-        let d = Daemon::start(daemon_opts(&dir, sim.local_addr(), alice_key))
-            .await
-            .unwrap();
+        let d = restart(dir, &sim, alice_key).await;
         let svc = d.service().clone();
         wait("the daemon to learn it is logged out", 20, || {
             svc.shared().logged_out()
@@ -583,21 +578,19 @@ fn a_logout_a_crash_interrupted_is_finished_at_the_next_start() {
         drop(svc);
         d.stop().await;
     });
-    let _ = std::fs::remove_dir_all(&sim_dir);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn the_stale_open_markers_of_an_older_store_are_removed_at_start() {
     use tgsecretd::store::Tree;
-    let sim_dir = temp("sim-stale");
-    let dir = temp("daemon-stale");
+    let dirs = Dirs::new("stale");
+    let (sim_dir, dir) = (&dirs.sim, &dirs.daemon);
     runtime().block_on(async {
-        let (sim, alice_key, d, chat) = ready_chat(&sim_dir, &dir).await;
+        let (sim, alice_key, d, chat) = ready_chat(sim_dir, dir).await;
         d.stop().await;
         // 3000 markers (`o` ‖ chat ‖ id, as the daemon wrote them), more than one batch, and
         // an `o` key of another shape, which is not ours to remove.
-        write_store(&dir, |b| {
+        write_store(dir, |b| {
             for id in 0..3000u64 {
                 let mut k = b"o".to_vec();
                 k.extend_from_slice(&tgsecretd::store::keys::key_i32(chat));
@@ -606,9 +599,7 @@ fn the_stale_open_markers_of_an_older_store_are_removed_at_start() {
             }
             b.put(Tree::Meta, b"other", b"kept");
         });
-        let d = Daemon::start(daemon_opts(&dir, sim.local_addr(), alice_key))
-            .await
-            .unwrap();
+        let d = restart(dir, &sim, alice_key).await;
         let svc = d.service().clone();
         let left: Vec<Vec<u8>> = svc
             .shared()
@@ -621,6 +612,4 @@ fn the_stale_open_markers_of_an_older_store_are_removed_at_start() {
         drop(svc);
         d.stop().await;
     });
-    let _ = std::fs::remove_dir_all(&sim_dir);
-    let _ = std::fs::remove_dir_all(&dir);
 }
