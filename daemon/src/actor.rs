@@ -199,6 +199,8 @@ pub struct ChatActor {
     /// these can be cancelled (one restored from the store may have reached the server before
     /// a crash).
     untried: HashSet<i64>,
+    /// The account's logout reached this actor ([`LoggedOut`]): the chat's calls are moot.
+    logged_out_here: bool,
 }
 
 impl ChatActor {
@@ -235,6 +237,7 @@ impl ChatActor {
             start: Some((calls, !inbound.is_empty())),
             last_active: std::time::Instant::now(),
             untried: HashSet::new(),
+            logged_out_here: false,
         })
     }
 
@@ -523,6 +526,9 @@ impl ChatActor {
         let mut batch = Batch::new();
         let out = match (job, res) {
             (CallJob::Send(t), CallResult::Sent(date)) => self.chat.on_sent(t.random_id, date),
+            (CallJob::Send(_), CallResult::Failed(_)) if self.moot_after_logout() => {
+                Output::default()
+            }
             (CallJob::Send(t), CallResult::Failed(e)) if e.class == ErrorClass::LoggedOut => {
                 self.calls.push_front(CallJob::Send(t));
                 self.pause_logged_out(ctx);
@@ -537,7 +543,7 @@ impl ChatActor {
             (CallJob::Owed { n, call }, res) => {
                 if let CallResult::Failed(e) = &res
                     && e.class == ErrorClass::LoggedOut
-                    && !self.closed_by_logout()
+                    && !self.moot_after_logout()
                 {
                     self.calls.push_front(CallJob::Owed { n, call });
                     self.pause_logged_out(ctx);
@@ -583,12 +589,14 @@ impl ChatActor {
         }
     }
 
-    /// Whether the chat ended with the account's logout (its owed calls are moot then).
-    fn closed_by_logout(&self) -> bool {
-        matches!(
-            self.chat.status(),
-            Status::Discarded(DiscardReason::LoggedOut)
-        )
+    /// Whether the account's logout made this chat's calls moot (it closed the chat, or
+    /// reached it closed already).
+    fn moot_after_logout(&self) -> bool {
+        self.logged_out_here
+            || matches!(
+                self.chat.status(),
+                Status::Discarded(DiscardReason::LoggedOut)
+            )
     }
 
     fn pause_logged_out(&mut self, ctx: &mut Context<Self>) {
@@ -975,8 +983,8 @@ impl Handler<Discard> for ChatActor {
 }
 
 /// The account logged out: close the chat without a call (Telegram discarded it with the
-/// device's authorization) and drop its owed calls; its open requests fail with
-/// `LOGGED_OUT`. A closed chat stays as it is.
+/// device's authorization; a closed chat stays as it is) and drop its owed calls, moot
+/// without the key; its open requests fail with `LOGGED_OUT`.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct LoggedOut;
@@ -985,9 +993,7 @@ impl Handler<LoggedOut> for ChatActor {
     type Result = ();
 
     fn handle(&mut self, _: LoggedOut, ctx: &mut Context<Self>) {
-        if self.chat.stage().is_discarded() {
-            return;
-        }
+        self.logged_out_here = true;
         let mut batch = Batch::new();
         let id = self.id();
         self.calls.retain(|j| match j {

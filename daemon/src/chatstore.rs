@@ -363,6 +363,18 @@ pub fn remove_inbound(batch: &mut Batch, chat_id: i32, random_id: i64) {
     batch.remove(Tree::Inbound, keys::key_i32_i64(chat_id, random_id));
 }
 
+/// The ids of chats that owe Telegram a call.
+pub fn chats_with_owed_calls(store: &Store) -> Result<std::collections::HashSet<i32>, DaemonError> {
+    let mut ids = std::collections::HashSet::new();
+    for e in store.scan_prefix(Tree::Meta, &call_prefix(None)) {
+        let (k, _) = e?;
+        if let Some((id, _)) = decode_call_key(&k) {
+            ids.insert(id);
+        }
+    }
+    Ok(ids)
+}
+
 /// The ids of chats with work pending at startup: unsent or unacknowledged messages, held
 /// messages (a Resend to repeat), owed calls, unprocessed inbound messages.
 pub fn chats_with_work(store: &Store) -> Result<Vec<i32>, DaemonError> {
@@ -379,11 +391,6 @@ pub fn chats_with_work(store: &Store) -> Result<Vec<i32>, DaemonError> {
             }
         }
     }
-    for e in store.scan_prefix(Tree::Meta, &call_prefix(None)) {
-        let (k, _) = e?;
-        if let Some((id, _)) = decode_call_key(&k) {
-            ids.insert(id);
-        }
-    }
+    ids.extend(chats_with_owed_calls(store)?);
     Ok(ids.into_iter().collect())
 }

@@ -352,14 +352,23 @@ impl Daemon {
     }
 }
 
-/// A logout was started and not finished before the daemon stopped (see
-/// [`crate::records::LOGOUT_KEY`]): ask Telegram whether the key is still signed in (the
-/// session's cached self user would not tell). Signed in: the logout never happened and the
-/// marker goes. Logged out: close the chats the stop left open.
+/// A logout was not finished before the daemon stopped (see [`crate::records::LOGOUT_KEY`]).
+/// Confirmed: close the chats the stop left open. Started: ask Telegram whether the key is
+/// still signed in (the session's cached self user would not tell): signed in, the logout
+/// never happened; `AUTH_KEY_UNREGISTERED`, close the chats; any other logged-out answer (a
+/// key Telegram does not know: perhaps a wrong key file) leaves the marker and closes nothing.
 async fn settle_unfinished_logout(shared: &Shared, link: &Link, registry: &Addr<Registry>) {
-    match crate::service::logout_started(shared) {
-        Ok(true) => {}
-        Ok(false) => return,
+    use crate::service::{close_chats_after_logout, forget_logout, logout_state};
+    let close = || async {
+        tracing::info!("finishing a logout a stop interrupted: closing the chats");
+        if let Err(e) = close_chats_after_logout(shared, registry).await {
+            tracing::error!(error = %e, "closing the chats after the logout");
+        }
+    };
+    match logout_state(shared) {
+        Ok(None) => return,
+        Ok(Some(crate::records::LOGOUT_CONFIRMED)) => return close().await,
+        Ok(Some(_)) => {}
         Err(e) => {
             tracing::error!(error = %e, "the logout marker cannot be read");
             return;
@@ -372,19 +381,17 @@ async fn settle_unfinished_logout(shared: &Shared, link: &Link, registry: &Addr<
             .await
         {
             Ok(_) => {
-                let mut b = crate::store::Batch::new();
-                b.remove(crate::store::Tree::Session, crate::records::LOGOUT_KEY);
-                if let Err(e) = shared.store.commit(b).await {
+                if let Err(e) = forget_logout(shared).await {
                     tracing::error!(error = %e, "the logout marker stays");
                 }
                 return;
             }
-            Err(e) if e.class == tglink::ErrorClass::LoggedOut => {
+            Err(e) if e.name == "AUTH_KEY_UNREGISTERED" => {
                 shared.set_logged_out(true);
-                tracing::info!("finishing a logout a stop interrupted: closing the chats");
-                if let Err(e) = crate::service::close_chats_after_logout(shared, registry).await {
-                    tracing::error!(error = %e, "closing the chats after the logout");
-                }
+                return close().await;
+            }
+            Err(e) if e.class == tglink::ErrorClass::LoggedOut => {
+                tracing::warn!(error = %e, "an unfinished logout stays undecided");
                 return;
             }
             Err(e) => {
@@ -404,10 +411,9 @@ async fn run_updates(shared: Arc<Shared>, link: Arc<Link>, registry: Addr<Regist
         match link.learn_self().await {
             Ok(_) => break,
             Err(e) if e.class == tglink::ErrorClass::LoggedOut => {
-                let waiting = shared.wait_logged_in();
                 shared.set_logged_out(true);
                 tracing::warn!(error = %e, "not logged in: no updates until login");
-                waiting.await;
+                shared.until_logged_in().await;
             }
             Err(e) => {
                 tracing::debug!(error = %e, "who am I: trying again");

@@ -135,13 +135,31 @@ pub fn handle_key(handle: &str) -> Vec<u8> {
 /// Key of the session snapshot.
 pub const SESSION_KEY: &[u8] = b"snapshot";
 
-/// Key of the logout marker (Session tree; the value is the Unix time it was written, 8 bytes
-/// big-endian). Written durably before `auth.logOut` is sent; removed once every chat is
-/// closed after a logout, or at a start where Telegram still knows the key (so the logout
-/// never happened). A start that finds it while Telegram says the key is logged out closes
-/// the chats a crash left open. Without it, a key that Telegram reports as logged out closes
-/// nothing (it may be a wrong key file, which the user can fix).
+/// Key of the logout marker (Session tree). Its value is a state byte, [`LOGOUT_STARTED`] or
+/// [`LOGOUT_CONFIRMED`], then the Unix time it was written (8 bytes big-endian).
+///
+/// `Started` is written durably before `auth.logOut` is sent, `Confirmed` once Telegram
+/// answered it (or said the key is logged out already); it is removed once every chat is
+/// closed after the logout, or when `auth.logOut` failed for another reason. A start that
+/// finds `Confirmed` closes the chats a stop left open (Telegram has discarded them, even if
+/// the account logged in again since); a start that finds `Started` asks Telegram
+/// (`updates.getState`): signed in, the marker goes; `401 AUTH_KEY_UNREGISTERED`, the chats
+/// close; anything else leaves it. Without a marker a key that Telegram reports as logged
+/// out closes nothing (it may be a wrong key file, which the user can fix).
 pub const LOGOUT_KEY: &[u8] = b"logout";
+
+/// [`LOGOUT_KEY`] state: `auth.logOut` is about to be sent.
+pub const LOGOUT_STARTED: u8 = 0;
+
+/// [`LOGOUT_KEY`] state: Telegram logged the key out; the chats still have to close.
+pub const LOGOUT_CONFIRMED: u8 = 1;
+
+/// The value of the logout marker in `state` at `now`.
+pub fn logout_marker(state: u8, now: u64) -> Vec<u8> {
+    let mut v = vec![state];
+    v.extend_from_slice(&now.to_be_bytes());
+    v
+}
 
 // ---- records ------------------------------------------------------------------------------------
 

@@ -169,7 +169,7 @@ impl Service {
     /// Login, step 2: the code; then a password if the account has two-step verification.
     pub async fn login_code(&self, code: &str) -> Result<tglink::LoginStep, ServiceError> {
         let step = self.shared.link.sign_in(code).await.map_err(login_error)?;
-        self.logged_in(&step);
+        self.logged_in(&step).await;
         Ok(step)
     }
 
@@ -181,14 +181,26 @@ impl Service {
             .check_password(password)
             .await
             .map_err(login_error)?;
-        self.logged_in(&step);
+        self.logged_in(&step).await;
         Ok(step)
     }
 
-    fn logged_in(&self, step: &tglink::LoginStep) {
-        if matches!(step, tglink::LoginStep::Done { .. }) {
-            self.shared.set_logged_out(false);
+    /// After a completed login: the chats a confirmed logout left open close first (Telegram
+    /// discarded them), then the daemon is logged in.
+    async fn logged_in(&self, step: &tglink::LoginStep) {
+        if !matches!(step, tglink::LoginStep::Done { .. }) {
+            return;
         }
+        match logout_state(&self.shared) {
+            Ok(Some(records::LOGOUT_CONFIRMED)) => {
+                if let Err(e) = close_chats_after_logout(&self.shared, &self.registry).await {
+                    tracing::error!(error = %e, "closing the chats of the last logout");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "the logout marker cannot be read"),
+        }
+        self.shared.set_logged_out(false);
     }
 
     /// Cancels the request whose handle is `handle` if none of its messages ever left the
@@ -229,20 +241,20 @@ impl Service {
         if self.shared.logged_out() {
             return Err(ServiceError::NotLoggedIn);
         }
-        let mut marker = Batch::new();
-        marker.put(
-            Tree::Session,
-            records::LOGOUT_KEY,
-            crate::shared::now().to_be_bytes(),
-        );
-        self.shared.store.commit(marker).await?;
-        // On an error the marker stays: it acts only at a start where Telegram says the key
-        // is logged out, and then the chats are gone at the server anyway.
-        self.shared
-            .link
-            .invoke(&LogOut {})
-            .await
-            .map_err(login_error)?;
+        set_logout_marker(&self.shared, Some(records::LOGOUT_STARTED)).await?;
+        match self.shared.link.invoke(&LogOut {}).await {
+            // Logged out now, or already (the server no longer knows the key as signed in).
+            Ok(_) => {}
+            Err(e) if e.name == "AUTH_KEY_UNREGISTERED" => {}
+            Err(e) => {
+                // Still signed in as far as we know: nothing to finish. (Had the call reached
+                // Telegram after all, the next calls get 401 and the chats stay here until
+                // their sends fail, as after a logout from another device.)
+                set_logout_marker(&self.shared, None).await?;
+                return Err(login_error(e));
+            }
+        }
+        set_logout_marker(&self.shared, Some(records::LOGOUT_CONFIRMED)).await?;
         self.shared.set_logged_out(true);
         close_chats_after_logout(&self.shared, &self.registry).await
     }
@@ -575,35 +587,72 @@ fn clip_entities(
 }
 
 /// Closes every open chat after a logout (each actor's close fails its open requests with
-/// `LOGGED_OUT`), then removes the logout marker in a commit queued after those closes.
+/// `LOGGED_OUT`) and drops the owed calls of those closed before (moot without the key), then
+/// removes the logout marker in a commit queued after those closes.
 pub(crate) async fn close_chats_after_logout(
     shared: &Shared,
     registry: &Addr<Registry>,
 ) -> Result<(), ServiceError> {
-    let internal = |e: actix::MailboxError| ServiceError::Internal(e.to_string());
+    let with_calls: std::collections::HashSet<i32> =
+        chatstore::chats_with_owed_calls(&shared.store)?;
     for id in chatstore::chat_ids(&shared.store)? {
-        if matches!(
+        let open = !matches!(
             chatstore::chat_status(&shared.store, id)?,
             None | Some(Status::Discarded(_))
-        ) {
-            continue;
-        }
-        if let Some(chat) = registry.send(registry::Get(id)).await.map_err(internal)?? {
-            chat.send(actor::LoggedOut).await.map_err(internal)?;
+        );
+        if open || with_calls.contains(&id) {
+            tell_logged_out(registry, id).await?;
         }
     }
-    let mut done = Batch::new();
-    done.remove(Tree::Session, records::LOGOUT_KEY);
-    shared.store.commit(done).await?;
+    set_logout_marker(shared, None).await
+}
+
+/// Hands `LoggedOut` to a chat's actor (asked for again once if it stopped meanwhile, as a
+/// send does).
+async fn tell_logged_out(registry: &Addr<Registry>, id: i32) -> Result<(), ServiceError> {
+    let internal = |e: actix::MailboxError| ServiceError::Internal(e.to_string());
+    for _ in 0..2 {
+        let Some(chat) = registry.send(registry::Get(id)).await.map_err(internal)?? else {
+            return Ok(());
+        };
+        match chat.send(actor::LoggedOut).await {
+            Ok(()) => return Ok(()),
+            Err(actix::MailboxError::Closed) => continue,
+            Err(e) => return Err(internal(e)),
+        }
+    }
+    Err(ServiceError::Internal(format!(
+        "chat {id}: its actor keeps stopping"
+    )))
+}
+
+/// Writes the logout marker in `state`, or removes it with `None`; durable on return.
+async fn set_logout_marker(shared: &Shared, state: Option<u8>) -> Result<(), ServiceError> {
+    let mut b = Batch::new();
+    match state {
+        Some(st) => b.put(
+            Tree::Session,
+            records::LOGOUT_KEY,
+            records::logout_marker(st, crate::shared::now()),
+        ),
+        None => b.remove(Tree::Session, records::LOGOUT_KEY),
+    };
+    shared.store.commit(b).await?;
     Ok(())
 }
 
-/// Whether a logout was started and not finished (see [`records::LOGOUT_KEY`]).
-pub(crate) fn logout_started(shared: &Shared) -> Result<bool, ServiceError> {
+/// The state of an unfinished logout ([`records::LOGOUT_STARTED`] or
+/// [`records::LOGOUT_CONFIRMED`]), if there is one.
+pub(crate) fn logout_state(shared: &Shared) -> Result<Option<u8>, ServiceError> {
     Ok(shared
         .store
         .get(Tree::Session, records::LOGOUT_KEY)?
-        .is_some())
+        .and_then(|v| v.first().copied()))
+}
+
+/// Forgets a logout that never happened (Telegram still knows the key).
+pub(crate) async fn forget_logout(shared: &Shared) -> Result<(), ServiceError> {
+    set_logout_marker(shared, None).await
 }
 
 #[cfg(test)]

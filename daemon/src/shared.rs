@@ -202,7 +202,7 @@ impl Shared {
     }
 
     /// Records that the account is logged out (or in again; then whoever waits in
-    /// [`Shared::wait_logged_in`] goes on).
+    /// [`Shared::until_logged_in`] goes on).
     pub fn set_logged_out(&self, v: bool) {
         self.logged_out.store(v, Ordering::SeqCst);
         if !v {
@@ -210,9 +210,18 @@ impl Shared {
         }
     }
 
-    /// Waits until a login completes.
-    pub async fn wait_logged_in(&self) {
-        self.logged_in.notified().await;
+    /// Returns once the account is not logged out (at once if it is not now); a login that
+    /// completes between the check and the wait is not missed.
+    pub async fn until_logged_in(&self) {
+        loop {
+            let notified = self.logged_in.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if !self.logged_out() {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// A `fatal` that can be moved into a task.

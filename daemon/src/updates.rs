@@ -27,7 +27,7 @@ use crate::store::{Batch, Tree, keys};
 /// A getDifference is forced after this long without updates.
 pub const IDLE_DIFFERENCE: Duration = Duration::from_secs(20);
 
-/// Runs until the link stops (or the account is logged out).
+/// Runs until the link stops (a logged-out account pauses it until a login completes).
 pub async fn run(shared: Arc<Shared>, mut updates: Updates, registry: Addr<Registry>) {
     let mut acked_qts = 0;
     let mut backoff = Duration::from_millis(200);
@@ -186,8 +186,9 @@ async fn wait_after(shared: &Shared, e: &CallError, backoff: &mut Duration) -> b
         ErrorClass::RetryAfter(d) => tokio::time::sleep(d).await,
         ErrorClass::LoggedOut => {
             shared.set_logged_out(true);
-            tracing::error!(error = %e, "the account is logged out: updates stopped");
-            return false;
+            tracing::warn!(error = %e, "the account is logged out: updates wait for a login");
+            shared.until_logged_in().await;
+            tracing::info!("logged in again: updates go on");
         }
         _ => {
             tracing::debug!(error = %e, "updates: trying again");

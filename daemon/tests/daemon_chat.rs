@@ -394,6 +394,10 @@ fn logout_closes_every_chat_and_a_password_login_signs_in_again() {
         assert_eq!(status(&svc, waiting), RequestStatus::Pending);
 
         svc.logout().await.unwrap();
+        // The update loop meets the logout too (a getDifference answered 401): it must wait
+        // for the login, not end (the new chat below is ready only through its updates).
+        svc.shared().link.force_difference();
+        tokio::time::sleep(Duration::from_millis(500)).await;
         // Telegram discarded the chat and told Bob; the daemon closed it without a call, and
         // the open request failed with LOGGED_OUT.
         assert_eq!(svc.chat_status(chat).unwrap(), Some(LOGGED_OUT));
@@ -490,13 +494,13 @@ fn write_store(dir: &Path, fill: impl FnOnce(&mut tgsecretd::store::Batch)) {
     store.close().unwrap();
 }
 
-/// The logout marker, as a crash right after `auth.logOut` leaves it.
-fn write_logout_marker(dir: &Path) {
+/// The logout marker in `state`, as a crash around `auth.logOut` leaves it.
+fn write_logout_marker(dir: &Path, state: u8) {
     write_store(dir, |b| {
         b.put(
             tgsecretd::store::Tree::Session,
             tgsecretd::records::LOGOUT_KEY,
-            1u64.to_be_bytes(),
+            tgsecretd::records::logout_marker(state, 1),
         );
     });
 }
@@ -520,7 +524,7 @@ fn a_logout_a_crash_interrupted_is_finished_at_the_next_start() {
         let (sim, alice_key, d, chat) = ready_chat(sim_dir, dir).await;
         d.stop().await;
         // Crashed with the marker written and no logout at the server: it never happened.
-        write_logout_marker(dir);
+        write_logout_marker(dir, tgsecretd::records::LOGOUT_STARTED);
         let d = restart(dir, &sim, alice_key).await;
         let svc = d.service().clone();
         wait("the stale marker to go", 20, || !logout_marker(&svc)).await;
@@ -530,7 +534,7 @@ fn a_logout_a_crash_interrupted_is_finished_at_the_next_start() {
 
         // Crashed with the marker written after Telegram logged the key out: the chats are
         // gone at the server, and the next start closes them here.
-        write_logout_marker(dir);
+        write_logout_marker(dir, tgsecretd::records::LOGOUT_STARTED);
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
@@ -575,6 +579,25 @@ fn a_logout_a_crash_interrupted_is_finished_at_the_next_start() {
         .await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(svc.chat_status(chat_b).unwrap(), Some(Status::Ready));
+        drop(svc);
+        d.stop().await;
+
+        // Crashed after Telegram confirmed the logout, and the account signed in again before
+        // the next start: Telegram discarded the chats all the same, so they close.
+        write_logout_marker(dir, tgsecretd::records::LOGOUT_CONFIRMED);
+        sim.model()
+            .update(|w| {
+                w.logins.entry(ALICE).or_default().signed_out = false;
+            })
+            .unwrap();
+        let d = restart(dir, &sim, alice_key).await;
+        let svc = d.service().clone();
+        wait("the chat to close after a confirmed logout", 20, || {
+            svc.chat_status(chat_b).unwrap() == Some(LOGGED_OUT)
+        })
+        .await;
+        wait("the confirmed marker to go", 20, || !logout_marker(&svc)).await;
+        assert!(!svc.shared().logged_out());
         drop(svc);
         d.stop().await;
     });

@@ -667,6 +667,22 @@ fn close_cancels_what_never_left_and_the_peer_sees_no_hole() {
     });
 }
 
+/// Waits up to 10 s for `AuthorizationState` (the proxy's copy follows `PropertiesChanged`).
+async fn wait_authorization(m: &ipc_proto::ManagerProxy<'_>, want: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = m.authorization_state().await.unwrap();
+        if now == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "AuthorizationState {now}, not {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[test]
 fn logout_closes_the_chats_and_login_takes_the_code_and_the_password() {
     runtime().block_on(async {
@@ -683,7 +699,7 @@ fn logout_closes_the_chats_and_login_takes_the_code_and_the_password() {
         let signals = Signals::start(&client).await;
 
         m.logout().await.unwrap();
-        assert_eq!(m.authorization_state().await.unwrap(), "logged_out");
+        wait_authorization(&m, "logged_out").await;
         let by: String = signals
             .wait(&ipc_proto::chat_path(chat), "Closed", |msg| {
                 msg.body().deserialize::<(String, String)>().ok().map(|b| b.0)
@@ -703,7 +719,7 @@ fn logout_closes_the_chats_and_login_takes_the_code_and_the_password() {
         let phone = format!("99966{ALICE}");
         let step = m.login_phone(&phone).await.unwrap();
         assert_eq!(str_of(&step, "next"), "code");
-        assert_eq!(m.authorization_state().await.unwrap(), "wait_code");
+        wait_authorization(&m, "wait_code").await;
         let wrong = m.login_code("11111").await.unwrap_err();
         assert!(
             matches!(&wrong, ipc_proto::Error::Telegram(t) if t.starts_with("PHONE_CODE_INVALID")),
@@ -714,7 +730,7 @@ fn logout_closes_the_chats_and_login_takes_the_code_and_the_password() {
             (str_of(&step, "next"), str_of(&step, "hint")),
             ("password".to_owned(), "pets".to_owned())
         );
-        assert_eq!(m.authorization_state().await.unwrap(), "wait_password");
+        wait_authorization(&m, "wait_password").await;
         let wrong = m.login_password("hunter3").await.unwrap_err();
         assert!(
             matches!(&wrong, ipc_proto::Error::Telegram(t) if t.starts_with("PASSWORD_HASH_INVALID")),
@@ -723,7 +739,7 @@ fn logout_closes_the_chats_and_login_takes_the_code_and_the_password() {
         let step = m.login_password("hunter2").await.unwrap();
         assert_eq!(str_of(&step, "next"), "done");
         assert_eq!(i64_of(&step, "user_id"), ALICE);
-        assert_eq!(m.authorization_state().await.unwrap(), "ready");
+        wait_authorization(&m, "ready").await;
 
         // A new chat with Bob works; the old one stays closed.
         let chat2 = m.request_chat(BOB, HashMap::new()).await.unwrap();

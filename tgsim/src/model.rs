@@ -475,7 +475,6 @@ impl World {
         }
     }
 
-    /// Queues `updateEncryption` for `to` with the chat as it is now, and pushes it.
     /// Whether `account` logged out and has not signed in again.
     pub fn signed_out(&self, account: AccountId) -> bool {
         self.logins.get(&account).is_some_and(|l| l.signed_out)
@@ -587,6 +586,7 @@ impl World {
         }
     }
 
+    /// Queues `updateEncryption` for `to` with the chat as it is now, and pushes it.
     fn chat_update(&mut self, to: AccountId, chat_id: i32, date: i32, fx: &mut Effects) {
         let Some(chat) = self.chats.get(&chat_id).cloned() else {
             return;
