@@ -201,6 +201,8 @@ pub struct ChatActor {
     untried: HashSet<i64>,
     /// The account's logout reached this actor ([`LoggedOut`]): the chat's calls are moot.
     logged_out_here: bool,
+    /// [`Shared::login_epoch`] when the call in flight was made.
+    call_epoch: u64,
 }
 
 impl ChatActor {
@@ -238,6 +240,7 @@ impl ChatActor {
             last_active: std::time::Instant::now(),
             untried: HashSet::new(),
             logged_out_here: false,
+            call_epoch: 0,
         })
     }
 
@@ -507,6 +510,7 @@ impl ChatActor {
             return;
         }
         self.calling = true;
+        self.call_epoch = self.shared.login_epoch();
         let access_hash = self.chat.state().auth().access_hash();
         let fut = perform(
             Arc::clone(&self.shared),
@@ -600,7 +604,11 @@ impl ChatActor {
     }
 
     fn pause_logged_out(&mut self, ctx: &mut Context<Self>) {
-        self.shared.set_logged_out(true);
+        if !self.shared.logged_out_since(self.call_epoch) {
+            // A login completed while the call was out: try again now.
+            self.pump_calls(ctx);
+            return;
+        }
         self.calling = true;
         ctx.run_later(LOGGED_OUT_PAUSE, |act, ctx| {
             act.calling = false;

@@ -376,6 +376,7 @@ async fn settle_unfinished_logout(shared: &Shared, link: &Link, registry: &Addr<
     }
     let mut backoff = Duration::from_millis(200);
     loop {
+        let epoch = shared.login_epoch();
         match link
             .invoke(&grammers_tl_types::functions::updates::GetState {})
             .await
@@ -387,7 +388,7 @@ async fn settle_unfinished_logout(shared: &Shared, link: &Link, registry: &Addr<
                 return;
             }
             Err(e) if e.name == "AUTH_KEY_UNREGISTERED" => {
-                shared.set_logged_out(true);
+                shared.logged_out_since(epoch);
                 return close().await;
             }
             Err(e) if e.class == tglink::ErrorClass::LoggedOut => {
@@ -408,11 +409,13 @@ async fn run_updates(shared: Arc<Shared>, link: Arc<Link>, registry: Addr<Regist
     settle_unfinished_logout(&shared, &link, &registry).await;
     let mut backoff = Duration::from_millis(200);
     loop {
+        let epoch = shared.login_epoch();
         match link.learn_self().await {
             Ok(_) => break,
             Err(e) if e.class == tglink::ErrorClass::LoggedOut => {
-                shared.set_logged_out(true);
-                tracing::warn!(error = %e, "not logged in: no updates until login");
+                if shared.logged_out_since(epoch) {
+                    tracing::warn!(error = %e, "not logged in: no updates until login");
+                }
                 shared.until_logged_in().await;
             }
             Err(e) => {

@@ -140,12 +140,14 @@ pub const SESSION_KEY: &[u8] = b"snapshot";
 ///
 /// `Started` is written durably before `auth.logOut` is sent, `Confirmed` once Telegram
 /// answered it (or said the key is logged out already); it is removed once every chat is
-/// closed after the logout, or when `auth.logOut` failed for another reason. A start that
-/// finds `Confirmed` closes the chats a stop left open (Telegram has discarded them, even if
-/// the account logged in again since); a start that finds `Started` asks Telegram
-/// (`updates.getState`): signed in, the marker goes; `401 AUTH_KEY_UNREGISTERED`, the chats
-/// close; anything else leaves it. Without a marker a key that Telegram reports as logged
-/// out closes nothing (it may be a wrong key file, which the user can fix).
+/// closed after the logout, or when Telegram refused `auth.logOut` (a transient failure,
+/// after one retry, leaves `Started`: the call may have arrived). A completed login finds
+/// either state and closes the chats first (needing a login means the key was logged out).
+/// A start that finds `Confirmed` closes the chats a stop left open (Telegram has discarded
+/// them, even if the account logged in again since); a start that finds `Started` asks
+/// Telegram (`updates.getState`): signed in, the marker goes; `401 AUTH_KEY_UNREGISTERED`,
+/// the chats close; anything else leaves it. Without a marker a key that Telegram reports as
+/// logged out closes nothing (it may be a wrong key file, which the user can fix).
 pub const LOGOUT_KEY: &[u8] = b"logout";
 
 /// [`LOGOUT_KEY`] state: `auth.logOut` is about to be sent.

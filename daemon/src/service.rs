@@ -29,6 +29,9 @@ use crate::registry::{self, Registry};
 use crate::shared::{ChatView, Shared};
 use crate::store::{Batch, Tree};
 
+/// How many times `auth.logOut` is sent again after a transient failure.
+const LOGOUT_RETRIES: u32 = 1;
+
 /// The longest text sent as one message; longer ones are split.
 pub const MAX_TEXT_CHARS: usize = 4096;
 /// The largest message accepted from a caller (a long text, before it is split).
@@ -185,19 +188,21 @@ impl Service {
         Ok(step)
     }
 
-    /// After a completed login: the chats a confirmed logout left open close first (Telegram
-    /// discarded them), then the daemon is logged in.
+    /// After a completed login: the chats an unfinished logout left open close first
+    /// (Telegram discarded them), then the daemon is logged in.
     async fn logged_in(&self, step: &tglink::LoginStep) {
         if !matches!(step, tglink::LoginStep::Done { .. }) {
             return;
         }
+        // A login after a logout was started means the key was logged out: confirmed or
+        // not, Telegram discarded the chats.
         match logout_state(&self.shared) {
-            Ok(Some(records::LOGOUT_CONFIRMED)) => {
+            Ok(Some(_)) => {
                 if let Err(e) = close_chats_after_logout(&self.shared, &self.registry).await {
                     tracing::error!(error = %e, "closing the chats of the last logout");
                 }
             }
-            Ok(_) => {}
+            Ok(None) => {}
             Err(e) => tracing::error!(error = %e, "the logout marker cannot be read"),
         }
         self.shared.set_logged_out(false);
@@ -242,16 +247,30 @@ impl Service {
             return Err(ServiceError::NotLoggedIn);
         }
         set_logout_marker(&self.shared, Some(records::LOGOUT_STARTED)).await?;
-        match self.shared.link.invoke(&LogOut {}).await {
-            // Logged out now, or already (the server no longer knows the key as signed in).
-            Ok(_) => {}
-            Err(e) if e.name == "AUTH_KEY_UNREGISTERED" => {}
-            Err(e) => {
-                // Still signed in as far as we know: nothing to finish. (Had the call reached
-                // Telegram after all, the next calls get 401 and the chats stay here until
-                // their sends fail, as after a logout from another device.)
-                set_logout_marker(&self.shared, None).await?;
-                return Err(login_error(e));
+        let mut retries = LOGOUT_RETRIES;
+        loop {
+            match self.shared.link.invoke(&LogOut {}).await {
+                // Logged out now, or already (a repeat after a lost answer lands here).
+                Ok(_) => break,
+                Err(e) if e.name == "AUTH_KEY_UNREGISTERED" => break,
+                Err(e) if e.class.is_retry() && retries > 0 => {
+                    retries -= 1;
+                    let wait = match e.class {
+                        tglink::ErrorClass::RetryAfter(d) => {
+                            d.min(std::time::Duration::from_secs(5))
+                        }
+                        _ => std::time::Duration::from_millis(500),
+                    };
+                    tokio::time::sleep(wait).await;
+                }
+                // Undecided (the call may have reached Telegram): the Started marker stays,
+                // for the next login or start to settle.
+                Err(e) if e.class.is_retry() => return Err(login_error(e)),
+                // Refused: still signed in, nothing to finish.
+                Err(e) => {
+                    set_logout_marker(&self.shared, None).await?;
+                    return Err(login_error(e));
+                }
             }
         }
         set_logout_marker(&self.shared, Some(records::LOGOUT_CONFIRMED)).await?;

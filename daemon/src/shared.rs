@@ -1,6 +1,6 @@
 //! What every actor shares: the store, the link, the announcer, the clock, the DH cache.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -132,7 +132,8 @@ pub struct Shared {
     dh: Mutex<DhConfigCache>,
     next_request: AtomicU64,
     next_inbound: AtomicU64,
-    logged_out: AtomicBool,
+    /// Bit 0: Telegram said the account is logged out; the rest: logins completed here.
+    login: AtomicU64,
     logged_in: tokio::sync::Notify,
     fatal: Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>,
 }
@@ -164,7 +165,7 @@ impl Shared {
             dh: Mutex::new(DhConfigCache::new()),
             next_request: AtomicU64::new(last + 1),
             next_inbound: AtomicU64::new(now_micros()),
-            logged_out: AtomicBool::new(false),
+            login: AtomicU64::new(0),
             logged_in: tokio::sync::Notify::new(),
             fatal: Mutex::new(Some(fatal)),
         }))
@@ -198,16 +199,39 @@ impl Shared {
 
     /// Whether Telegram said the account is logged out.
     pub fn logged_out(&self) -> bool {
-        self.logged_out.load(Ordering::SeqCst)
+        self.login.load(Ordering::SeqCst) & 1 == 1
+    }
+
+    /// How many logins completed in this process: read before a call, so that a "logged
+    /// out" answer to it can be told from one that a login overtook
+    /// ([`Shared::logged_out_since`]).
+    pub fn login_epoch(&self) -> u64 {
+        self.login.load(Ordering::SeqCst) >> 1
     }
 
     /// Records that the account is logged out (or in again; then whoever waits in
     /// [`Shared::until_logged_in`] goes on).
     pub fn set_logged_out(&self, v: bool) {
-        self.logged_out.store(v, Ordering::SeqCst);
-        if !v {
+        if v {
+            self.login.fetch_or(1, Ordering::SeqCst);
+        } else {
+            let _ = self
+                .login
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| {
+                    Some(((s >> 1) + 1) << 1)
+                });
             self.logged_in.notify_waiters();
         }
+    }
+
+    /// A call made at `epoch` ([`Shared::login_epoch`]) was answered "logged out": recorded
+    /// unless a login completed since (the answer is stale then). Whether it was recorded.
+    pub fn logged_out_since(&self, epoch: u64) -> bool {
+        self.login
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| {
+                (s >> 1 == epoch).then_some(s | 1)
+            })
+            .is_ok()
     }
 
     /// Returns once the account is not logged out (at once if it is not now); a login that

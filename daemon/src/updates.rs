@@ -33,6 +33,7 @@ pub async fn run(shared: Arc<Shared>, mut updates: Updates, registry: Addr<Regis
     let mut backoff = Duration::from_millis(200);
     let mut update_seq = next_update_seq(&shared);
     loop {
+        let epoch = shared.login_epoch();
         let batch = match tokio::time::timeout(IDLE_DIFFERENCE, updates.next()).await {
             Err(_) => {
                 shared.link.force_difference();
@@ -43,7 +44,7 @@ pub async fn run(shared: Arc<Shared>, mut updates: Updates, registry: Addr<Regis
                 b
             }
             Ok(Err(e)) => {
-                if !wait_after(&shared, &e, &mut backoff).await {
+                if !wait_after(&shared, &e, epoch, &mut backoff).await {
                     return;
                 }
                 continue;
@@ -181,14 +182,18 @@ async fn acknowledge(shared: &Shared, qts: i32) {
 }
 
 /// After a failed `next()`: waits as the error's class says; false if the loop must end.
-async fn wait_after(shared: &Shared, e: &CallError, backoff: &mut Duration) -> bool {
+///
+/// A logged-out answer to a call made before a login completed (`epoch`) is stale: the loop
+/// goes on at once.
+async fn wait_after(shared: &Shared, e: &CallError, epoch: u64, backoff: &mut Duration) -> bool {
     match e.class {
         ErrorClass::RetryAfter(d) => tokio::time::sleep(d).await,
         ErrorClass::LoggedOut => {
-            shared.set_logged_out(true);
-            tracing::warn!(error = %e, "the account is logged out: updates wait for a login");
-            shared.until_logged_in().await;
-            tracing::info!("logged in again: updates go on");
+            if shared.logged_out_since(epoch) {
+                tracing::warn!(error = %e, "the account is logged out: updates wait for a login");
+                shared.until_logged_in().await;
+                tracing::info!("logged in again: updates go on");
+            }
         }
         _ => {
             tracing::debug!(error = %e, "updates: trying again");

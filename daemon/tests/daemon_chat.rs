@@ -597,7 +597,6 @@ fn a_logout_a_crash_interrupted_is_finished_at_the_next_start() {
         })
         .await;
         wait("the confirmed marker to go", 20, || !logout_marker(&svc)).await;
-        assert!(!svc.shared().logged_out());
         drop(svc);
         d.stop().await;
     });
@@ -632,6 +631,44 @@ fn the_stale_open_markers_of_an_older_store_are_removed_at_start() {
             .collect();
         assert_eq!(left, vec![b"other".to_vec()]);
         assert_eq!(svc.chat_status(chat).unwrap(), Some(Status::Ready));
+        drop(svc);
+        d.stop().await;
+    });
+}
+
+#[test]
+fn a_login_finishes_a_logout_whose_closing_did_not() {
+    use tgsecretd::store::{Batch, Tree};
+    let dirs = Dirs::new("login-finishes");
+    let (sim_dir, dir) = (&dirs.sim, &dirs.daemon);
+    runtime().block_on(async {
+        let (sim, _alice_key, d, chat) = ready_chat(sim_dir, dir).await;
+        let svc = d.service().clone();
+        // Telegram logged the key out and the daemon recorded it, but the chats did not close
+        // (as when closing failed): the next completed login closes them first.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        sim.model()
+            .log_out(ALICE, i32::try_from(now).unwrap())
+            .unwrap();
+        let mut b = Batch::new();
+        b.put(
+            Tree::Session,
+            tgsecretd::records::LOGOUT_KEY,
+            tgsecretd::records::logout_marker(tgsecretd::records::LOGOUT_CONFIRMED, now),
+        );
+        svc.shared().store.commit(b).await.unwrap();
+        assert_eq!(svc.chat_status(chat).unwrap(), Some(Status::Ready));
+        svc.login_request_code("+999 661 5001").await.unwrap();
+        assert_eq!(
+            svc.login_code(tgsim::model::PHONE_CODE).await.unwrap(),
+            tglink::LoginStep::Done { user_id: ALICE }
+        );
+        assert_eq!(svc.chat_status(chat).unwrap(), Some(LOGGED_OUT));
+        assert!(!logout_marker(&svc));
+        assert!(!svc.shared().logged_out());
         drop(svc);
         d.stop().await;
     });
