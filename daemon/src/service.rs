@@ -246,6 +246,11 @@ impl Service {
         if self.shared.logged_out() {
             return Err(ServiceError::NotLoggedIn);
         }
+        if logout_state(&self.shared)? == Some(records::LOGOUT_CONFIRMED) {
+            // The chats of an earlier logout are still closing (a start finishes them): finish
+            // that first, so its marker is not overwritten.
+            close_chats_after_logout(&self.shared, &self.registry).await?;
+        }
         set_logout_marker(&self.shared, Some(records::LOGOUT_STARTED)).await?;
         let mut retries = LOGOUT_RETRIES;
         loop {
