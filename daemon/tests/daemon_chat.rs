@@ -481,6 +481,22 @@ fn logout_closes_every_chat_and_a_password_login_signs_in_again() {
     });
 }
 
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Alice's key is signed in again at tgsim (as a login from elsewhere would leave it).
+fn signed_in_at_server(sim: &Tgsim) {
+    sim.model()
+        .update(|w| {
+            w.logins.entry(ALICE).or_default().signed_out = false;
+        })
+        .unwrap();
+}
+
 /// Writes `fill`'s batch into the stopped daemon's store in `dir`.
 fn write_store(dir: &Path, fill: impl FnOnce(&mut tgsecretd::store::Batch)) {
     let store = tgsecretd::store::Store::open(
@@ -535,11 +551,7 @@ fn a_logout_a_crash_interrupted_is_finished_at_the_next_start() {
         // Crashed with the marker written after Telegram logged the key out: the chats are
         // gone at the server, and the next start closes them here.
         write_logout_marker(dir, tgsecretd::records::LOGOUT_STARTED);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        let now = i32::try_from(now).unwrap();
+        let now = i32::try_from(unix_now()).unwrap();
         sim.model().log_out(ALICE, now).unwrap();
         let d = restart(dir, &sim, alice_key).await;
         let svc = d.service().clone();
@@ -554,11 +566,7 @@ fn a_logout_a_crash_interrupted_is_finished_at_the_next_start() {
         // Without the marker, a key Telegram reports as logged out closes nothing (it may be
         // the wrong key file).
         let chat_b = {
-            sim.model()
-                .update(|w| {
-                    w.logins.entry(ALICE).or_default().signed_out = false;
-                })
-                .unwrap();
+            signed_in_at_server(&sim);
             let d = restart(dir, &sim, alice_key).await;
             let svc = d.service().clone();
             let c = svc.request_chat(BOB, 0).await.unwrap();
@@ -585,11 +593,7 @@ fn a_logout_a_crash_interrupted_is_finished_at_the_next_start() {
         // Crashed after Telegram confirmed the logout, and the account signed in again before
         // the next start: Telegram discarded the chats all the same, so they close.
         write_logout_marker(dir, tgsecretd::records::LOGOUT_CONFIRMED);
-        sim.model()
-            .update(|w| {
-                w.logins.entry(ALICE).or_default().signed_out = false;
-            })
-            .unwrap();
+        signed_in_at_server(&sim);
         let d = restart(dir, &sim, alice_key).await;
         let svc = d.service().clone();
         wait("the chat to close after a confirmed logout", 20, || {
@@ -646,10 +650,7 @@ fn a_login_finishes_a_logout_whose_closing_did_not() {
         let svc = d.service().clone();
         // Telegram logged the key out and the daemon recorded it, but the chats did not close
         // (as when closing failed): the next completed login closes them first.
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
+        let now = unix_now();
         sim.model()
             .log_out(ALICE, i32::try_from(now).unwrap())
             .unwrap();
