@@ -178,21 +178,34 @@ async fn run() {
         (2001..=2000 + i64::from(n_msgs)).collect::<Vec<i64>>(),
         "Alice's transcript"
     );
-    let bob_chat = sim
-        .admin()
-        .peer_chats(BOB)
-        .unwrap()
-        .into_iter()
-        .find(|c| c.chat_id == chat)
-        .unwrap();
+    // A re-key's messages wait in the seq stream behind what the other side queued before
+    // them, so with both sides bursting the exchange completes at the pace of the slower
+    // stream: its CommitKey can still be on its way (and be dropped and re-sent) when both
+    // transcripts are complete. Wait for it rather than look once.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let bob_chat = loop {
+        let c = sim
+            .admin()
+            .peer_chats(BOB)
+            .unwrap()
+            .into_iter()
+            .find(|c| c.chat_id == chat)
+            .unwrap();
+        if n_msgs < 300 || c.rekeys >= 1 || Instant::now() > deadline {
+            break c;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!(
+        "Bob's re-keys: {} after {} ms",
+        bob_chat.rekeys,
+        t0.elapsed().as_millis()
+    );
     assert!(
         bob_chat.reused_slots.is_empty(),
         "{:?}",
         bob_chat.reused_slots
     );
-    println!("Bob's re-keys: {}", bob_chat.rekeys);
-    // A re-key's messages wait in the seq stream behind what the other side queued before
-    // them, so with both sides bursting they complete at the pace of the slower stream.
     if n_msgs >= 300 {
         assert!(bob_chat.rekeys >= 1, "no re-key during the burst");
     }
