@@ -11,7 +11,12 @@
 //!    flush + fdatasync per commit: the single-flush rate that group commit is measured
 //!    against). Telegram answers every send with a long FLOOD_WAIT (a tgsim fault), so these
 //!    figures are the daemon's acceptance alone, not tgsim's. The target: acceptance at 64
-//!    callers at least half of the echo floor at 64 callers.
+//!    callers at least half of the echo floor at 64 callers. Beside them, the **store floor**:
+//!    the writes one accepted request makes (five keys) through the daemon's `Store` from 64
+//!    tasks in this process, on a store grown first, with its CPU per request; and the
+//!    **ceiling** it leaves: two fully busy cores divided by that CPU plus the bus's and the
+//!    client's CPU per accepted call, i.e. the acceptance rate of a daemon that did nothing
+//!    but its store's writes (no D-Bus, no actor, no encryption), against the echo floor.
 //! 3. The start of a daemon whose store holds 100,000 chats: time until it answers on the bus,
 //!    and its memory, beside the same for a store of 100 chats.
 //!
@@ -185,6 +190,16 @@ fn main() {
             meters.push(Some(meter));
         }
     }
+    // The store's share alone: one accepted request's writes, through the daemon's store, with
+    // 64 concurrent writers, on a store grown first (the acceptance rows grow the daemon's).
+    let floor_meter = CpuMeter::default();
+    contenders.push(Contender {
+        name: "store floor: one request's writes, Store::commit, 64 writers".into(),
+        run: floor_meter.wrap(pids.clone(), store_floor(&dir, 64, s.rounds < 9)),
+        store: None,
+    });
+    lats.push(None);
+    meters.push(Some(floor_meter.clone()));
     let rates = measure(&s, &mut contenders);
     print_table(&contenders, &rates);
     println!();
@@ -215,14 +230,21 @@ fn main() {
             );
         }
     }
-    println!("  (the echo rows' service runs in the client process: its share is in `client`)");
+    println!(
+        "  (the echo rows' service and the store floor run in the client process: their share is in `client`)"
+    );
     println!();
     let single_flush = rates[1];
     let echo_at = |callers: usize| {
         let i = 2 + CALLERS.iter().position(|&c| c == callers).unwrap_or(0);
         rates[i]
     };
-    for (c, r) in contenders.iter().zip(&rates).skip(2 + CALLERS.len()) {
+    for (c, r) in contenders
+        .iter()
+        .zip(&rates)
+        .skip(2 + CALLERS.len())
+        .filter(|(c, _)| c.name.starts_with("SendEncryptedService"))
+    {
         let callers: usize = c
             .name
             .rsplit(", ")
@@ -254,6 +276,33 @@ fn main() {
             "NOT met"
         }
     );
+
+    // The ceiling the store alone leaves: the bus and the client as measured on the 64-caller
+    // acceptance rows, the daemon cut down to its store's writes, both cores fully busy.
+    let store_us = floor_meter.per_op_us().get(2).copied().unwrap_or(0.0);
+    let (bus_us, client_us) = meters
+        .iter()
+        .zip(&contenders)
+        .filter(|(_, c)| {
+            c.name.starts_with("SendEncryptedService") && c.name.ends_with(" 64 caller(s)")
+        })
+        .filter_map(|(m, _)| m.as_ref().map(CpuMeter::per_op_us))
+        .map(|us| {
+            (
+                us.get(1).copied().unwrap_or(0.0),
+                us.get(2).copied().unwrap_or(0.0),
+            )
+        })
+        .fold((f64::MAX, f64::MAX), |(b, c), (b2, c2)| {
+            (b.min(b2), c.min(c2))
+        });
+    if store_us > 0.0 && bus_us < f64::MAX {
+        let ceiling = 2e6 / (store_us + bus_us + client_us);
+        println!(
+            "  ceiling with the daemon cut to its store's writes ({store_us:.1} us) + bus ({bus_us:.1} us) + client ({client_us:.1} us) on 2 busy cores: {ceiling:.0}/s = {:.2}x the echo floor",
+            ceiling / echo_at(64)
+        );
+    }
 
     if only.is_some() {
         return;
@@ -365,6 +414,69 @@ async fn setup(bus: &str) -> (Client, Vec<i32>) {
 
 fn flood_everything() -> Faults {
     faults_on_sends(ALICE, 1000, 420, "FLOOD_WAIT_3600")
+}
+
+/// One accepted request's writes as the daemon makes them (sizes as the daemon's records of a
+/// one-part TTL message): the request record, the handle index (Meta), the random_id index, the
+/// outbox entry and the chat's seq record, one batch per request, from `writers` concurrent
+/// tasks, on a store first grown by 50,000 requests (quick) or 200,000.
+fn store_floor(dir: &std::path::Path, writers: usize, quick: bool) -> Run {
+    use tgsecretd::store::keys::{key_i32, key_i32_i64, key_i32_u64};
+    let store = Arc::new(
+        Store::open(&dir.join("store-floor"), StoreOptions::default()).expect("open store"),
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .expect("runtime");
+    fn request(seq: u64) -> Batch {
+        let handle = format!("h/io/github/tgsecretd/request/_1_42/t{seq}");
+        let mut b = Batch::new();
+        b.put(Tree::Requests, seq.to_be_bytes(), vec![7u8; 140]);
+        b.put(Tree::Meta, handle.into_bytes(), seq.to_be_bytes());
+        let rid = seq.wrapping_mul(0x9e37_79b9_7f4a_7c15) as i64;
+        b.put(Tree::RequestIndex, key_i32_i64(1, rid), seq.to_be_bytes());
+        b.put(Tree::Outbox, key_i32_u64(1, seq), vec![7u8; 240]);
+        b.put(Tree::Chats, key_i32(1), vec![7u8; 48]);
+        b
+    }
+    let grown: u64 = if quick { 50_000 } else { 200_000 };
+    rt.block_on(async {
+        for start in (0..grown).step_by(1000) {
+            let mut waits = Vec::new();
+            for seq in start..start + 1000 {
+                waits.push(store.commit(request(seq)));
+            }
+            for w in waits {
+                w.await.expect("grow");
+            }
+        }
+    });
+    let seq = Arc::new(AtomicU64::new(grown));
+    Box::new(move |slice: Duration| {
+        let end = Instant::now() + slice;
+        rt.block_on(async {
+            let tasks: Vec<_> = (0..writers)
+                .map(|_| {
+                    let (store, seq) = (Arc::clone(&store), Arc::clone(&seq));
+                    tokio::spawn(async move {
+                        let mut n = 0u64;
+                        while Instant::now() < end {
+                            let b = request(seq.fetch_add(1, Ordering::Relaxed));
+                            store.commit(b).await.expect("commit");
+                            n += 1;
+                        }
+                        n
+                    })
+                })
+                .collect();
+            let mut total = 0;
+            for t in tasks {
+                total += t.await.expect("task");
+            }
+            total
+        })
+    })
 }
 
 /// `callers` tasks sending service messages round-robin over `chats` for the slice.
