@@ -185,6 +185,9 @@ pub struct ChatActor {
     committing: bool,
     calls: VecDeque<CallJob>,
     calling: bool,
+    /// The call in flight (it may be sleeping through a FLOOD_WAIT): its future, and the
+    /// number of its stored owed call if it is one. A logout cancels it.
+    flight: Option<(SpawnHandle, Option<u64>)>,
     timer: Option<SpawnHandle>,
     /// Open requests of this chat, by id; random_id → request id.
     open: HashMap<u64, RequestRecord>,
@@ -232,6 +235,7 @@ impl ChatActor {
             committing: false,
             calls: VecDeque::new(),
             calling: false,
+            flight: None,
             timer: None,
             open,
             by_random,
@@ -518,11 +522,17 @@ impl ChatActor {
             access_hash,
             job.clone(),
         );
-        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+        let owed = match &job {
+            CallJob::Owed { n, .. } => Some(*n),
+            CallJob::Send(_) => None,
+        };
+        let handle = ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
             act.calling = false;
+            act.flight = None;
             act.call_done(job, res, ctx);
             act.pump_calls(ctx);
         }));
+        self.flight = Some((handle, owed));
     }
 
     fn call_done(&mut self, job: CallJob, res: CallResult, ctx: &mut Context<Self>) {
@@ -1004,6 +1014,16 @@ impl Handler<LoggedOut> for ChatActor {
         self.logged_out_here = true;
         let mut batch = Batch::new();
         let id = self.id();
+        // The call in flight is moot too, and may sleep through an hour's FLOOD_WAIT: end it
+        // now (whatever it would have achieved, the chat's requests fail with LOGGED_OUT), and
+        // forget its owed call with the queued ones.
+        if let Some((handle, owed)) = self.flight.take() {
+            ctx.cancel_future(handle);
+            self.calling = false;
+            if let Some(n) = owed {
+                chatstore::remove_call(&mut batch, id, n);
+            }
+        }
         self.calls.retain(|j| match j {
             CallJob::Owed { n, .. } => {
                 chatstore::remove_call(&mut batch, id, *n);

@@ -674,3 +674,78 @@ fn a_login_finishes_a_logout_whose_closing_did_not() {
         d.stop().await;
     });
 }
+
+/// From now on Telegram answers Alice's `messages.discardEncryption` with an hour's FLOOD_WAIT.
+fn hold_discards(sim: &Tgsim) {
+    use grammers_tl_types::Identifiable;
+    use grammers_tl_types::functions::messages::DiscardEncryption;
+    let mut f = tgsim::faults::Faults::none();
+    f.account_calls.insert(
+        ALICE,
+        tgsim::faults::CallFaults {
+            fail: 1000,
+            methods: vec![DiscardEncryption::CONSTRUCTOR_ID],
+            errors: vec![tgsim::faults::InjectedError::new(420, "FLOOD_WAIT_3600")],
+            ..Default::default()
+        },
+    );
+    sim.simulation().handler.set_faults(f);
+}
+
+/// A chat the user closed while Telegram held its `discardEncryption` (an hour's FLOOD_WAIT:
+/// the call sleeps in flight and its owed-call record stays) is settled by the logout, which
+/// discards every chat of the account at the server: the call in flight ends and its record
+/// goes at once, the chat keeps the user's reason, and the call is not made again after a
+/// restart.
+#[test]
+fn a_logout_ends_the_owed_call_of_a_chat_closed_before_it() {
+    let dirs = Dirs::new("logout-owed");
+    let (sim_dir, dir) = (&dirs.sim, &dirs.daemon);
+    runtime().block_on(async {
+        let (sim, alice_key, d, chat) = ready_chat(sim_dir, dir).await;
+        let svc = d.service().clone();
+        hold_discards(&sim);
+        svc.discard(chat, false).await.unwrap();
+        let closed = Status::Discarded(secret_core::chat::DiscardReason::Local {
+            delete_history: false,
+        });
+        wait("the chat to close", 10, || {
+            svc.chat_status(chat).unwrap() == Some(closed.clone())
+        })
+        .await;
+        let refused = || sim.simulation().handler.stats().1;
+        wait("the discard to be tried", 10, || refused() >= 1).await;
+        let owed = |svc: &tgsecretd::service::Service| {
+            tgsecretd::chatstore::chats_with_owed_calls(&svc.shared().store).unwrap()
+        };
+        assert!(owed(&svc).contains(&chat));
+        assert!(matches!(
+            sim.model().chat(chat).unwrap().status,
+            tgsim::model::ChatStatus::Accepted
+        ));
+
+        svc.logout().await.unwrap();
+        wait("the owed call to be forgotten", 10, || {
+            owed(&svc).is_empty()
+        })
+        .await;
+        assert_eq!(svc.chat_status(chat).unwrap(), Some(closed.clone()));
+        assert!(matches!(
+            sim.model().chat(chat).unwrap().status,
+            tgsim::model::ChatStatus::Discarded { .. }
+        ));
+        let tried = refused();
+        drop(svc);
+        d.stop().await;
+
+        // After a restart nothing is owed and the call is not tried again.
+        let d = restart(dir, &sim, alice_key).await;
+        let svc = d.service().clone();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(owed(&svc).is_empty());
+        assert_eq!(refused(), tried, "discardEncryption tried again");
+        assert_eq!(svc.chat_status(chat).unwrap(), Some(closed));
+        drop(svc);
+        d.stop().await;
+    });
+}
