@@ -19,6 +19,8 @@
 //!    but its store's writes (no D-Bus, no actor, no encryption), against the echo floor.
 //! 3. The start of a daemon whose store holds 100,000 chats: time until it answers on the bus,
 //!    and its memory, beside the same for a store of 100 chats.
+//! 4. `Logout` with 1,000 (quick) or 10,000 open chats: the time until it answers, each chat
+//!    closed by its actor (tgsim discards Alice's chats with her authorization).
 //!
 //! Timings are printed, never asserted. `cargo bench -p daemon --bench daemon` (full) or
 //! `BENCH_QUICK=1 …`; `BENCH_ONLY=TEXT` runs only the acceptance rows whose name holds TEXT
@@ -339,6 +341,39 @@ fn main() {
             format!("{n} stored chats")
         );
     }
+
+    // Logout with many open chats: the time until `Logout` answers, every chat closed by its
+    // actor (last: it signs Alice out of tgsim).
+    let n = if s.rounds < 9 { 1_000 } else { 10_000 };
+    let fresh = dir.join("logout");
+    grow(&fresh.join("store"), &template, n);
+    let mut d = Daemon::start_logging(&fresh, &bus.address, &sim, &key, "never", "info");
+    let (ms, closed) = rt.block_on(async {
+        let client = Client::connect(&bus.address).await;
+        client.wait_ready(30).await;
+        let m = client.manager().await;
+        let t = Instant::now();
+        m.logout().await.expect("logout");
+        let ms = t.elapsed().as_millis();
+        let closed = m
+            .list_chats()
+            .await
+            .expect("chats")
+            .iter()
+            .filter(|c| {
+                c.get(ipc_proto::chat_keys::STATE)
+                    .and_then(|v| <&str>::try_from(&**v).ok())
+                    .is_some_and(|st| st == "discarded")
+            })
+            .count();
+        (ms, closed)
+    });
+    println!();
+    println!(
+        "logout with {n} open chats: answered after {ms} ms ({:.2} ms per chat), {closed} discarded",
+        ms as f64 / f64::from(n)
+    );
+    let _ = d.terminate();
     drop(echo);
 }
 
