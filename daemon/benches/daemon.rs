@@ -424,11 +424,7 @@ fn echoes(rt: Arc<tokio::runtime::Runtime>, client: Arc<Client>, callers: usize,
                     })
                 })
                 .collect();
-            let mut total = 0;
-            for t in tasks {
-                total += t.await.expect("task");
-            }
-            total
+            total(tasks).await
         })
     })
 }
@@ -487,31 +483,7 @@ fn store_floor(dir: &std::path::Path, writers: usize, quick: bool) -> Run {
             }
         }
     });
-    let seq = Arc::new(AtomicU64::new(grown));
-    Box::new(move |slice: Duration| {
-        let end = Instant::now() + slice;
-        rt.block_on(async {
-            let tasks: Vec<_> = (0..writers)
-                .map(|_| {
-                    let (store, seq) = (Arc::clone(&store), Arc::clone(&seq));
-                    tokio::spawn(async move {
-                        let mut n = 0u64;
-                        while Instant::now() < end {
-                            let b = request(seq.fetch_add(1, Ordering::Relaxed));
-                            store.commit(b).await.expect("commit");
-                            n += 1;
-                        }
-                        n
-                    })
-                })
-                .collect();
-            let mut total = 0;
-            for t in tasks {
-                total += t.await.expect("task");
-            }
-            total
-        })
-    })
+    concurrent_commits(rt, store, writers, request, grown)
 }
 
 /// `callers` tasks sending service messages round-robin over `chats` for the slice.
@@ -555,11 +527,7 @@ fn sends(
                     })
                 })
                 .collect();
-            let mut total = 0;
-            for t in tasks {
-                total += t.await.expect("task");
-            }
-            total
+            total(tasks).await
         })
     })
 }

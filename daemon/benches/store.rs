@@ -17,8 +17,6 @@ mod common;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
 use common::*;
 use tgsecretd::store::keys::key_i32_u64;
@@ -45,32 +43,7 @@ fn store_writers(dir: &Path, writers: usize) -> (Run, Arc<Store>) {
         .worker_threads(2)
         .build()
         .expect("runtime");
-    let seq = Arc::new(AtomicU64::new(0));
-    let shared = Arc::clone(&store);
-    let run = Box::new(move |slice: Duration| {
-        let end = Instant::now() + slice;
-        rt.block_on(async {
-            let tasks: Vec<_> = (0..writers)
-                .map(|_| {
-                    let (store, seq) = (Arc::clone(&shared), Arc::clone(&seq));
-                    tokio::spawn(async move {
-                        let mut n = 0u64;
-                        while Instant::now() < end {
-                            let b = batch(seq.fetch_add(1, Ordering::Relaxed));
-                            store.commit(b).await.expect("commit");
-                            n += 1;
-                        }
-                        n
-                    })
-                })
-                .collect();
-            let mut total = 0;
-            for t in tasks {
-                total += t.await.expect("task");
-            }
-            total
-        })
-    });
+    let run = concurrent_commits(rt, Arc::clone(&store), writers, batch, 0);
     (run, store)
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use sled::Transactional;
 use sled::transaction::ConflictableTransactionError;
 use tgsecretd::store::keys::key_i32_u64;
-use tgsecretd::store::{Store, Tree};
+use tgsecretd::store::{Batch, Store, Tree};
 
 pub struct Settings {
     pub rounds: usize,
@@ -126,6 +126,47 @@ pub fn sled_raw(dir: &Path) -> Run {
             n += 1;
         }
         n
+    })
+}
+
+/// The sum of what the tasks counted.
+pub async fn total(tasks: Vec<tokio::task::JoinHandle<u64>>) -> u64 {
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.expect("task");
+    }
+    total
+}
+
+/// `writers` tokio tasks committing `batch(seq)` one after the other for the slice, `seq`
+/// counting up from `first` across all of them; commits done.
+pub fn concurrent_commits(
+    rt: tokio::runtime::Runtime,
+    store: Arc<Store>,
+    writers: usize,
+    batch: fn(u64) -> Batch,
+    first: u64,
+) -> Run {
+    let seq = Arc::new(std::sync::atomic::AtomicU64::new(first));
+    Box::new(move |slice: Duration| {
+        let end = Instant::now() + slice;
+        rt.block_on(async {
+            let tasks: Vec<_> = (0..writers)
+                .map(|_| {
+                    let (store, seq) = (Arc::clone(&store), Arc::clone(&seq));
+                    tokio::spawn(async move {
+                        let mut n = 0u64;
+                        while Instant::now() < end {
+                            let b = batch(seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+                            store.commit(b).await.expect("commit");
+                            n += 1;
+                        }
+                        n
+                    })
+                })
+                .collect();
+            total(tasks).await
+        })
     })
 }
 
