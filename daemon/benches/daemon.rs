@@ -447,12 +447,13 @@ fn flood_everything() -> Faults {
     faults_on_sends(ALICE, 1000, 420, "FLOOD_WAIT_3600")
 }
 
-/// One accepted request's writes as the daemon makes them (sizes as the daemon's records of a
-/// one-part TTL message): the request record, the handle index (Meta), the random_id index, the
-/// outbox entry and the chat's seq record, one batch per request, from `writers` concurrent
-/// tasks, on a store first grown by 50,000 requests (quick) or 200,000.
+/// One accepted request's writes as the daemon makes them (keys and value sizes as a dump of
+/// the daemon's batches showed for a one-part service message): the request record, the handle
+/// index (Meta), the random_id index, the outbox entry and two of the chat's records (shared
+/// by the batches of a group), one batch per request, from `writers` concurrent tasks, on a
+/// store first grown by 50,000 requests (quick) or 200,000.
 fn store_floor(dir: &std::path::Path, writers: usize, quick: bool) -> Run {
-    use tgsecretd::store::keys::{key_i32, key_i32_i64, key_i32_u64};
+    use tgsecretd::store::keys::{key_i32_i64, key_i32_u32};
     let store = Arc::new(
         Store::open(&dir.join("store-floor"), StoreOptions::default()).expect("open store"),
     );
@@ -463,12 +464,21 @@ fn store_floor(dir: &std::path::Path, writers: usize, quick: bool) -> Run {
     fn request(seq: u64) -> Batch {
         let handle = format!("h/io/github/tgsecretd/request/_1_42/t{seq}");
         let mut b = Batch::new();
-        b.put(Tree::Requests, seq.to_be_bytes(), vec![7u8; 140]);
+        b.put(Tree::Requests, seq.to_be_bytes(), vec![7u8; 64]);
         b.put(Tree::Meta, handle.into_bytes(), seq.to_be_bytes());
         let rid = seq.wrapping_mul(0x9e37_79b9_7f4a_7c15) as i64;
         b.put(Tree::RequestIndex, key_i32_i64(1, rid), seq.to_be_bytes());
-        b.put(Tree::Outbox, key_i32_u64(1, seq), vec![7u8; 240]);
-        b.put(Tree::Chats, key_i32(1), vec![7u8; 48]);
+        b.put(Tree::Outbox, key_i32_u32(1, seq as u32), vec![7u8; 169]);
+        b.put(
+            Tree::Chats,
+            records::chat_key(1, ChatPart::Seq),
+            vec![7u8; 8],
+        );
+        b.put(
+            Tree::Chats,
+            records::chat_key(1, ChatPart::Pfs),
+            vec![7u8; 5],
+        );
         b
     }
     let grown: u64 = if quick { 50_000 } else { 200_000 };
