@@ -610,6 +610,9 @@ fn clip_entities(
     Ok(out)
 }
 
+/// How many chats a logout closes at a time.
+const LOGOUT_CLOSING_AT_ONCE: usize = 32;
+
 /// Closes every open chat after a logout (each actor's close fails its open requests with
 /// `LOGGED_OUT`) and drops the owed calls of those closed before (moot without the key), then
 /// removes the logout marker in a commit queued after those closes.
@@ -617,17 +620,26 @@ pub(crate) async fn close_chats_after_logout(
     shared: &Shared,
     registry: &Addr<Registry>,
 ) -> Result<(), ServiceError> {
+    use futures_util::{StreamExt, TryStreamExt};
     let with_calls: std::collections::HashSet<i32> =
         chatstore::chats_with_owed_calls(&shared.store)?;
+    let mut concerned = Vec::new();
     for id in chatstore::chat_ids(&shared.store)? {
         let open = !matches!(
             chatstore::chat_status(&shared.store, id)?,
             None | Some(Status::Discarded(_))
         );
         if open || with_calls.contains(&id) {
-            tell_logged_out(registry, id).await?;
+            concerned.push(id);
         }
     }
+    // Several at a time: each waits for the registry to start its chat's actor.
+    futures_util::stream::iter(concerned)
+        .map(|id| tell_logged_out(registry, id))
+        .buffer_unordered(LOGOUT_CLOSING_AT_ONCE)
+        .try_collect::<()>()
+        .await?;
+    // Queued behind every chat's closing batch: durable only after all of them.
     set_logout_marker(shared, None).await
 }
 

@@ -387,6 +387,17 @@ fn logout_closes_every_chat_and_a_password_login_signs_in_again() {
     runtime().block_on(async {
         let (sim, alice_key, d, chat) = ready_chat(sim_dir, dir).await;
         let svc = d.service().clone();
+        // More open chats, closed together (the logout closes several at a time).
+        let mut others = Vec::new();
+        for _ in 0..40 {
+            others.push(svc.request_chat(BOB, 0).await.unwrap());
+        }
+        for &c in &others {
+            wait("another chat to be ready", 20, || {
+                svc.chat_status(c).unwrap() == Some(Status::Ready)
+            })
+            .await;
+        }
         // A request that waits (an hour's FLOOD_WAIT on every send) when the logout comes.
         hold_sends(&sim);
         let waiting = send_one(&svc, chat, ttl(7), "/lo/1").await;
@@ -401,6 +412,9 @@ fn logout_closes_every_chat_and_a_password_login_signs_in_again() {
         // Telegram discarded the chat and told Bob; the daemon closed it without a call, and
         // the open request failed with LOGGED_OUT.
         assert_eq!(svc.chat_status(chat).unwrap(), Some(LOGGED_OUT));
+        for &c in &others {
+            assert_eq!(svc.chat_status(c).unwrap(), Some(LOGGED_OUT), "chat {c}");
+        }
         wait("the open request to fail", 10, || {
             failed_with(&svc, waiting, "LOGGED_OUT")
         })
