@@ -12,7 +12,7 @@
 //!    against). Telegram answers every send with a long FLOOD_WAIT (a tgsim fault), so these
 //!    figures are the daemon's acceptance alone, not tgsim's. The target: acceptance at 64
 //!    callers at least half of the echo floor at 64 callers. Beside them, the **store floor**:
-//!    the writes one accepted request makes (five keys) through the daemon's `Store` from 64
+//!    the writes one accepted request makes (four keys, two of them shared by a group) through the daemon's `Store` from 64
 //!    tasks in this process, on a store grown first, with its CPU per request; and the
 //!    **ceiling** it leaves: two fully busy cores divided by that CPU plus the bus's and the
 //!    client's CPU per accepted call, i.e. the acceptance rate of a daemon that did nothing
@@ -448,12 +448,13 @@ fn flood_everything() -> Faults {
 }
 
 /// One accepted request's writes as the daemon makes them (keys and value sizes as a dump of
-/// the daemon's batches showed for a one-part service message): the request record, the handle
-/// index (Meta), the random_id index, the outbox entry and two of the chat's records (shared
-/// by the batches of a group), one batch per request, from `writers` concurrent tasks, on a
-/// store first grown by 50,000 requests (quick) or 200,000.
+/// the daemon's batches showed for a one-part service message): the request record (keyed by
+/// its first message's slot; its handle and random_id indexes come with its final result),
+/// the outbox entry and two of the chat's records (shared by the batches of a group), one
+/// batch per request, from `writers` concurrent tasks, on a store first grown by 50,000
+/// requests (quick) or 200,000.
 fn store_floor(dir: &std::path::Path, writers: usize, quick: bool) -> Run {
-    use tgsecretd::store::keys::{key_i32_i64, key_i32_u32};
+    use tgsecretd::store::keys::key_i32_u32;
     let store = Arc::new(
         Store::open(&dir.join("store-floor"), StoreOptions::default()).expect("open store"),
     );
@@ -462,12 +463,9 @@ fn store_floor(dir: &std::path::Path, writers: usize, quick: bool) -> Run {
         .build()
         .expect("runtime");
     fn request(seq: u64) -> Batch {
-        let handle = format!("h/io/github/tgsecretd/request/_1_42/t{seq}");
         let mut b = Batch::new();
-        b.put(Tree::Requests, seq.to_be_bytes(), vec![7u8; 64]);
-        b.put(Tree::Meta, handle.into_bytes(), seq.to_be_bytes());
-        let rid = seq.wrapping_mul(0x9e37_79b9_7f4a_7c15) as i64;
-        b.put(Tree::RequestIndex, key_i32_i64(1, rid), seq.to_be_bytes());
+        let id = records::message_request_id(1, seq as u32);
+        b.put(Tree::Requests, records::request_key(id), vec![7u8; 64]);
         b.put(Tree::Outbox, key_i32_u32(1, seq as u32), vec![7u8; 169]);
         b.put(
             Tree::Chats,

@@ -221,7 +221,7 @@ impl ChatActor {
             inbound,
         } = loaded;
         // Every outbox message, not only `from_app` ones (see `chatstore::open_requests`).
-        let messages: Vec<i64> = chat.outbox().map(|e| e.random_id).collect();
+        let messages: Vec<(u32, i64)> = chat.outbox().map(|e| (e.out_raw, e.random_id)).collect();
         let open = chatstore::open_requests(&shared.store, chat.id(), messages)?;
         let by_random = open
             .values()
@@ -417,12 +417,26 @@ impl ChatActor {
         Ok(())
     }
 
+    /// The request's result is final (its record is in `batch`): its indexes go into the same
+    /// batch, and it leaves the open requests. Until that batch is durable, a retry finds it
+    /// among the commits' `done` records ([`ChatActor::existing_request`]) and its handle
+    /// stays in the shared map (released in [`ChatActor::durable`]).
     fn finish_request(&mut self, rid: u64, batch: &mut Batch, after: &mut After) {
         // Until its Response went out (see `crate::dbus`): announced again after a restart.
         batch.put(Tree::Meta, records::announce_key(rid), []);
         if let Some(r) = self.open.remove(&rid) {
+            batch.put(
+                Tree::Meta,
+                records::handle_key(&r.handle),
+                rid.to_be_bytes(),
+            );
             for p in &r.parts {
                 self.by_random.remove(&p.random_id);
+                batch.put(
+                    Tree::RequestIndex,
+                    keys::key_i32_i64(self.id(), p.random_id),
+                    rid.to_be_bytes(),
+                );
             }
             after.done.push(r);
         }
@@ -483,6 +497,9 @@ impl ChatActor {
             }
         }
         self.pump_calls(ctx);
+        for r in &done {
+            self.shared.release_handle(&r.handle, r.id);
+        }
         let announce = Arc::clone(&self.shared.announce);
         let chat_id = self.id();
         Box::pin(async move {
@@ -897,7 +914,13 @@ impl ChatActor {
                 }
             }
         }
-        let id = self.shared.request_id();
+        let Some(first) = parts.first() else {
+            // The loop refuses the request when its first part is refused.
+            return Err(ServiceError::Internal("a request without a message".into()));
+        };
+        // The first message's seq slot names the request (`out_seq_no = 2 * out_raw + parity`):
+        // its outbox entry leads to it after a restart.
+        let id = records::message_request_id(self.id(), (first.out_seq_no as u32) >> 1);
         let record = RequestRecord {
             id,
             chat_id: self.id(),
@@ -909,23 +932,16 @@ impl ChatActor {
             announced: false,
             json: cmd.json,
         };
+        // One key: the indexes are written with the final result (`finish_request`); until
+        // then `by_random` and the shared handle map find the request.
         let mut batch = Batch::new();
         let enc = records::encode(&record).map_err(|e| ServiceError::Internal(e.to_string()))?;
         batch.put(Tree::Requests, records::request_key(id), enc);
-        batch.put(
-            Tree::Meta,
-            records::handle_key(&record.handle),
-            id.to_be_bytes(),
-        );
         for p in &record.parts {
-            batch.put(
-                Tree::RequestIndex,
-                keys::key_i32_i64(self.id(), p.random_id),
-                id.to_be_bytes(),
-            );
             self.by_random.insert(p.random_id, id);
             self.untried.insert(p.random_id);
         }
+        self.shared.hold_handles([(record.handle.clone(), id)]);
         self.open.insert(id, record);
         let accepted = Accepted {
             id,
@@ -940,13 +956,16 @@ impl ChatActor {
         Ok(())
     }
 
-    /// The request a retry names by its random_id (an open one from memory, any other through
-    /// the request index).
+    /// The request a retry names by its random_id: an open one from memory, one finished by a
+    /// batch not yet durable from the commit pipeline (its index is in that batch), any other
+    /// through the request index.
     fn existing_request(&self, random_id: i64) -> Result<Option<Accepted>, ServiceError> {
+        let has = |r: &&RequestRecord| r.parts.iter().any(|p| p.random_id == random_id);
         let open = self
             .by_random
             .get(&random_id)
             .and_then(|id| self.open.get(id))
+            .or_else(|| self.commits.iter().flat_map(|p| &p.after.done).find(has))
             .cloned();
         let record = match open {
             Some(r) => Some(r),

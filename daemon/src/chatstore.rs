@@ -49,7 +49,8 @@ fn scan<T: Record>(
 
 // ---- requests ----------------------------------------------------------------------------------
 
-/// The request a message of `chat_id` belongs to, through the request index.
+/// The request a message of `chat_id` belongs to, through the request index (written with a
+/// request's final result; with its acceptance in stores older than the open-request layout).
 pub fn request_of(
     store: &Store,
     chat_id: i32,
@@ -64,49 +65,71 @@ pub fn request_of(
     get(store, Tree::Requests, &records::request_key(id))
 }
 
-/// The request a message belongs to, if it is still open (not final).
+/// The request a message of `chat_id` (its outbox slot and random_id) belongs to, if it is
+/// still open (not final).
+///
+/// An open request has no index (see `records`): its id is its first message's slot
+/// ([`records::message_request_id`]), and its later messages (the chunks of a long text) took
+/// the slots after it in the same actor turn, so it is the request at this slot or the last
+/// one below it in the chat. A request stored before that layout is found through the request
+/// index, written when it was accepted.
 fn open_request_of(
     store: &Store,
     chat_id: i32,
+    out_raw: u32,
     random_id: i64,
 ) -> Result<Option<RequestRecord>, DaemonError> {
-    Ok(request_of(store, chat_id, random_id)?.filter(|r| !r.is_final()))
+    let has = |r: &RequestRecord| r.parts.iter().any(|p| p.random_id == random_id);
+    let key = records::request_key(records::message_request_id(chat_id, out_raw));
+    let found: Option<RequestRecord> = match get(store, Tree::Requests, &key)? {
+        Some(r) => Some(r),
+        None => match store.last_before(Tree::Requests, &key, &key[..4])? {
+            Some((_, v)) => Some(records::decode(&v)?),
+            None => None,
+        },
+    };
+    let found = match found.filter(has) {
+        Some(r) => Some(r),
+        None => request_of(store, chat_id, random_id)?,
+    };
+    Ok(found.filter(|r| !r.is_final()))
 }
 
-/// The open (not final) requests among those of the given outbox messages, by id.
+/// The open (not final) requests among those of the given outbox messages (slot, random_id),
+/// by id.
 ///
 /// There is no per-request "open" marker: a request is open only while one of its messages
 /// waits for the server's answer (its date arrives in the same batch that marks the outbox
 /// entry sent; a closed chat fails its requests in the batch that empties its outbox; a
 /// cancelled message's slot is refilled in the batch that ends its request), and such a
 /// message stays in the outbox until then. So the open requests of a chat are found from its
-/// outbox's messages through the request index (every message, not only `from_app` ones: an
+/// outbox's messages ([`open_request_of`]; every message, not only `from_app` ones: an
 /// application's RequestKey or AbortKey is stored as the chat's own message).
 pub fn open_requests(
     store: &Store,
     chat_id: i32,
-    messages: impl IntoIterator<Item = i64>,
+    messages: impl IntoIterator<Item = (u32, i64)>,
 ) -> Result<std::collections::HashMap<u64, RequestRecord>, DaemonError> {
     let mut open = std::collections::HashMap::new();
-    for random_id in messages {
-        if let Some(r) = open_request_of(store, chat_id, random_id)? {
+    for (out_raw, random_id) in messages {
+        if let Some(r) = open_request_of(store, chat_id, out_raw, random_id)? {
             open.insert(r.id, r);
         }
     }
     Ok(open)
 }
 
-/// Every open request of every chat (read once at start, to export their handles), from the
-/// whole outbox (see [`open_requests`]).
+/// Every open request of every chat (read once at start, for the handles to export and hold),
+/// from the whole outbox (see [`open_requests`]).
 pub fn all_open_requests(store: &Store) -> Result<Vec<RequestRecord>, DaemonError> {
     let mut open = std::collections::BTreeMap::new();
     for (k, e) in scan::<OutboxEntry>(store, Tree::Outbox, &[])? {
-        let Some((chat_id, _)) = keys::decode_i32_u32(&k) else {
+        let Some((chat_id, out_raw)) = keys::decode_i32_u32(&k) else {
             continue;
         };
         // Not only `from_app` entries: an application's RequestKey / AbortKey is stored as
         // the chat's own message, and it belongs to a request too.
-        if let Some(r) = open_request_of(store, chat_id, e.random_id)? {
+        if let Some(r) = open_request_of(store, chat_id, out_raw, e.random_id)? {
             open.insert(r.id, r);
         }
     }

@@ -247,6 +247,11 @@ impl Daemon {
             fatal_tx,
         )
         .map_err(|e| StartError::Store(e.to_string()))?;
+        // The open requests' handles, before any actor can finish one (an open request has no
+        // stored handle index: see `records`).
+        let open = crate::chatstore::all_open_requests(&store)
+            .map_err(|e| StartError::Store(e.to_string()))?;
+        shared.hold_handles(open.into_iter().map(|r| (r.handle, r.id)));
         let (system, registry, actix_thread) = start_actors(Arc::clone(&shared))?;
         let service = Service::new(Arc::clone(&shared), registry.clone());
         let mut daemon = Daemon {

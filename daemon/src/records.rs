@@ -14,10 +14,18 @@
 //! | Inbound | (chat, random_id) | [`InboundMessage`] | with the update batch it came in, before qts is acknowledged (insert-if-absent) | with the chat output that processed it |
 //! | Meta | `u` ‖ seq | [`ChatUpdate`] | with its update batch | once the chat applied it |
 //! | Meta | `c` ‖ chat ‖ seq | [`PendingCall`] | with the output that asked for it | when the server answered it (or it is moot) |
-//! | Requests | id | [`RequestRecord`] | accepted (before its handle is returned); each result | kept (results stay queryable) |
-//! | RequestIndex | (chat, random_id) | request id | with the request | kept (idempotent retries; with the outbox, it finds the open requests: `chatstore::open_requests`) |
+//! | Requests | id ([`message_request_id`]: chat, marker bit, out_raw of its first message) | [`RequestRecord`] | accepted (before its handle is returned); each result | kept (results stay queryable) |
+//! | RequestIndex | (chat, random_id) | request id | with the request's final result | kept (idempotent retries of finished requests) |
 //! | Meta | `a` ‖ id | (empty) | a request's result is final | its Response went out |
-//! | Meta | `h` ‖ handle path | request id | with the request | kept (results by handle) |
+//! | Meta | `h` ‖ handle path | request id | with the request's final result | kept (results by handle) |
+//!
+//! **An open request is one key.** Accepting a send writes its record and the message's
+//! outbox entry, nothing more: its two indexes are written with its final result, in the batch
+//! that makes it final. While it is open it is found without them: its id is its first
+//! message's outbox key (so the outbox leads to it: `chatstore::open_requests`), the actor
+//! holds its random_ids and `Shared` its handle (rebuilt from the outbox at start). Requests
+//! stored before this layout have sequence ids below 2^31 and were indexed when accepted; they
+//! are still found through `RequestIndex`.
 //! | Session | `snapshot` | [`SessionRecord`] | login, DC changes; with each update batch (update state) | never |
 
 use serde::{Deserialize, Serialize};
@@ -108,6 +116,17 @@ pub fn call_prefix(chat_id: Option<i32>) -> Vec<u8> {
 /// The chat and sequence of a pending-call key.
 pub fn decode_call_key(k: &[u8]) -> Option<(i32, u64)> {
     keys::decode_i32_u64(k.strip_prefix(b"c")?)
+}
+
+/// Set in the id of every request made since the open-request layout (bit 31: an `out_raw` is
+/// below 2^30, and the sequence ids of older stores below 2^31).
+const MESSAGE_ID_MARK: u64 = 1 << 31;
+
+/// The id of a request whose first message has `out_raw` in `chat_id`: the chat (high 32
+/// bits), [`MESSAGE_ID_MARK`], the out_raw. A chat's requests are adjacent in key order, in
+/// the order their messages took their seq slots.
+pub fn message_request_id(chat_id: i32, out_raw: u32) -> u64 {
+    (u64::from(chat_id as u32) << 32) | MESSAGE_ID_MARK | u64::from(out_raw)
 }
 
 /// Key of a request.
@@ -300,7 +319,8 @@ pub enum RequestStatus {
 /// answered exactly once by a result.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestRecord {
-    /// The request's id (also the key).
+    /// The request's id (also the key): [`message_request_id`] of its first message (a sequence
+    /// number below 2^31 in a record stored before the open-request layout).
     pub id: u64,
     /// The chat.
     pub chat_id: i32,

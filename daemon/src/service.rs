@@ -297,14 +297,19 @@ impl Service {
         Ok(out)
     }
 
-    /// The request whose handle is `path` (the latest one, if a token was reused).
+    /// The request whose handle is `path` (the latest one, if a token was reused): an open one
+    /// from the shared handle map, a finished one through the handle index written with its
+    /// final result.
     pub fn request_by_handle(&self, path: &str) -> Result<Option<RequestRecord>, ServiceError> {
-        let id = self
-            .shared
-            .store
-            .get(Tree::Meta, &records::handle_key(path))?
-            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
-            .map(u64::from_be_bytes);
+        let id = match self.shared.open_handle(path) {
+            Some(id) => Some(id),
+            None => self
+                .shared
+                .store
+                .get(Tree::Meta, &records::handle_key(path))?
+                .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+                .map(u64::from_be_bytes),
+        };
         match id {
             Some(id) => self.request(id),
             None => Ok(None),

@@ -1,5 +1,6 @@
 //! What every actor shares: the store, the link, the announcer, the clock, the DH cache.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -10,7 +11,7 @@ use secret_core::dh::DhConfigCache;
 use tglink::Link;
 
 use crate::records::RequestRecord;
-use crate::store::{Store, Tree};
+use crate::store::Store;
 
 /// Where the daemon tells the outside world what happened (the D-Bus layer; tests record).
 /// Called only after what is announced is durable.
@@ -130,7 +131,12 @@ pub struct Shared {
     /// Accept policy for incoming chats.
     pub accept: AcceptPolicy,
     dh: Mutex<DhConfigCache>,
-    next_request: AtomicU64,
+    next_token: AtomicU64,
+    /// The handles of the open requests (handle path → request id): an open request has no
+    /// stored handle index (see `records`). Filled at start from the outbox
+    /// ([`Shared::hold_handles`]), added to when a request is accepted, removed once the batch
+    /// that made it final (and wrote its index) is durable.
+    open_handles: Mutex<HashMap<String, u64>>,
     next_inbound: AtomicU64,
     /// Bit 0: Telegram said the account is logged out; the rest: logins completed here.
     login: AtomicU64,
@@ -145,7 +151,7 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
-    /// The context; request ids continue after the largest stored one.
+    /// The context.
     pub fn new(
         store: Arc<Store>,
         link: Arc<Link>,
@@ -153,17 +159,14 @@ impl Shared {
         accept: AcceptPolicy,
         fatal: tokio::sync::mpsc::UnboundedSender<String>,
     ) -> Result<Arc<Shared>, crate::error::DaemonError> {
-        let last = store
-            .last_with_prefix(Tree::Requests, &[])?
-            .and_then(|(k, _)| <[u8; 8]>::try_from(k.as_slice()).ok())
-            .map_or(0, u64::from_be_bytes);
         Ok(Arc::new(Shared {
             store,
             link,
             announce,
             accept,
             dh: Mutex::new(DhConfigCache::new()),
-            next_request: AtomicU64::new(last + 1),
+            next_token: AtomicU64::new(now_micros()),
+            open_handles: Mutex::new(HashMap::new()),
             next_inbound: AtomicU64::new(now_micros()),
             login: AtomicU64::new(0),
             logged_in: tokio::sync::Notify::new(),
@@ -171,9 +174,34 @@ impl Shared {
         }))
     }
 
-    /// A fresh request id.
-    pub fn request_id(&self) -> u64 {
-        self.next_request.fetch_add(1, Ordering::SeqCst)
+    /// A fresh number for a handle token the daemon makes (increasing across restarts, like
+    /// [`Shared::inbound_seq`]).
+    pub fn token_seq(&self) -> u64 {
+        self.next_token.fetch_add(1, Ordering::SeqCst)
+    }
+
+    /// The id of the open request whose handle is `path`.
+    pub fn open_handle(&self, path: &str) -> Option<u64> {
+        lock(&self.open_handles).get(path).copied()
+    }
+
+    /// These open requests' handles (at start, and when a request is accepted).
+    pub fn hold_handles(&self, open: impl IntoIterator<Item = (String, u64)>) {
+        lock(&self.open_handles).extend(open);
+    }
+
+    /// Forgets `path` if it still names request `id` (its final result and its stored index
+    /// are durable).
+    pub fn release_handle(&self, path: &str, id: u64) {
+        let mut open = lock(&self.open_handles);
+        if open.get(path) == Some(&id) {
+            open.remove(path);
+        }
+    }
+
+    /// The handle paths of the open requests.
+    pub fn open_handle_paths(&self) -> Vec<String> {
+        lock(&self.open_handles).keys().cloned().collect()
     }
 
     /// A fresh arrival number for an inbound message (increasing across restarts).
@@ -280,4 +308,9 @@ fn now_micros() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// A lock that survives a panic of another holder (the map stays usable).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -10,9 +10,12 @@ use secret_core::chat::Status;
 use secret_core::tl::enums::{DecryptedMessage, DecryptedMessageAction as A};
 use secret_core::tl::types;
 use tgsecretd::instance::{Bus, Daemon, Options, Server};
-use tgsecretd::records::RequestStatus;
+use tgsecretd::records::{self, RequestStatus};
+use tgsecretd::service::MAX_TEXT_CHARS;
 use tgsecretd::service::{Peer, SendOptions};
 use tgsecretd::shared::AcceptPolicy;
+use tgsecretd::store::Tree;
+use tgsecretd::store::keys::{key_i32_i64, key_i32_u32};
 use tgsim::instance::{AccountSpec, Options as SimOptions, PeerSpec, Tgsim};
 use tgsim::peer::Behaviour;
 
@@ -372,9 +375,208 @@ fn requests_waiting_across_a_restart_are_answered_after_it() {
         })
         .await;
         assert_eq!(peers.transcript(BOB, chat), vec![ttl(1), ttl(2)]);
+        // Final now: the indexes came with the result.
+        let done = svc.request(plain).unwrap().unwrap();
+        let plain_rid = done.parts[0].random_id;
+        let store = &d.shared().store;
+        let indexed = |tree, key: &[u8]| {
+            store
+                .get(tree, key)
+                .unwrap()
+                .map(|v| u64::from_be_bytes(v.try_into().unwrap()))
+        };
+        assert_eq!(
+            indexed(Tree::RequestIndex, &key_i32_i64(chat, plain_rid)),
+            Some(plain)
+        );
+        assert_eq!(
+            indexed(Tree::Meta, &records::handle_key("/w/2")),
+            Some(plain)
+        );
+        drop(svc);
+        d.stop().await;
+
+        // After another restart a retry with the message's random_id (the one its result
+        // carried) finds the finished request through the index: nothing is sent again.
+        let d = restart(dir, &sim, alice_key).await;
+        let svc = d.service().clone();
+        let again = svc
+            .send_encrypted_service(
+                Peer::id(chat),
+                service(ttl(2)),
+                SendOptions {
+                    handle: "/w/4".into(),
+                    random_id: Some(plain_rid),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert!(again.existing);
+        assert_eq!((again.id, again.handle.as_str()), (plain, "/w/2"));
+        assert_eq!(
+            svc.request_by_handle("/w/2").unwrap().unwrap().status,
+            RequestStatus::Sent
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(peers.transcript(BOB, chat), vec![ttl(1), ttl(2)]);
         drop(svc);
         d.stop().await;
     });
+}
+
+/// A long text (two chunks).
+fn long_text(n: usize) -> DecryptedMessage {
+    DecryptedMessage::DecryptedMessage(types::DecryptedMessage {
+        silent: false,
+        random_id: 0,
+        ttl: 0,
+        message: "x".repeat(n),
+        media: None,
+        entities: None,
+        via_bot_name: None,
+        reply_to_random_id: None,
+        grouped_id: None,
+    })
+}
+
+/// An accepted request is stored as one key (its record, beside its messages' outbox
+/// entries): its random_id and handle indexes come with its final result. While it is open it
+/// is found without them, by its handle and by a retry of its random_id, before and after a
+/// restart: also when only a later chunk of a long text is still in the outbox (the first was
+/// acknowledged), and when it was stored by an older daemon (a sequence id, indexed when
+/// accepted).
+#[test]
+fn an_open_request_is_one_key_and_is_found_without_an_index() {
+    let dirs = Dirs::new("onekey");
+    let (sim_dir, dir) = (&dirs.sim, &dirs.daemon);
+    runtime().block_on(async {
+        let (sim, alice_key, d, chat) = ready_chat(sim_dir, dir).await;
+        let svc = d.service().clone();
+        hold_sends(&sim);
+        let (rid_a, rid_b) = (0x5eed_0001_i64, 0x5eed_0002_i64);
+        let opts = |handle: &str, random_id: i64| SendOptions {
+            handle: handle.into(),
+            random_id: Some(random_id),
+            ..Default::default()
+        };
+        let send = |m: DecryptedMessage, o: SendOptions| {
+            let svc = svc.clone();
+            async move {
+                svc.send_encrypted_service(Peer::id(chat), m, o)
+                    .await
+                    .unwrap()
+            }
+        };
+        let a = send(service(ttl(3)), opts("/k/a", rid_a)).await;
+        let b = send(long_text(MAX_TEXT_CHARS + 10), opts("/k/b", rid_b)).await;
+        assert!(!a.existing && !b.existing);
+        let rec_b = svc.request(b.id).unwrap().unwrap();
+        assert_eq!(rec_b.parts.len(), 2);
+        // One key each, no index.
+        let store = &d.shared().store;
+        let has = |tree, key: &[u8]| store.get(tree, key).unwrap().is_some();
+        for (r, handle) in [(&a, "/k/a"), (&b, "/k/b")] {
+            assert!(has(Tree::Requests, &records::request_key(r.id)));
+            assert!(!has(Tree::Meta, &records::handle_key(handle)));
+        }
+        for rid in [rid_a, rec_b.parts[1].random_id] {
+            assert!(!has(Tree::RequestIndex, &key_i32_i64(chat, rid)));
+        }
+        // Found all the same.
+        assert_eq!(svc.request_by_handle("/k/a").unwrap().unwrap().id, a.id);
+        assert_eq!(svc.request_by_handle("/k/b").unwrap().unwrap().id, b.id);
+        let retry = send(service(ttl(3)), opts("/k/a2", rid_a)).await;
+        assert!(retry.existing);
+        assert_eq!((retry.id, retry.handle.as_str()), (a.id, "/k/a"));
+        drop(svc);
+        d.stop().await;
+
+        // While stopped: b's first chunk was acknowledged (gone from the outbox, dated), and a
+        // is rewritten as an older daemon stored it (id 7, both indexes written at once).
+        {
+            let store = tgsecretd::store::Store::open(
+                &dir.join("store"),
+                tgsecretd::store::StoreOptions::default(),
+            )
+            .unwrap();
+            let mut batch = tgsecretd::store::Batch::new();
+            let mut rb = rec_b.clone();
+            rb.parts[0].date = Some(1);
+            batch.put(
+                Tree::Requests,
+                records::request_key(b.id),
+                records::encode(&rb).unwrap(),
+            );
+            let first_slot = (rb.parts[0].out_seq_no as u32) >> 1;
+            assert!(has_key(
+                &store,
+                Tree::Outbox,
+                &key_i32_u32(chat, first_slot)
+            ));
+            batch.remove(Tree::Outbox, key_i32_u32(chat, first_slot));
+            let mut ra = a_record(&store, a.id);
+            ra.id = 7;
+            batch.remove(Tree::Requests, records::request_key(a.id));
+            batch.put(
+                Tree::Requests,
+                records::request_key(7),
+                records::encode(&ra).unwrap(),
+            );
+            batch.put(
+                Tree::RequestIndex,
+                key_i32_i64(chat, rid_a),
+                7u64.to_be_bytes(),
+            );
+            batch.put(Tree::Meta, records::handle_key("/k/a"), 7u64.to_be_bytes());
+            store.commit_blocking(batch).unwrap();
+            store.close().unwrap();
+        }
+
+        // After the restart (sends still held) both are open and found.
+        let d = restart(dir, &sim, alice_key).await;
+        let svc = d.service().clone();
+        let mut open = d.shared().open_handle_paths();
+        open.sort();
+        assert_eq!(open, vec!["/k/a".to_string(), "/k/b".to_string()]);
+        let by_handle = |h: &str| svc.request_by_handle(h).unwrap().unwrap();
+        assert_eq!(
+            (by_handle("/k/a").id, by_handle("/k/a").status),
+            (7, RequestStatus::Pending)
+        );
+        assert_eq!(by_handle("/k/b").id, b.id);
+        assert_eq!(by_handle("/k/b").status, RequestStatus::Pending);
+        let send = |m: DecryptedMessage, o: SendOptions| {
+            let svc = svc.clone();
+            async move {
+                svc.send_encrypted_service(Peer::id(chat), m, o)
+                    .await
+                    .unwrap()
+            }
+        };
+        let retry_a = send(service(ttl(3)), opts("/k/a3", rid_a)).await;
+        assert!(retry_a.existing);
+        assert_eq!((retry_a.id, retry_a.handle.as_str()), (7, "/k/a"));
+        let retry_b = send(long_text(MAX_TEXT_CHARS + 10), opts("/k/b3", rid_b)).await;
+        assert!(retry_b.existing);
+        assert_eq!((retry_b.id, retry_b.handle.as_str()), (b.id, "/k/b"));
+        drop(svc);
+        d.stop().await;
+    });
+}
+
+fn has_key(store: &tgsecretd::store::Store, tree: Tree, key: &[u8]) -> bool {
+    store.get(tree, key).unwrap().is_some()
+}
+
+fn a_record(store: &tgsecretd::store::Store, id: u64) -> tgsecretd::records::RequestRecord {
+    records::decode(
+        &store
+            .get(Tree::Requests, &records::request_key(id))
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap()
 }
 
 const LOGGED_OUT: Status = Status::Discarded(secret_core::chat::DiscardReason::LoggedOut);

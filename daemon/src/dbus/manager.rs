@@ -39,7 +39,7 @@ type Results = HashMap<String, OwnedVariant>;
 impl Manager {
     /// The handle path of a new request: the caller's token, or a fresh one.
     fn handle_path(&self, sender: &str, token: Option<String>) -> String {
-        let token = token.unwrap_or_else(|| format!("t{}", self.service.shared().request_id()));
+        let token = token.unwrap_or_else(|| format!("t{}", self.service.shared().token_seq()));
         ipc_proto::request_path(sender, &token)
     }
 

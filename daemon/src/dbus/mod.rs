@@ -306,7 +306,7 @@ impl DbusAnnounce {
                 },
             )
             .await?;
-        for path in open_handles(&service) {
+        for path in service.shared().open_handle_paths() {
             let p = path.clone();
             let _ = server
                 .at(
@@ -376,18 +376,6 @@ async fn respond(conn: &Connection, store: &Store, mut r: RequestRecord) {
     }
     if let Err(e) = store.commit(b).await {
         tracing::error!(error = %e, "announcement not recorded");
-    }
-}
-
-/// The handles of the open requests, to export again at start (an unreadable store exports
-/// none: the error is logged, the daemon serves what it can).
-fn open_handles(service: &Service) -> Vec<String> {
-    match crate::chatstore::all_open_requests(&service.shared().store) {
-        Ok(open) => open.into_iter().map(|r| r.handle).collect(),
-        Err(e) => {
-            tracing::error!(error = %e, "open requests not read: their handles are not exported");
-            Vec::new()
-        }
     }
 }
 

@@ -322,6 +322,24 @@ impl Store {
             .transpose()
     }
 
+    /// The entry of `tree` with the largest key below `key` (excluded) that starts with
+    /// `prefix`.
+    pub fn last_before(
+        &self,
+        tree: Tree,
+        key: &[u8],
+        prefix: &[u8],
+    ) -> Result<Option<Entry>, StoreError> {
+        self.check()?;
+        let found = self
+            .tree(tree)
+            .get_lt(key)
+            .map_err(StoreError::sled("get_lt"))?;
+        Ok(found
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.to_vec(), v.to_vec())))
+    }
+
     /// The writer's counters.
     pub fn stats(&self) -> CommitStats {
         self.counters.snapshot()
