@@ -389,7 +389,12 @@ impl Manager {
         &self,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<Vec<Results>, Error> {
-        let views = self.service.chat_views().map_err(to_dbus)?;
+        // A whole-store read: off the runtime's threads (there may be a single one).
+        let service = self.service.clone();
+        let views = tokio::task::spawn_blocking(move || service.chat_views())
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?
+            .map_err(to_dbus)?;
         for v in &views {
             self.hub.export(conn, v.summary.chat_id).await;
         }
