@@ -344,7 +344,13 @@ impl Daemon {
         } = self;
         drop((service, shared, link));
         // Closed here if this was the last handle (else when the last one goes: both make the
-        // queued commits durable).
+        // queued commits durable). Something that was ending as the daemon stopped may drop
+        // its handle a moment later (once in about 50 runs of `daemon_chat`, a start right
+        // after a stop found the store still locked): wait for it a little first.
+        let patience = std::time::Instant::now() + STOP_PATIENCE;
+        while Arc::strong_count(&store) > 1 && std::time::Instant::now() < patience {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         match Arc::try_unwrap(store) {
             Ok(s) => {
                 if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.close()).await {
@@ -352,10 +358,17 @@ impl Daemon {
                 }
             }
             // A clone of the service is still alive somewhere: the store closes with it.
-            Err(_) => tracing::warn!("the store stays open until the last service handle goes"),
+            Err(s) => tracing::warn!(
+                holders = Arc::strong_count(&s) - 1,
+                "the store stays open until the last service handle goes"
+            ),
         }
     }
 }
+
+/// How long [`Daemon::stop`] waits for the last other holders of the store (tasks the runtime
+/// was ending) before it leaves the store to close with them.
+const STOP_PATIENCE: Duration = Duration::from_secs(5);
 
 /// A logout was not finished before the daemon stopped (see [`crate::records::LOGOUT_KEY`]).
 /// Confirmed: close the chats the stop left open. Started: ask Telegram whether the key is
