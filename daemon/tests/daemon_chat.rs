@@ -466,16 +466,14 @@ fn an_open_request_is_one_key_and_is_found_without_an_index() {
             random_id: Some(random_id),
             ..Default::default()
         };
-        let send = |m: DecryptedMessage, o: SendOptions| {
-            let svc = svc.clone();
-            async move {
-                svc.send_encrypted_service(Peer::id(chat), m, o)
-                    .await
-                    .unwrap()
-            }
-        };
-        let a = send(service(ttl(3)), opts("/k/a", rid_a)).await;
-        let b = send(long_text(MAX_TEXT_CHARS + 10), opts("/k/b", rid_b)).await;
+        let a = send_as(&svc, chat, service(ttl(3)), opts("/k/a", rid_a)).await;
+        let b = send_as(
+            &svc,
+            chat,
+            long_text(MAX_TEXT_CHARS + 10),
+            opts("/k/b", rid_b),
+        )
+        .await;
         assert!(!a.existing && !b.existing);
         let rec_b = svc.request(b.id).unwrap().unwrap();
         assert_eq!(rec_b.parts.len(), 2);
@@ -492,7 +490,7 @@ fn an_open_request_is_one_key_and_is_found_without_an_index() {
         // Found all the same.
         assert_eq!(svc.request_by_handle("/k/a").unwrap().unwrap().id, a.id);
         assert_eq!(svc.request_by_handle("/k/b").unwrap().unwrap().id, b.id);
-        let retry = send(service(ttl(3)), opts("/k/a2", rid_a)).await;
+        let retry = send_as(&svc, chat, service(ttl(3)), opts("/k/a2", rid_a)).await;
         assert!(retry.existing);
         assert_eq!((retry.id, retry.handle.as_str()), (a.id, "/k/a"));
         drop(svc);
@@ -552,23 +550,33 @@ fn an_open_request_is_one_key_and_is_found_without_an_index() {
         );
         assert_eq!(by_handle("/k/b").id, b.id);
         assert_eq!(by_handle("/k/b").status, RequestStatus::Pending);
-        let send = |m: DecryptedMessage, o: SendOptions| {
-            let svc = svc.clone();
-            async move {
-                svc.send_encrypted_service(Peer::id(chat), m, o)
-                    .await
-                    .unwrap()
-            }
-        };
-        let retry_a = send(service(ttl(3)), opts("/k/a3", rid_a)).await;
+        let retry_a = send_as(&svc, chat, service(ttl(3)), opts("/k/a3", rid_a)).await;
         assert!(retry_a.existing);
         assert_eq!((retry_a.id, retry_a.handle.as_str()), (7, "/k/a"));
-        let retry_b = send(long_text(MAX_TEXT_CHARS + 10), opts("/k/b3", rid_b)).await;
+        let retry_b = send_as(
+            &svc,
+            chat,
+            long_text(MAX_TEXT_CHARS + 10),
+            opts("/k/b3", rid_b),
+        )
+        .await;
         assert!(retry_b.existing);
         assert_eq!((retry_b.id, retry_b.handle.as_str()), (b.id, "/k/b"));
         drop(svc);
         d.stop().await;
     });
+}
+
+/// Sends `m` to `chat` with `o`; its acceptance.
+async fn send_as(
+    svc: &tgsecretd::service::Service,
+    chat: i32,
+    m: DecryptedMessage,
+    o: SendOptions,
+) -> tgsecretd::actor::Accepted {
+    svc.send_encrypted_service(Peer::id(chat), m, o)
+        .await
+        .unwrap()
 }
 
 fn has_key(store: &tgsecretd::store::Store, tree: Tree, key: &[u8]) -> bool {
