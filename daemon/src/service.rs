@@ -27,7 +27,7 @@ use crate::errors_api::ServiceError;
 use crate::records::{self, RequestRecord};
 use crate::registry::{self, Registry};
 use crate::shared::{ChatView, Shared};
-use crate::store::{Batch, Tree};
+use crate::store::{Batch, Store, Tree};
 
 /// How many times `auth.logOut` is sent again after a transient failure.
 const LOGOUT_RETRIES: u32 = 1;
@@ -626,18 +626,11 @@ pub(crate) async fn close_chats_after_logout(
     registry: &Addr<Registry>,
 ) -> Result<(), ServiceError> {
     use futures_util::{StreamExt, TryStreamExt};
-    let with_calls: std::collections::HashSet<i32> =
-        chatstore::chats_with_owed_calls(&shared.store)?;
-    let mut concerned = Vec::new();
-    for id in chatstore::chat_ids(&shared.store)? {
-        let open = !matches!(
-            chatstore::chat_status(&shared.store, id)?,
-            None | Some(Status::Discarded(_))
-        );
-        if open || with_calls.contains(&id) {
-            concerned.push(id);
-        }
-    }
+    // A whole-store read: off the runtime's threads (there may be a single one).
+    let store = Arc::clone(&shared.store);
+    let concerned = tokio::task::spawn_blocking(move || chats_to_close(&store))
+        .await
+        .map_err(|e| ServiceError::Internal(e.to_string()))??;
     // Several at a time: each waits for the registry to start its chat's actor.
     futures_util::stream::iter(concerned)
         .map(|id| tell_logged_out(registry, id))
@@ -646,6 +639,22 @@ pub(crate) async fn close_chats_after_logout(
         .await?;
     // Queued behind every chat's closing batch: durable only after all of them.
     set_logout_marker(shared, None).await
+}
+
+/// The chats a logout closes: the open ones, and the closed ones that still owe a call.
+fn chats_to_close(store: &Store) -> Result<Vec<i32>, ServiceError> {
+    let with_calls: std::collections::HashSet<i32> = chatstore::chats_with_owed_calls(store)?;
+    let mut concerned = Vec::new();
+    for id in chatstore::chat_ids(store)? {
+        let open = !matches!(
+            chatstore::chat_status(store, id)?,
+            None | Some(Status::Discarded(_))
+        );
+        if open || with_calls.contains(&id) {
+            concerned.push(id);
+        }
+    }
+    Ok(concerned)
 }
 
 /// Hands `LoggedOut` to a chat's actor (asked for again once if it stopped meanwhile, as a
