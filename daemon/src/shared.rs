@@ -174,8 +174,9 @@ impl Shared {
         }))
     }
 
-    /// A fresh number for a handle token the daemon makes (increasing across restarts, like
-    /// [`Shared::inbound_seq`]).
+    /// A fresh number for a handle token the daemon makes: it starts from the clock in µs at
+    /// start, so it keeps increasing across restarts unless a run made more than one token per
+    /// microsecond it lasted.
     pub fn token_seq(&self) -> u64 {
         self.next_token.fetch_add(1, Ordering::SeqCst)
     }
