@@ -345,8 +345,9 @@ impl Daemon {
         drop((service, shared, link));
         // Closed here if this was the last handle (else when the last one goes: both make the
         // queued commits durable). Something that was ending as the daemon stopped may drop
-        // its handle a moment later (once in about 50 runs of `daemon_chat`, a start right
-        // after a stop found the store still locked): wait for it a little first.
+        // its handle a moment later (twice in about 40 runs of `daemon_chat`, a start right
+        // after a stop found the store still locked; the holder was not identified): wait for
+        // it a little first.
         let patience = std::time::Instant::now() + STOP_PATIENCE;
         while Arc::strong_count(&store) > 1 && std::time::Instant::now() < patience {
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -366,8 +367,8 @@ impl Daemon {
     }
 }
 
-/// How long [`Daemon::stop`] waits for the last other holders of the store (tasks the runtime
-/// was ending) before it leaves the store to close with them.
+/// How long [`Daemon::stop`] waits for the last other holders of the store (something that
+/// was ending as the daemon stopped) before it leaves the store to close with them.
 const STOP_PATIENCE: Duration = Duration::from_secs(5);
 
 /// A logout was not finished before the daemon stopped (see [`crate::records::LOGOUT_KEY`]).
