@@ -17,6 +17,11 @@
 //!    **ceiling** it leaves: two fully busy cores divided by that CPU plus the bus's and the
 //!    client's CPU per accepted call, i.e. the acceptance rate of a daemon that did nothing
 //!    but its store's writes (no D-Bus, no actor, no encryption), against the echo floor.
+//!    And measured, not computed: **bare acceptance**, a zbus service in this process with
+//!    `SendEncryptedService`'s signature that exports a request object at the handle path,
+//!    commits the same writes through its own `Store` and answers once they are durable — the
+//!    required parts (zbus, the Request pattern, sled with durable group commit) and nothing
+//!    else, at 64 callers; the daemon's rate is printed as a fraction of it.
 //! 3. The start of a daemon whose store holds 100,000 chats: time until it answers on the bus,
 //!    and its memory, beside the same for a store of 100 chats.
 //! 4. `Logout` with 1,000 (quick) or 10,000 open chats: the time until it answers, each chat
@@ -192,6 +197,29 @@ fn main() {
             meters.push(Some(meter));
         }
     }
+    // The least a daemon made of the required parts (zbus, a request object, the store's
+    // writes) does per accepted send, at 64 callers.
+    let bare_store = Arc::new(
+        Store::open(&dir.join("store-bare-accept"), StoreOptions::default()).expect("open store"),
+    );
+    let bare = rt.block_on(bare_accept_service(&bus.address, Arc::clone(&bare_store)));
+    let bare_meter = CpuMeter::default();
+    let bare_lat: Lat = Arc::default();
+    contenders.push(Contender {
+        name: "bare acceptance: zbus + request object + Store, 64 callers".into(),
+        run: bare_meter.wrap(
+            pids.clone(),
+            bare_accepts(
+                Arc::clone(&rt),
+                Arc::clone(&client),
+                64,
+                Arc::clone(&bare_lat),
+            ),
+        ),
+        store: None,
+    });
+    lats.push(Some(bare_lat));
+    meters.push(Some(bare_meter));
     // The store's share alone: one accepted request's writes, through the daemon's store, with
     // 64 concurrent writers, on a store grown first (the acceptance rows grow the daemon's).
     let floor_meter = CpuMeter::default();
@@ -278,6 +306,19 @@ fn main() {
             "NOT met"
         }
     );
+
+    if let Some(r) = contenders
+        .iter()
+        .zip(&rates)
+        .find(|(c, _)| c.name.starts_with("bare acceptance"))
+        .map(|(_, r)| *r)
+    {
+        println!(
+            "  bare acceptance (zbus + request object + Store, nothing else) at 64 callers: {:.2}x the echo floor; the daemon reaches {:.2}x of it",
+            r / echo_at(64),
+            best64 / r
+        );
+    }
 
     // The ceiling the store alone leaves: the bus and the client as measured on the 64-caller
     // acceptance rows, the daemon cut down to its store's writes, both cores fully busy.
@@ -375,6 +416,7 @@ fn main() {
     );
     let _ = d.terminate();
     drop(echo);
+    drop(bare);
 }
 
 /// A bare method on the same bus, served by this process: the cost of a D-Bus call alone.
@@ -394,6 +436,102 @@ async fn echo_service(bus: &str) -> zbus::Connection {
         .build()
         .await
         .expect("echo service")
+}
+
+/// The least a daemon built from the project's required parts does per accepted send: zbus
+/// serves a method with `SendEncryptedService`'s signature, exports a request object at the
+/// handle path, commits the request's writes ([`request`]) through the daemon's `Store` and
+/// answers with the path once they are durable. No validation, no chat actor, no encryption,
+/// no request bookkeeping. Served by this process on its own connection and store (grown only
+/// by its own rows, as the daemon's is), so its CPU is in the `client` column.
+struct BareAccept {
+    store: Arc<Store>,
+    next: AtomicU64,
+}
+
+#[zbus::interface(name = "io.github.tgsecretd.BenchAccept")]
+impl BareAccept {
+    async fn send_encrypted_service(
+        &self,
+        #[zbus(header)] hdr: zbus::message::Header<'_>,
+        #[zbus(object_server)] server: &zbus::ObjectServer,
+        _chat_id: i32,
+        _message: Vec<u8>,
+        _options: HashMap<String, zbus::OwnedVariant>,
+    ) -> zbus::fdo::Result<zbus::OwnedObjectPath> {
+        let seq = self.next.fetch_add(1, Ordering::Relaxed);
+        let sender = hdr.sender().map(|s| s.to_string()).unwrap_or_default();
+        let path = ipc_proto::request_path(&sender, &format!("b{seq}"));
+        let path = zbus::OwnedObjectPath::try_from(path)
+            .map_err(|e| zbus::fdo::Error::InvalidArgs(e.to_string()))?;
+        server.at(&path, BareRequest).await?;
+        self.store
+            .commit(request(seq))
+            .await
+            .map_err(|e| zbus::fdo::Error::Failed(e.to_string()))?;
+        Ok(path)
+    }
+}
+
+/// The request object of [`BareAccept`].
+struct BareRequest;
+
+#[zbus::interface(name = "io.github.tgsecretd.BenchRequest")]
+impl BareRequest {
+    async fn close(&self) {}
+}
+
+async fn bare_accept_service(bus: &str, store: Arc<Store>) -> zbus::Connection {
+    let service = BareAccept {
+        store,
+        next: AtomicU64::new(0),
+    };
+    zbus::connection::Builder::address(bus)
+        .name("io.github.tgsecretd.BenchAccept")
+        .serve_at("/accept", service)
+        .build()
+        .await
+        .expect("bare accept service")
+}
+
+/// `callers` tasks calling [`BareAccept`] with a service message, as the acceptance rows do.
+fn bare_accepts(
+    rt: Arc<tokio::runtime::Runtime>,
+    client: Arc<Client>,
+    callers: usize,
+    lat: Lat,
+) -> Run {
+    let msg = ttl_message(0, 5);
+    Box::new(move |slice: Duration| {
+        let end = Instant::now() + slice;
+        rt.block_on(async {
+            let tasks: Vec<_> = (0..callers)
+                .map(|_| {
+                    let (conn, msg, lat) = (client.conn.clone(), msg.clone(), Arc::clone(&lat));
+                    tokio::spawn(async move {
+                        let options: HashMap<&str, zbus::Variant<'_>> = HashMap::new();
+                        let mut n = 0u64;
+                        while Instant::now() < end {
+                            let t = Instant::now();
+                            conn.call_method(
+                                Some("io.github.tgsecretd.BenchAccept"),
+                                "/accept",
+                                Some("io.github.tgsecretd.BenchAccept"),
+                                "SendEncryptedService",
+                                &(1i32, &msg, &options),
+                            )
+                            .await
+                            .expect("bare accept");
+                            record(&lat, t);
+                            n += 1;
+                        }
+                        n
+                    })
+                })
+                .collect();
+            total(tasks).await
+        })
+    })
 }
 
 fn echoes(rt: Arc<tokio::runtime::Runtime>, client: Arc<Client>, callers: usize, lat: Lat) -> Run {
@@ -447,6 +585,26 @@ fn flood_everything() -> Faults {
     faults_on_sends(ALICE, 1000, 420, "FLOOD_WAIT_3600")
 }
 
+/// The writes of one accepted request (see [`store_floor`]), its first message at slot `seq`.
+fn request(seq: u64) -> Batch {
+    use tgsecretd::store::keys::key_i32_u32;
+    let mut b = Batch::new();
+    let id = records::message_request_id(1, seq as u32);
+    b.put(Tree::Requests, records::request_key(id), vec![7u8; 64]);
+    b.put(Tree::Outbox, key_i32_u32(1, seq as u32), vec![7u8; 169]);
+    b.put(
+        Tree::Chats,
+        records::chat_key(1, ChatPart::Seq),
+        vec![7u8; 8],
+    );
+    b.put(
+        Tree::Chats,
+        records::chat_key(1, ChatPart::Pfs),
+        vec![7u8; 5],
+    );
+    b
+}
+
 /// One accepted request's writes as the daemon makes them (keys and value sizes as a dump of
 /// the daemon's batches showed for a one-part service message): the request record (keyed by
 /// its first message's slot; its handle and random_id indexes come with its final result),
@@ -454,7 +612,6 @@ fn flood_everything() -> Faults {
 /// batch per request, from `writers` concurrent tasks, on a store first grown by 50,000
 /// requests (quick) or 200,000.
 fn store_floor(dir: &std::path::Path, writers: usize, quick: bool) -> Run {
-    use tgsecretd::store::keys::key_i32_u32;
     let store = Arc::new(
         Store::open(&dir.join("store-floor"), StoreOptions::default()).expect("open store"),
     );
@@ -462,23 +619,6 @@ fn store_floor(dir: &std::path::Path, writers: usize, quick: bool) -> Run {
         .worker_threads(2)
         .build()
         .expect("runtime");
-    fn request(seq: u64) -> Batch {
-        let mut b = Batch::new();
-        let id = records::message_request_id(1, seq as u32);
-        b.put(Tree::Requests, records::request_key(id), vec![7u8; 64]);
-        b.put(Tree::Outbox, key_i32_u32(1, seq as u32), vec![7u8; 169]);
-        b.put(
-            Tree::Chats,
-            records::chat_key(1, ChatPart::Seq),
-            vec![7u8; 8],
-        );
-        b.put(
-            Tree::Chats,
-            records::chat_key(1, ChatPart::Pfs),
-            vec![7u8; 5],
-        );
-        b
-    }
     let grown: u64 = if quick { 50_000 } else { 200_000 };
     rt.block_on(async {
         for start in (0..grown).step_by(1000) {
