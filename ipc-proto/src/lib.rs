@@ -34,12 +34,21 @@ pub fn chat_path(chat_id: i32) -> String {
 /// caller's unique name without the leading `:` and with every `.` written `_` (as
 /// xdg-desktop-portal does), so a caller can predict it and subscribe before calling.
 pub fn request_path(sender: &str, token: &str) -> String {
-    let sender: String = sender
-        .trim_start_matches(':')
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    format!("{MANAGER_PATH}/request/{sender}/{token}")
+    const REQUEST: &str = "/request/";
+    let sender = sender.trim_start_matches(':');
+    // Built in place: this runs for every call that takes a handle.
+    let mut path =
+        String::with_capacity(MANAGER_PATH.len() + REQUEST.len() + sender.len() + 1 + token.len());
+    path.push_str(MANAGER_PATH);
+    path.push_str(REQUEST);
+    path.extend(
+        sender
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }),
+    );
+    path.push('/');
+    path.push_str(token);
+    path
 }
 
 /// Whether `token` can be a `handle_token` (one object path element: `[A-Za-z0-9_]`, 1 to 255
