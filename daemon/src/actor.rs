@@ -219,10 +219,11 @@ impl ChatActor {
             meta,
             calls,
             inbound,
+            attached,
         } = loaded;
         // Every outbox message, not only `from_app` ones (see `chatstore::open_requests`).
         let messages: Vec<(u32, i64)> = chat.outbox().map(|e| (e.out_raw, e.random_id)).collect();
-        let open = chatstore::open_requests(&shared.store, chat.id(), messages)?;
+        let open = chatstore::open_requests(&shared.store, chat.id(), messages, attached)?;
         let by_random = open
             .values()
             .flat_map(|r| r.parts.iter().map(move |p| (p.random_id, r.id)))
@@ -319,18 +320,9 @@ impl ChatActor {
     ) -> Result<(), secret_core::record::RecordError> {
         let id = self.id();
         let meta_before = self.meta.clone();
-        chatstore::write_output(batch, &self.chat, out)?;
-        for call in &out.calls {
-            match call {
-                Call::Send(t) => after.calls.push(CallJob::Send(t.clone())),
-                other => {
-                    if let Some(p) = PendingCall::of(other) {
-                        let n = chatstore::write_call(batch, id, &mut self.meta, &p)?;
-                        after.calls.push(CallJob::Owed { n, call: p });
-                    }
-                }
-            }
-        }
+        // The requests first: an outbox entry written below carries its request's record only
+        // while the request is open (`chatstore::write_output`), so a request this output
+        // makes final is out of `open` by then.
         for e in &out.events {
             match e {
                 Event::Sent { random_id, date } => {
@@ -340,6 +332,18 @@ impl ChatActor {
                     self.requests_fail(reason, batch, after)?;
                 }
                 _ => {}
+            }
+        }
+        chatstore::write_output(batch, &self.chat, out, &self.open)?;
+        for call in &out.calls {
+            match call {
+                Call::Send(t) => after.calls.push(CallJob::Send(t.clone())),
+                other => {
+                    if let Some(p) = PendingCall::of(other) {
+                        let n = chatstore::write_call(batch, id, &mut self.meta, &p)?;
+                        after.calls.push(CallJob::Owed { n, call: p });
+                    }
+                }
             }
         }
         let events: Vec<Event> = out
@@ -920,7 +924,8 @@ impl ChatActor {
         };
         // The first message's seq slot names the request (`out_seq_no = 2 * out_raw + parity`):
         // its outbox entry leads to it after a restart.
-        let id = records::message_request_id(self.id(), (first.out_seq_no as u32) >> 1);
+        let first_slot = (first.out_seq_no as u32) >> 1;
+        let id = records::message_request_id(self.id(), first_slot);
         let record = RequestRecord {
             id,
             chat_id: self.id(),
@@ -932,11 +937,17 @@ impl ChatActor {
             announced: false,
             json: cmd.json,
         };
-        // One key: the indexes are written with the final result (`finish_request`); until
-        // then `by_random` and the shared handle map find the request.
+        // One key: the record goes inside its first message's outbox entry, written with the
+        // output (`chatstore::write_output`, as the request is in `open` by then); its indexes
+        // are written with its final result (`finish_request`). Until then `by_random` and
+        // the shared handle map find it. (Every send puts its message in the outbox; should
+        // one not, the record goes to `Requests` as any later write of it does.)
         let mut batch = Batch::new();
-        let enc = records::encode(&record).map_err(|e| ServiceError::Internal(e.to_string()))?;
-        batch.put(Tree::Requests, records::request_key(id), enc);
+        if !out.outbox_put.iter().any(|e| e.out_raw == first_slot) {
+            let enc =
+                records::encode(&record).map_err(|e| ServiceError::Internal(e.to_string()))?;
+            batch.put(Tree::Requests, records::request_key(id), enc);
+        }
         for p in &record.parts {
             self.by_random.insert(p.random_id, id);
             self.untried.insert(p.random_id);

@@ -3,7 +3,7 @@
 //!
 //! The only place that knows the key layout of a chat (see [`crate::records`]).
 
-use secret_core::chat::{Chat, ChatState, Event, OutboxEntry, Output, QueuedMessage};
+use secret_core::chat::{Chat, ChatState, Event, Output, QueuedMessage};
 use secret_core::record::{Record, RecordError};
 
 use crate::error::DaemonError;
@@ -24,6 +24,9 @@ pub struct LoadedChat {
     pub calls: Vec<(u64, PendingCall)>,
     /// Incoming messages not processed yet, in arrival order, with their random_ids.
     pub inbound: Vec<(i64, InboundMessage)>,
+    /// The request records kept inside outbox entries, by the entry's out_raw (each maybe
+    /// superseded by a record in `Requests`: see [`open_requests`]).
+    pub attached: std::collections::HashMap<u32, RequestRecord>,
 }
 
 fn get<T: Record>(store: &Store, tree: Tree, key: &[u8]) -> Result<Option<T>, DaemonError> {
@@ -65,27 +68,83 @@ pub fn request_of(
     get(store, Tree::Requests, &records::request_key(id))
 }
 
-/// The request a message of `chat_id` (its outbox slot and random_id) belongs to, if it is
-/// still open (not final).
+/// A request by id, open or final: its record in `Requests`, else the one inside its first
+/// message's outbox entry (an open request of this layout).
+///
+/// Read in that order, and `Requests` once more when neither had it: the actor moves an open
+/// request's record from its outbox entry to `Requests` in one batch (its first message left
+/// the outbox), and sled reads are not a snapshot of both trees.
+pub fn request_by_id(store: &Store, id: u64) -> Result<Option<RequestRecord>, DaemonError> {
+    let key = records::request_key(id);
+    if let Some(r) = get(store, Tree::Requests, &key)? {
+        return Ok(Some(r));
+    }
+    let Some((chat_id, out_raw)) = records::request_slot(id) else {
+        return Ok(None);
+    };
+    if let Some(r) = attached_request(store, chat_id, out_raw)? {
+        return Ok(Some(r));
+    }
+    get(store, Tree::Requests, &key)
+}
+
+/// The request record inside the outbox entry at (chat, out_raw), if there is one.
+fn attached_request(
+    store: &Store,
+    chat_id: i32,
+    out_raw: u32,
+) -> Result<Option<RequestRecord>, DaemonError> {
+    let Some(b) = store.get(Tree::Outbox, &keys::key_i32_u32(chat_id, out_raw))? else {
+        return Ok(None);
+    };
+    let (_, attached) = records::decode_outbox(&b)?;
+    checked_attachment(chat_id, out_raw, attached)
+}
+
+/// An attached request must be the one its entry's slot names.
+fn checked_attachment(
+    chat_id: i32,
+    out_raw: u32,
+    attached: Option<RequestRecord>,
+) -> Result<Option<RequestRecord>, DaemonError> {
+    match attached {
+        Some(r) if r.id != records::message_request_id(chat_id, out_raw) => {
+            Err(DaemonError::Corrupt(format!(
+                "chat {chat_id}: the outbox entry at {out_raw} carries request {}",
+                r.id
+            )))
+        }
+        other => Ok(other),
+    }
+}
+
+/// The request a message of `chat_id` (its outbox slot, random_id and the request record its
+/// entry carries, if any) belongs to, if it is still open (not final).
 ///
 /// An open request has no index (see `records`): its id is its first message's slot
 /// ([`records::message_request_id`]), and its later messages (the chunks of a long text) took
-/// the slots after it in the same actor turn, so it is the request at this slot or the last
-/// one below it in the chat. A request stored before that layout is found through the request
-/// index, written when it was accepted.
+/// the slots after it in the same actor turn. So it is the record in `Requests` at this slot
+/// (which wins), else the one inside this entry, else the last one in `Requests` below this
+/// slot in the chat (a request whose first message left the outbox while it was open). A
+/// request stored before that layout is found through the request index, written when it was
+/// accepted.
 fn open_request_of(
     store: &Store,
     chat_id: i32,
     out_raw: u32,
     random_id: i64,
+    attached: Option<RequestRecord>,
 ) -> Result<Option<RequestRecord>, DaemonError> {
     let has = |r: &RequestRecord| r.parts.iter().any(|p| p.random_id == random_id);
     let key = records::request_key(records::message_request_id(chat_id, out_raw));
     let found: Option<RequestRecord> = match get(store, Tree::Requests, &key)? {
         Some(r) => Some(r),
-        None => match store.last_before(Tree::Requests, &key, &key[..4])? {
-            Some((_, v)) => Some(records::decode(&v)?),
-            None => None,
+        None => match checked_attachment(chat_id, out_raw, attached)? {
+            Some(r) => Some(r),
+            None => match store.last_before(Tree::Requests, &key, &key[..4])? {
+                Some((_, v)) => Some(records::decode(&v)?),
+                None => None,
+            },
         },
     };
     let found = match found.filter(has) {
@@ -96,7 +155,7 @@ fn open_request_of(
 }
 
 /// The open (not final) requests among those of the given outbox messages (slot, random_id),
-/// by id.
+/// by id; `attached` holds the request records their entries carry, by slot.
 ///
 /// There is no per-request "open" marker: a request is open only while one of its messages
 /// waits for the server's answer (its date arrives in the same batch that marks the outbox
@@ -109,10 +168,12 @@ pub fn open_requests(
     store: &Store,
     chat_id: i32,
     messages: impl IntoIterator<Item = (u32, i64)>,
+    mut attached: std::collections::HashMap<u32, RequestRecord>,
 ) -> Result<std::collections::HashMap<u64, RequestRecord>, DaemonError> {
     let mut open = std::collections::HashMap::new();
     for (out_raw, random_id) in messages {
-        if let Some(r) = open_request_of(store, chat_id, out_raw, random_id)? {
+        let carried = attached.remove(&out_raw);
+        if let Some(r) = open_request_of(store, chat_id, out_raw, random_id, carried)? {
             open.insert(r.id, r);
         }
     }
@@ -123,13 +184,15 @@ pub fn open_requests(
 /// from the whole outbox (see [`open_requests`]).
 pub fn all_open_requests(store: &Store) -> Result<Vec<RequestRecord>, DaemonError> {
     let mut open = std::collections::BTreeMap::new();
-    for (k, e) in scan::<OutboxEntry>(store, Tree::Outbox, &[])? {
+    for e in store.scan_prefix(Tree::Outbox, &[]) {
+        let (k, v) = e?;
         let Some((chat_id, out_raw)) = keys::decode_i32_u32(&k) else {
             continue;
         };
+        let (entry, attached) = records::decode_outbox(&v)?;
         // Not only `from_app` entries: an application's RequestKey / AbortKey is stored as
         // the chat's own message, and it belongs to a request too.
-        if let Some(r) = open_request_of(store, chat_id, out_raw, e.random_id)? {
+        if let Some(r) = open_request_of(store, chat_id, out_raw, entry.random_id, attached)? {
             open.insert(r.id, r);
         }
     }
@@ -164,10 +227,16 @@ pub fn load(store: &Store, chat_id: i32) -> Result<Option<LoadedChat>, DaemonErr
         return Ok(None);
     };
     let prefix = keys::key_i32(chat_id);
-    let outbox: Vec<OutboxEntry> = scan(store, Tree::Outbox, &prefix)?
-        .into_iter()
-        .map(|(_, e)| e)
-        .collect();
+    let mut outbox = Vec::new();
+    let mut attached = std::collections::HashMap::new();
+    for e in store.scan_prefix(Tree::Outbox, &prefix) {
+        let (_, v) = e?;
+        let (entry, request) = records::decode_outbox(&v)?;
+        if let Some(r) = checked_attachment(chat_id, entry.out_raw, request)? {
+            attached.insert(entry.out_raw, r);
+        }
+        outbox.push(entry);
+    }
     let gap: Vec<QueuedMessage> = scan(store, Tree::Gap, &prefix)?
         .into_iter()
         .map(|(_, e)| e)
@@ -188,6 +257,7 @@ pub fn load(store: &Store, chat_id: i32) -> Result<Option<LoadedChat>, DaemonErr
         meta,
         calls,
         inbound,
+        attached,
     }))
 }
 
@@ -272,7 +342,16 @@ pub fn inbox(
 }
 
 /// Adds an output's records to `batch`: the chat records it names, outbox and gap entries.
-pub fn write_output(batch: &mut Batch, chat: &Chat, out: &Output) -> Result<(), RecordError> {
+///
+/// `open` are the chat's open requests, by id: the outbox entry of an open request's first
+/// message carries the request's record, and when that entry leaves the outbox while the
+/// request is open, the record moves to `Requests` in the same batch (see `records`).
+pub fn write_output(
+    batch: &mut Batch,
+    chat: &Chat,
+    out: &Output,
+    open: &std::collections::HashMap<u64, RequestRecord>,
+) -> Result<(), RecordError> {
     let id = chat.id();
     let st = chat.state();
     let c = out.changed;
@@ -304,16 +383,7 @@ pub fn write_output(batch: &mut Batch, chat: &Chat, out: &Output) -> Result<(), 
             records::encode(st.seq())?,
         );
     }
-    for e in &out.outbox_put {
-        batch.put(
-            Tree::Outbox,
-            keys::key_i32_u32(id, e.out_raw),
-            records::encode(e)?,
-        );
-    }
-    for k in &out.outbox_remove {
-        batch.remove(Tree::Outbox, keys::key_i32_u32(id, *k));
-    }
+    write_outbox(batch, id, out, open)?;
     for q in &out.gap_put {
         batch.put(
             Tree::Gap,
@@ -323,6 +393,35 @@ pub fn write_output(batch: &mut Batch, chat: &Chat, out: &Output) -> Result<(), 
     }
     for k in &out.gap_remove {
         batch.remove(Tree::Gap, keys::key_i32_u32(id, *k));
+    }
+    Ok(())
+}
+
+/// The outbox part of [`write_output`]: an entry of an open request's first message carries
+/// the request's record; removing such an entry moves the record to `Requests`.
+fn write_outbox(
+    batch: &mut Batch,
+    id: i32,
+    out: &Output,
+    open: &std::collections::HashMap<u64, RequestRecord>,
+) -> Result<(), RecordError> {
+    let opened_at = |out_raw: u32| open.get(&records::message_request_id(id, out_raw));
+    for e in &out.outbox_put {
+        batch.put(
+            Tree::Outbox,
+            keys::key_i32_u32(id, e.out_raw),
+            records::encode_outbox(e, opened_at(e.out_raw))?,
+        );
+    }
+    for k in &out.outbox_remove {
+        if let Some(r) = opened_at(*k) {
+            batch.put(
+                Tree::Requests,
+                records::request_key(r.id),
+                records::encode(r)?,
+            );
+        }
+        batch.remove(Tree::Outbox, keys::key_i32_u32(id, *k));
     }
     Ok(())
 }
@@ -416,4 +515,145 @@ pub fn chats_with_work(store: &Store) -> Result<Vec<i32>, DaemonError> {
     }
     ids.extend(chats_with_owed_calls(store)?);
     Ok(ids.into_iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use secret_core::chat::{OutboxEntry, SendMethod};
+
+    use super::*;
+    use crate::records::{RequestPart, RequestStatus};
+    use crate::store::batch::OpKind;
+
+    const CHAT: i32 = -5;
+
+    fn entry(out_raw: u32, random_id: i64) -> OutboxEntry {
+        OutboxEntry {
+            out_raw,
+            in_raw: 0,
+            random_id,
+            method: SendMethod::SendEncryptedService,
+            data: vec![1, 2, 3],
+            layer: 144,
+            from_app: true,
+            created_at: 1,
+            sent_date: None,
+        }
+    }
+
+    /// An open request of two messages, at slots 7 and 8.
+    fn request() -> RequestRecord {
+        let part = |out_raw: u32, random_id| RequestPart {
+            random_id,
+            out_seq_no: (out_raw * 2) as i32,
+            in_seq_no: 0,
+            layer: 144,
+            date: None,
+        };
+        RequestRecord {
+            id: records::message_request_id(CHAT, 7),
+            chat_id: CHAT,
+            method: SendMethod::SendEncryptedService,
+            parts: vec![part(7, 70), part(8, 80)],
+            status: RequestStatus::Pending,
+            handle: "/h".into(),
+            created_at: 1,
+            announced: false,
+            json: false,
+        }
+    }
+
+    /// The batch's writes: (tree, key, value; `None` for a removal).
+    fn writes(b: &Batch) -> Vec<(Tree, Vec<u8>, Option<Vec<u8>>)> {
+        b.ops()
+            .iter()
+            .map(|op| {
+                let v = match &op.kind {
+                    OpKind::Put(v) | OpKind::PutIfAbsent(v) => Some(v.to_vec()),
+                    OpKind::Remove => None,
+                };
+                (op.tree, op.key.to_vec(), v)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_first_entry_of_an_open_request_carries_it_and_no_other_does() {
+        let r = request();
+        let open = HashMap::from([(r.id, r.clone())]);
+        let out = Output {
+            outbox_put: vec![entry(7, 70), entry(8, 80), entry(9, 90)],
+            ..Output::default()
+        };
+        let mut b = Batch::new();
+        write_outbox(&mut b, CHAT, &out, &open).unwrap();
+        let w = writes(&b);
+        assert_eq!(
+            w.len(),
+            3,
+            "three outbox entries, nothing in Requests: {w:?}"
+        );
+        let read = |i: usize| {
+            assert_eq!(w[i].0, Tree::Outbox);
+            records::decode_outbox(w[i].2.as_deref().unwrap()).unwrap()
+        };
+        assert_eq!(read(0), (entry(7, 70), Some(r)));
+        assert_eq!(read(1), (entry(8, 80), None));
+        assert_eq!(read(2), (entry(9, 90), None));
+        // An entry alone keeps the old layout's bytes.
+        assert_eq!(
+            w[1].2.as_deref(),
+            Some(records::encode(&entry(8, 80)).unwrap().as_slice())
+        );
+        // Nothing open: nothing carried.
+        let mut b = Batch::new();
+        write_outbox(&mut b, CHAT, &out, &HashMap::new()).unwrap();
+        assert!(writes(&b).iter().all(|(_, _, v)| {
+            records::decode_outbox(v.as_deref().unwrap())
+                .unwrap()
+                .1
+                .is_none()
+        }));
+    }
+
+    #[test]
+    fn removing_the_first_entry_of_an_open_request_moves_it_to_requests() {
+        let r = request();
+        let open = HashMap::from([(r.id, r.clone())]);
+        let out = Output {
+            outbox_remove: vec![7, 8],
+            ..Output::default()
+        };
+        let mut b = Batch::new();
+        write_outbox(&mut b, CHAT, &out, &open).unwrap();
+        let moved = (
+            Tree::Requests,
+            records::request_key(r.id).to_vec(),
+            Some(records::encode(&r).unwrap()),
+        );
+        let gone = |slot| (Tree::Outbox, keys::key_i32_u32(CHAT, slot).to_vec(), None);
+        assert_eq!(writes(&b), vec![moved, gone(7), gone(8)]);
+        // Not open (final, or never this layout's): a removal only.
+        let mut b = Batch::new();
+        write_outbox(&mut b, CHAT, &out, &HashMap::new()).unwrap();
+        assert_eq!(writes(&b), vec![gone(7), gone(8)]);
+    }
+
+    #[test]
+    fn an_outbox_value_of_an_unknown_version_or_a_misplaced_request_is_refused() {
+        let mut v = records::encode(&entry(7, 70)).unwrap();
+        v[0] = 9;
+        assert!(matches!(
+            records::decode_outbox(&v),
+            Err(RecordError::Version { found: 9, .. })
+        ));
+        let r = request();
+        assert!(checked_attachment(CHAT, 7, Some(r.clone())).is_ok());
+        assert!(matches!(
+            checked_attachment(CHAT, 8, Some(r)),
+            Err(DaemonError::Corrupt(_))
+        ));
+    }
 }

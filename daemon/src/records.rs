@@ -8,29 +8,34 @@
 //! | --- | --- | --- | --- | --- |
 //! | Chats | chat, part 0/1/2/3 | secret-core's `AuthState` / `ConfigState` / `PfsState` / `SeqState` | when an output names the record | never (a discarded chat keeps its closed state) |
 //! | Chats | chat, part 4 | [`ChatMeta`] | creation; each inbox event | never |
-//! | Outbox | (chat, out_raw) | `OutboxEntry` (exact ciphertext) | created before it leaves; when the server accepts it | acknowledged by the peer, or the chat closes |
+//! | Outbox | (chat, out_raw) | `OutboxEntry` (exact ciphertext; version 1), or [`OutboxWithRequest`] (version 2) for the first message of an open request | created before it leaves; when the server accepts it | acknowledged by the peer, or the chat closes |
 //! | Gap | (chat, out_raw) | `QueuedMessage` | a peer message ahead of a hole | processed in order, or the chat closes |
 //! | Inbox | (chat, index) | secret-core `Event` | with the output that produced it | pruned beyond [`INBOX_KEEP`] per chat |
 //! | Inbound | (chat, random_id) | [`InboundMessage`] | with the update batch it came in, before qts is acknowledged (insert-if-absent) | with the chat output that processed it |
 //! | Meta | `u` ‖ seq | [`ChatUpdate`] | with its update batch | once the chat applied it |
 //! | Meta | `c` ‖ chat ‖ seq | [`PendingCall`] | with the output that asked for it | when the server answered it (or it is moot) |
-//! | Requests | id ([`message_request_id`]: chat, marker bit, out_raw of its first message) | [`RequestRecord`] | accepted (before its handle is returned); each result | kept (results stay queryable) |
+//! | Requests | id ([`message_request_id`]: chat, marker bit, out_raw of its first message) | [`RequestRecord`] | each change after its acceptance (a part's date, the final result, its announcement); when its first message leaves the outbox while it is open | kept (results stay queryable) |
 //! | RequestIndex | (chat, random_id) | request id | with the request's final result | kept (idempotent retries of finished requests) |
 //! | Meta | `a` ‖ id | (empty) | a request's result is final | its Response went out |
 //! | Meta | `h` ‖ handle path | request id | with the request's final result | kept (results by handle) |
-//!
-//! **An open request is one key.** Accepting a send writes its record and the message's
-//! outbox entry, nothing more: its two indexes are written with its final result, in the batch
-//! that makes it final. While it is open it is found without them: its id is its first
-//! message's outbox key (so the outbox leads to it: `chatstore::open_requests`), the actor
-//! holds its random_ids and `Shared` its handle (rebuilt from the outbox at start). Requests
-//! stored before this layout have sequence ids below 2^31 and were indexed when accepted; they
-//! are still found through `RequestIndex`.
 //! | Session | `snapshot` | [`SessionRecord`] | login, DC changes; with each update batch (update state) | never |
+//!
+//! **An open request is one key: its first message's outbox entry.** Accepting a send writes
+//! the message's outbox entry with the request record inside it ([`OutboxWithRequest`]) and
+//! the chat records the send changed, nothing more. Every later write of the record goes to
+//! `Requests` (a part's date, the final result with its two indexes, in the batch that makes
+//! it final), and so does the record of an open request whose first message leaves the
+//! outbox (the peer acknowledged it before a later chunk went out): **a record in `Requests`
+//! wins over one inside an outbox entry**, which may be left behind, stale, until that entry
+//! is written again or removed. While it is open a request is found without its indexes: its
+//! id is its first message's outbox key (`chatstore::request_by_id`, `open_requests`), the
+//! actor holds its random_ids and `Shared` its handle (rebuilt from the outbox at start).
+//! Requests stored before this layout have sequence ids below 2^31 and were indexed (and
+//! written to `Requests`) when accepted; they are still found through `RequestIndex`.
 
 use serde::{Deserialize, Serialize};
 
-use secret_core::chat::{Call, RemoteChat, SendMethod};
+use secret_core::chat::{Call, OutboxEntry, RemoteChat, SendMethod};
 use secret_core::record::{Record, RecordError};
 
 use crate::store::keys;
@@ -45,6 +50,46 @@ secret_core::records! {
     PendingCall => "pending call", 1;
     RequestRecord => "request", 2;
     SessionRecord => "session", 1;
+    OutboxWithRequest => "outbox entry", 2;
+}
+
+/// An outbox entry that carries the request its message opened (see the module doc): the
+/// value of the first message of a request accepted under this layout, version 2 of the
+/// Outbox tree's value (version 1 is secret-core's `OutboxEntry` alone). Any change to
+/// `RequestRecord`'s layout changes this one's too: both versions go up together.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxWithRequest {
+    /// The message, as secret-core keeps it.
+    pub entry: OutboxEntry,
+    /// Its request, as accepted (stale once `Requests` holds a record of the same id).
+    pub request: RequestRecord,
+}
+
+/// The stored value of an outbox entry: with `request` (its first message's open request) as
+/// an [`OutboxWithRequest`], else the entry alone.
+pub fn encode_outbox(
+    entry: &OutboxEntry,
+    request: Option<&RequestRecord>,
+) -> Result<Vec<u8>, RecordError> {
+    match request {
+        None => encode(entry),
+        Some(r) => encode(&OutboxWithRequest {
+            entry: entry.clone(),
+            request: r.clone(),
+        }),
+    }
+}
+
+/// Reads an outbox value of either version: the entry and the request inside it, if any.
+pub fn decode_outbox(b: &[u8]) -> Result<(OutboxEntry, Option<RequestRecord>), RecordError> {
+    match decode::<OutboxEntry>(b) {
+        Ok(e) => Ok((e, None)),
+        Err(RecordError::Version { found, .. }) if found == OutboxWithRequest::VERSION => {
+            let w: OutboxWithRequest = decode(b)?;
+            Ok((w.entry, Some(w.request)))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Encodes a record (the core's envelope).
@@ -127,6 +172,12 @@ const MESSAGE_ID_MARK: u64 = 1 << 31;
 /// the order their messages took their seq slots.
 pub fn message_request_id(chat_id: i32, out_raw: u32) -> u64 {
     (u64::from(chat_id as u32) << 32) | MESSAGE_ID_MARK | u64::from(out_raw)
+}
+
+/// The chat and first out_raw of a request id made by [`message_request_id`] (`None` for the
+/// sequence ids of older stores).
+pub fn request_slot(id: u64) -> Option<(i32, u32)> {
+    (id & MESSAGE_ID_MARK != 0).then(|| ((id >> 32) as u32 as i32, (id & 0x7fff_ffff) as u32))
 }
 
 /// Key of a request.

@@ -82,7 +82,8 @@ impl Registry {
         let mut batch = Batch::new();
         let mut meta = ChatMeta::default();
         let built = (|| -> Result<Vec<(u64, PendingCall)>, secret_core::record::RecordError> {
-            chatstore::write_output(&mut batch, &chat, &out)?;
+            // A new chat has no request yet.
+            chatstore::write_output(&mut batch, &chat, &out, &Default::default())?;
             let mut owed = Vec::new();
             if let Some(c) = call {
                 let n = chatstore::write_call(&mut batch, id, &mut meta, &c)?;
@@ -119,6 +120,7 @@ impl Registry {
                 meta,
                 calls: owed,
                 inbound: Vec::new(),
+                attached: Default::default(),
             };
             let view = ChatView {
                 summary: loaded.chat.summary(),

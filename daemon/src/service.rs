@@ -321,18 +321,9 @@ impl Service {
         Ok(chatstore::chat_status(&self.shared.store, chat_id)?)
     }
 
-    /// A request by id.
+    /// A request by id, open or final (see `chatstore::request_by_id`).
     pub fn request(&self, id: u64) -> Result<Option<RequestRecord>, ServiceError> {
-        let Some(b) = self
-            .shared
-            .store
-            .get(Tree::Requests, &records::request_key(id))
-            .map_err(|e| ServiceError::Internal(e.to_string()))?
-        else {
-            return Ok(None);
-        };
-        records::decode(&b)
-            .map(Some)
+        chatstore::request_by_id(&self.shared.store, id)
             .map_err(|e| ServiceError::Internal(e.to_string()))
     }
 

@@ -446,8 +446,8 @@ fn long_text(n: usize) -> DecryptedMessage {
     })
 }
 
-/// An accepted request is stored as one key (its record, beside its messages' outbox
-/// entries): its random_id and handle indexes come with its final result. While it is open it
+/// An accepted request is stored as one key (its record inside its first message's outbox
+/// entry): its random_id and handle indexes come with its final result. While it is open it
 /// is found without them, by its handle and by a retry of its random_id, before and after a
 /// restart: also when only a later chunk of a long text is still in the outbox (the first was
 /// acknowledged), and when it was stored by an older daemon (a sequence id, indexed when
@@ -460,7 +460,7 @@ fn an_open_request_is_one_key_and_is_found_without_an_index() {
         let (sim, alice_key, d, chat) = ready_chat(sim_dir, dir).await;
         let svc = d.service().clone();
         hold_sends(&sim);
-        let (rid_a, rid_b) = (0x5eed_0001_i64, 0x5eed_0002_i64);
+        let (rid_a, rid_b, rid_c) = (0x5eed_0001_i64, 0x5eed_0002_i64, 0x5eed_0003_i64);
         let opts = |handle: &str, random_id: i64| SendOptions {
             handle: handle.into(),
             random_id: Some(random_id),
@@ -474,15 +474,30 @@ fn an_open_request_is_one_key_and_is_found_without_an_index() {
             opts("/k/b", rid_b),
         )
         .await;
-        assert!(!a.existing && !b.existing);
+        let c = send_as(&svc, chat, service(ttl(4)), opts("/k/c", rid_c)).await;
+        assert!(!a.existing && !b.existing && !c.existing);
         let rec_b = svc.request(b.id).unwrap().unwrap();
         assert_eq!(rec_b.parts.len(), 2);
-        // One key each, no index.
+        // One key each: the record rides in its first message's outbox entry; nothing in
+        // `Requests`, no index; a later chunk's entry carries nothing.
         let store = &d.shared().store;
         let has = |tree, key: &[u8]| store.get(tree, key).unwrap().is_some();
+        let carried = |slot: u32| {
+            let v = store
+                .get(Tree::Outbox, &key_i32_u32(chat, slot))
+                .unwrap()
+                .expect("an outbox entry");
+            records::decode_outbox(&v).unwrap().1
+        };
         for (r, handle) in [(&a, "/k/a"), (&b, "/k/b")] {
-            assert!(has(Tree::Requests, &records::request_key(r.id)));
+            assert!(!has(Tree::Requests, &records::request_key(r.id)));
             assert!(!has(Tree::Meta, &records::handle_key(handle)));
+            let rec = svc.request(r.id).unwrap().unwrap();
+            let first_slot = (rec.parts[0].out_seq_no as u32) >> 1;
+            assert_eq!(carried(first_slot), Some(rec.clone()));
+            for p in &rec.parts[1..] {
+                assert_eq!(carried((p.out_seq_no as u32) >> 1), None);
+            }
         }
         for rid in [rid_a, rec_b.parts[1].random_id] {
             assert!(!has(Tree::RequestIndex, &key_i32_i64(chat, rid)));
@@ -520,8 +535,13 @@ fn an_open_request_is_one_key_and_is_found_without_an_index() {
             ));
             batch.remove(Tree::Outbox, key_i32_u32(chat, first_slot));
             let mut ra = a_record(&store, a.id);
+            let a_slot = key_i32_u32(chat, (ra.parts[0].out_seq_no as u32) >> 1);
+            let (a_entry, carried) =
+                records::decode_outbox(&store.get(Tree::Outbox, &a_slot).unwrap().unwrap())
+                    .unwrap();
+            assert_eq!(carried.as_ref(), Some(&ra));
+            batch.put(Tree::Outbox, a_slot, records::encode(&a_entry).unwrap());
             ra.id = 7;
-            batch.remove(Tree::Requests, records::request_key(a.id));
             batch.put(
                 Tree::Requests,
                 records::request_key(7),
@@ -533,6 +553,22 @@ fn an_open_request_is_one_key_and_is_found_without_an_index() {
                 7u64.to_be_bytes(),
             );
             batch.put(Tree::Meta, records::handle_key("/k/a"), 7u64.to_be_bytes());
+            // c was sent (final, indexed) while its outbox entry still carries the record as
+            // accepted: the record in `Requests` wins.
+            let mut rc = a_record(&store, c.id);
+            rc.parts[0].date = Some(2);
+            rc.status = RequestStatus::Sent;
+            batch.put(
+                Tree::Requests,
+                records::request_key(c.id),
+                records::encode(&rc).unwrap(),
+            );
+            batch.put(
+                Tree::RequestIndex,
+                key_i32_i64(chat, rid_c),
+                c.id.to_be_bytes(),
+            );
+            batch.put(Tree::Meta, records::handle_key("/k/c"), c.id.to_be_bytes());
             store.commit_blocking(batch).unwrap();
             store.close().unwrap();
         }
@@ -550,6 +586,14 @@ fn an_open_request_is_one_key_and_is_found_without_an_index() {
         );
         assert_eq!(by_handle("/k/b").id, b.id);
         assert_eq!(by_handle("/k/b").status, RequestStatus::Pending);
+        assert_eq!(
+            (by_handle("/k/c").id, by_handle("/k/c").status),
+            (c.id, RequestStatus::Sent)
+        );
+        assert_eq!(
+            svc.request(c.id).unwrap().unwrap().status,
+            RequestStatus::Sent
+        );
         let retry_a = send_as(&svc, chat, service(ttl(3)), opts("/k/a3", rid_a)).await;
         assert!(retry_a.existing);
         assert_eq!((retry_a.id, retry_a.handle.as_str()), (7, "/k/a"));
@@ -584,13 +628,9 @@ fn has_key(store: &tgsecretd::store::Store, tree: Tree, key: &[u8]) -> bool {
 }
 
 fn a_record(store: &tgsecretd::store::Store, id: u64) -> tgsecretd::records::RequestRecord {
-    records::decode(
-        &store
-            .get(Tree::Requests, &records::request_key(id))
-            .unwrap()
-            .unwrap(),
-    )
-    .unwrap()
+    tgsecretd::chatstore::request_by_id(store, id)
+        .unwrap()
+        .unwrap()
 }
 
 const LOGGED_OUT: Status = Status::Discarded(secret_core::chat::DiscardReason::LoggedOut);

@@ -81,7 +81,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
-mod batch;
+pub(crate) mod batch;
 mod error;
 mod files;
 pub mod keys;
