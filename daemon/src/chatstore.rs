@@ -588,7 +588,7 @@ mod tests {
             ..Output::default()
         };
         let mut b = Batch::new();
-        write_outbox(&mut b, CHAT, &out, &open).unwrap();
+        write_outbox(&mut b, CHAT, &out, &open).expect("written");
         let w = writes(&b);
         assert_eq!(
             w.len(),
@@ -597,7 +597,7 @@ mod tests {
         );
         let read = |i: usize| {
             assert_eq!(w[i].0, Tree::Outbox);
-            records::decode_outbox(w[i].2.as_deref().unwrap()).unwrap()
+            records::decode_outbox(w[i].2.as_deref().expect("a put")).expect("an outbox value")
         };
         assert_eq!(read(0), (entry(7, 70), Some(r)));
         assert_eq!(read(1), (entry(8, 80), None));
@@ -605,14 +605,14 @@ mod tests {
         // An entry alone keeps the old layout's bytes.
         assert_eq!(
             w[1].2.as_deref(),
-            Some(records::encode(&entry(8, 80)).unwrap().as_slice())
+            Some(records::encode(&entry(8, 80)).expect("encoded").as_slice())
         );
         // Nothing open: nothing carried.
         let mut b = Batch::new();
-        write_outbox(&mut b, CHAT, &out, &HashMap::new()).unwrap();
+        write_outbox(&mut b, CHAT, &out, &HashMap::new()).expect("written");
         assert!(writes(&b).iter().all(|(_, _, v)| {
-            records::decode_outbox(v.as_deref().unwrap())
-                .unwrap()
+            records::decode_outbox(v.as_deref().expect("a put"))
+                .expect("an outbox value")
                 .1
                 .is_none()
         }));
@@ -627,23 +627,23 @@ mod tests {
             ..Output::default()
         };
         let mut b = Batch::new();
-        write_outbox(&mut b, CHAT, &out, &open).unwrap();
+        write_outbox(&mut b, CHAT, &out, &open).expect("written");
         let moved = (
             Tree::Requests,
             records::request_key(r.id).to_vec(),
-            Some(records::encode(&r).unwrap()),
+            Some(records::encode(&r).expect("encoded")),
         );
         let gone = |slot| (Tree::Outbox, keys::key_i32_u32(CHAT, slot).to_vec(), None);
         assert_eq!(writes(&b), vec![moved, gone(7), gone(8)]);
         // Not open (final, or never this layout's): a removal only.
         let mut b = Batch::new();
-        write_outbox(&mut b, CHAT, &out, &HashMap::new()).unwrap();
+        write_outbox(&mut b, CHAT, &out, &HashMap::new()).expect("written");
         assert_eq!(writes(&b), vec![gone(7), gone(8)]);
     }
 
     #[test]
     fn an_outbox_value_of_an_unknown_version_or_a_misplaced_request_is_refused() {
-        let mut v = records::encode(&entry(7, 70)).unwrap();
+        let mut v = records::encode(&entry(7, 70)).expect("encoded");
         v[0] = 9;
         assert!(matches!(
             records::decode_outbox(&v),

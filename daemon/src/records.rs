@@ -177,7 +177,7 @@ pub fn message_request_id(chat_id: i32, out_raw: u32) -> u64 {
 /// The chat and first out_raw of a request id made by [`message_request_id`] (`None` for the
 /// sequence ids of older stores).
 pub fn request_slot(id: u64) -> Option<(i32, u32)> {
-    (id & MESSAGE_ID_MARK != 0).then(|| ((id >> 32) as u32 as i32, (id & 0x7fff_ffff) as u32))
+    (id & MESSAGE_ID_MARK != 0).then_some(((id >> 32) as u32 as i32, (id & 0x7fff_ffff) as u32))
 }
 
 /// Key of a request.
