@@ -494,67 +494,64 @@ async fn bare_accept_service(bus: &str, store: Arc<Store>) -> zbus::Connection {
         .expect("bare accept service")
 }
 
-/// `callers` tasks calling [`BareAccept`] with a service message, as the acceptance rows do.
+/// `callers` tasks calling [`BareAccept`] with a service message and no options, as the
+/// acceptance rows call the daemon.
 fn bare_accepts(
     rt: Arc<tokio::runtime::Runtime>,
     client: Arc<Client>,
     callers: usize,
     lat: Lat,
 ) -> Run {
-    let msg = ttl_message(0, 5);
-    Box::new(move |slice: Duration| {
-        let end = Instant::now() + slice;
-        rt.block_on(async {
-            let tasks: Vec<_> = (0..callers)
-                .map(|_| {
-                    let (conn, msg, lat) = (client.conn.clone(), msg.clone(), Arc::clone(&lat));
-                    tokio::spawn(async move {
-                        let options: HashMap<&str, zbus::Variant<'_>> = HashMap::new();
-                        let mut n = 0u64;
-                        while Instant::now() < end {
-                            let t = Instant::now();
-                            conn.call_method(
-                                Some("io.github.tgsecretd.BenchAccept"),
-                                "/accept",
-                                Some("io.github.tgsecretd.BenchAccept"),
-                                "SendEncryptedService",
-                                &(1i32, &msg, &options),
-                            )
-                            .await
-                            .expect("bare accept");
-                            record(&lat, t);
-                            n += 1;
-                        }
-                        n
-                    })
-                })
-                .collect();
-            total(tasks).await
-        })
-    })
+    let options: HashMap<String, zbus::OwnedVariant> = HashMap::new();
+    let target = (
+        "io.github.tgsecretd.BenchAccept",
+        "/accept",
+        "SendEncryptedService",
+    );
+    bench_calls(
+        rt,
+        client,
+        callers,
+        lat,
+        target,
+        (1i32, ttl_message(0, 5), options),
+    )
 }
 
 fn echoes(rt: Arc<tokio::runtime::Runtime>, client: Arc<Client>, callers: usize, lat: Lat) -> Run {
-    let msg = ttl_message(0, 5);
+    let target = ("io.github.tgsecretd.BenchEcho", "/echo", "Echo");
+    bench_calls(rt, client, callers, lat, target, (1i32, ttl_message(0, 5)))
+}
+
+/// `callers` tasks on the client's connection, each calling `target` (a bus name that is
+/// also the interface, a path, a method) with `body`, one call after the other, for the slice.
+fn bench_calls<B>(
+    rt: Arc<tokio::runtime::Runtime>,
+    client: Arc<Client>,
+    callers: usize,
+    lat: Lat,
+    target: (&'static str, &'static str, &'static str),
+    body: B,
+) -> Run
+where
+    B: serde::Serialize + zbus::zvariant::DynamicType + Send + Sync + 'static,
+{
+    let body = Arc::new(body);
+    let (name, path, member) = target;
     Box::new(move |slice: Duration| {
         let end = Instant::now() + slice;
         rt.block_on(async {
             let tasks: Vec<_> = (0..callers)
                 .map(|_| {
-                    let (conn, msg, lat) = (client.conn.clone(), msg.clone(), Arc::clone(&lat));
+                    let (conn, body, lat) =
+                        (client.conn.clone(), Arc::clone(&body), Arc::clone(&lat));
                     tokio::spawn(async move {
                         let mut n = 0u64;
                         while Instant::now() < end {
                             let t = Instant::now();
-                            conn.call_method(
-                                Some("io.github.tgsecretd.BenchEcho"),
-                                "/echo",
-                                Some("io.github.tgsecretd.BenchEcho"),
-                                "Echo",
-                                &(1i32, &msg),
-                            )
-                            .await
-                            .expect("echo");
+                            conn.call_method(Some(name), path, Some(name), member, &*body)
+                                .await
+                                .expect(member);
                             record(&lat, t);
                             n += 1;
                         }
