@@ -127,6 +127,77 @@ impl Watcher {
     }
 }
 
+/// A Ctrl-C that arrives while `watch` is writing a line still ends it, with 0. Here the
+/// write is held on a full stdout pipe (nobody reads it while Bob sends) when the SIGINT
+/// comes; the pipe is read only after it. A listener made afresh in each turn of the watch
+/// loop is not listening then, and the watch never ended (seen in CI).
+#[test]
+fn watch_ends_on_a_ctrl_c_that_arrives_while_it_prints() {
+    let t = TestLab::start("watchint", "always", &[]);
+    let chat = t.ready_chat();
+    let mut child = Command::new(common::exe())
+        .args(t.args(&["watch"]))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("watching"), "watch said {first:?}");
+    // Two signals per message (ServiceAction, TtlChanged), over 100 bytes each: well past a
+    // 64 KiB pipe.
+    for n in 0..800 {
+        let action = json!({"_": "decryptedMessageActionSetMessageTTL", "ttl_seconds": n});
+        tgsecret_cli::admin::call(
+            &t.lab.admin,
+            "peer_send",
+            json!({"peer": 7002, "chat_id": chat, "action": action}),
+        )
+        .unwrap();
+    }
+    // Until a thread of the watch waits in a pipe write.
+    let pid = child.id();
+    let writing = || {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|task| {
+                std::fs::read_to_string(task.path().join("wchan"))
+                    .is_ok_and(|w| w.contains("pipe_write"))
+            })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !writing() {
+        assert!(
+            Instant::now() < deadline,
+            "watch never blocked on its stdout"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let target = rustix::process::Pid::from_raw(pid as i32).unwrap();
+    rustix::process::kill_process(target, rustix::process::Signal::INT).unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let drain = std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("watch still running 20 s after Ctrl-C");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    let drained = drain.join().unwrap().unwrap();
+    assert!(drained > 16 * 1024, "{drained} bytes");
+}
+
 #[test]
 fn json_message_through_send_encrypted_service_and_watch() {
     let t = TestLab::start("watch", "always", &[]);

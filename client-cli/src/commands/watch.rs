@@ -103,6 +103,13 @@ pub fn signal_text(doc: &J) -> String {
 pub async fn watch(ctx: &Ctx, a: WatchArgs) -> Result<(), CliError> {
     let client = ctx.client().await?;
     let mut stream = MessageStream::for_match_rule(rule(a.chat)?, &client.conn, None).await?;
+    // One listener for the whole watch, registered before "watching" is printed: it keeps a
+    // Ctrl-C that arrives while a signal is being printed. (A `ctrl_c()` future made afresh in
+    // each turn of the loop is not listening between turns, and tokio's handler has replaced
+    // the default action by then: such a Ctrl-C was lost and the watch never ended.)
+    let mut interrupt =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+            .map_err(|e| CliError::failed("Signal", format!("cannot listen for Ctrl-C: {e}")))?;
     if !ctx.quiet {
         eprintln!("watching {} (Ctrl-C stops)", ipc_proto::BUS_NAME);
     }
@@ -113,7 +120,7 @@ pub async fn watch(ctx: &Ctx, a: WatchArgs) -> Result<(), CliError> {
                 Some(Err(e)) => return Err(e.into()),
                 None => return Err(CliError::Unreachable("the bus connection closed".into())),
             },
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = interrupt.recv() => return Ok(()),
         }
     }
 }
