@@ -119,11 +119,28 @@ impl Watcher {
         got
     }
 
-    /// Ctrl-C; the exit code.
+    /// Ctrl-C; the exit code (a watch still running 20 s later is killed and fails the test,
+    /// rather than hanging it).
     fn interrupt(mut self) -> Option<i32> {
         let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
         rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
-        self.child.wait().unwrap().code()
+        exit_within(&mut self.child, Duration::from_secs(20)).code()
+    }
+}
+
+/// The child's exit status, waited for at most `patience` (then it is killed and the test
+/// fails).
+fn exit_within(child: &mut std::process::Child, patience: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + patience;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("watch still running {patience:?} after Ctrl-C");
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -182,17 +199,7 @@ fn watch_ends_on_a_ctrl_c_that_arrives_while_it_prints() {
     rustix::process::kill_process(target, rustix::process::Signal::INT).unwrap();
     let mut out = child.stdout.take().unwrap();
     let drain = std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("watch still running 20 s after Ctrl-C");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = exit_within(&mut child, Duration::from_secs(20));
     assert_eq!(status.code(), Some(0), "{status:?}");
     let drained = drain.join().unwrap().unwrap();
     assert!(drained > 16 * 1024, "{drained} bytes");
