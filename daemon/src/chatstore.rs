@@ -599,7 +599,14 @@ mod tests {
             assert_eq!(w[i].0, Tree::Outbox);
             records::decode_outbox(w[i].2.as_deref().expect("a put")).expect("an outbox value")
         };
-        assert_eq!(read(0), (entry(7, 70), Some(r)));
+        assert_eq!(read(0), (entry(7, 70), Some(r.clone())));
+        // Version 2's bytes: the version, then the entry's and the request's postcard bodies
+        // (each after its own one-byte version in a record of its own).
+        let body = |v: Vec<u8>| v.get(1..).map(<[u8]>::to_vec).expect("a versioned record");
+        let mut v2 = vec![2u8];
+        v2.extend(body(records::encode(&entry(7, 70)).expect("encoded")));
+        v2.extend(body(records::encode(&r).expect("encoded")));
+        assert_eq!(w[0].2.as_deref(), Some(v2.as_slice()));
         assert_eq!(read(1), (entry(8, 80), None));
         assert_eq!(read(2), (entry(9, 90), None));
         // An entry alone keeps the old layout's bytes.
