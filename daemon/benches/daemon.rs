@@ -31,7 +31,8 @@
 //! `BENCH_QUICK=1 …`; `BENCH_ONLY=TEXT` runs only the acceptance rows whose name holds TEXT
 //! (with the baselines and the echo floor), for profiling. The CPU each process spent per call
 //! (daemon, dbus-daemon, this client) is printed beside the rates. The daemon runs at the
-//! default log level.
+//! default log level. This process uses the daemon's allocator (mimalloc), so the echo floor,
+//! the bare service and the store floor are built like the daemon.
 
 #[path = "../tests/support/mod.rs"]
 #[allow(unused_imports)]
@@ -49,6 +50,11 @@ use support::*;
 use tgsecretd::records::{self, ChatPart};
 use tgsecretd::store::{Batch, Store, StoreOptions, Tree};
 use tgsim::faults::Faults;
+
+/// The daemon's allocator, so that the services this process runs (the echo floor, the bare
+/// acceptance row, the store floor) are built like the daemon.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const ALICE: i64 = 8401;
 const BOB: i64 = 8402;

@@ -10,6 +10,15 @@ use tgsecretd::instance::{Bus, Daemon, Options, Server};
 use tgsecretd::notify::{Notifier, first_directory};
 use tgsecretd::shared::AcceptPolicy;
 
+/// mimalloc instead of glibc's malloc: at 64 callers a fifth of the daemon's CPU samples were
+/// inside glibc's allocator, mostly on memory that one thread allocates and another frees (the
+/// D-Bus task, the chat's actor, the store's threads), which glibc serves outside its
+/// per-thread cache. With mimalloc the daemon's CPU per accepted call fell from 49-54 us to
+/// 36-42 us. `no_thp` keeps its heaps off transparent huge pages: with them an idle daemon's
+/// RSS was 55 MB instead of 11 MB.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Keeps your Telegram secret chats and serves them to desktop applications over D-Bus
 /// (io.github.tgsecretd on the session bus).
 ///
