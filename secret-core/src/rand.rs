@@ -212,8 +212,8 @@ mod tests {
         assert_eq!(r.used, seen.len());
         // 68 bytes of OS output are all zero with probability 2^-544.
         assert!(seen.iter().any(|&v| v != 0));
-        // A request that does not fit the rest reads a new block; one over DIRECT_FROM does
-        // not touch the block at all.
+        // A request that does not fit the rest of the block reads a new block; one of
+        // DIRECT_FROM bytes or more does not touch the block at all.
         let mut b = [0u8; SystemRandom::DIRECT_FROM - 1];
         for _ in 0..(SystemRandom::BLOCK / b.len() + 1) {
             r.fill(&mut b);
