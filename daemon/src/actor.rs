@@ -154,8 +154,9 @@ type Commit = BoxFuture<'static, Result<CommitOutcome, StoreError>>;
 /// What waits for a batch to become durable.
 #[derive(Default)]
 struct After {
-    /// Taken when the batch is queued (see [`ChatActor::commit`]).
-    reply: Option<Reply>,
+    /// The callers answered when the batch is durable; taken when it is queued (see
+    /// [`ChatActor::commit`]).
+    replies: Vec<Reply>,
     done: Vec<RequestRecord>,
     events: Vec<Event>,
     calls: Vec<CallJob>,
@@ -172,6 +173,25 @@ struct Pending {
     after: After,
 }
 
+/// Sends handled since the last commit, committed together as one batch once the mailbox is
+/// drained ([`FlushStaged`]), or before any other input is handled.
+struct Staged {
+    out: Output,
+    batch: Batch,
+    replies: Vec<Reply>,
+}
+
+/// The most sends staged into one batch.
+const MAX_STAGED: usize = 64;
+
+/// Commits the staged sends (queued by the first send staged after a commit; handled once the
+/// mailbox is empty, since actix drains the mailbox before the actor's own items).
+struct FlushStaged;
+
+impl Message for FlushStaged {
+    type Result = ();
+}
+
 /// Where a send's answer goes: the store's writer answers the moment the request's batch is
 /// durable (not the actor's commit pipeline, which may be behind).
 pub type AcceptedTx = oneshot::Sender<Result<Accepted, ServiceError>>;
@@ -183,6 +203,8 @@ pub struct ChatActor {
     meta: ChatMeta,
     commits: VecDeque<Pending>,
     committing: bool,
+    /// Sends not committed yet (see [`Staged`]).
+    staged: Option<Staged>,
     calls: VecDeque<CallJob>,
     calling: bool,
     /// The call in flight (it may be sleeping through a FLOOD_WAIT): its future, and the
@@ -234,6 +256,7 @@ impl ChatActor {
             meta,
             commits: VecDeque::new(),
             committing: false,
+            staged: None,
             calls: VecDeque::new(),
             calling: false,
             flight: None,
@@ -275,11 +298,61 @@ impl ChatActor {
         }
     }
 
-    fn apply(&mut self, out: Output, mut batch: Batch, mut after: After, ctx: &mut Context<Self>) {
+    /// The staged sends are committed first, so commits keep the order of the inputs.
+    fn apply(&mut self, out: Output, batch: Batch, after: After, ctx: &mut Context<Self>) {
+        self.flush_staged(ctx);
+        self.apply_now(out, batch, after, ctx);
+    }
+
+    /// Adds a send's output, writes and answer to the staged batch; the first one after a
+    /// commit schedules [`FlushStaged`].
+    fn stage(&mut self, out: Output, batch: Batch, reply: Reply, ctx: &mut Context<Self>) {
+        match &mut self.staged {
+            Some(st) => {
+                st.out.merge(out);
+                st.batch.append(batch);
+                st.replies.push(reply);
+            }
+            None => {
+                self.staged = Some(Staged {
+                    out,
+                    batch,
+                    replies: vec![reply],
+                });
+                ctx.notify(FlushStaged);
+            }
+        }
+        if self
+            .staged
+            .as_ref()
+            .is_some_and(|st| st.replies.len() >= MAX_STAGED)
+        {
+            self.flush_staged(ctx);
+        }
+    }
+
+    /// Commits the staged sends, if any.
+    fn flush_staged(&mut self, ctx: &mut Context<Self>) {
+        if let Some(st) = self.staged.take() {
+            let after = After {
+                replies: st.replies,
+                ..Default::default()
+            };
+            self.apply_now(st.out, st.batch, after, ctx);
+        }
+    }
+
+    fn apply_now(
+        &mut self,
+        out: Output,
+        mut batch: Batch,
+        mut after: After,
+        ctx: &mut Context<Self>,
+    ) {
         self.last_active = std::time::Instant::now();
         if let Err(e) = self.build(&out, &mut batch, &mut after) {
             // Answered, not dropped: a dropped answer means "never handled" to the caller.
-            if let Some((tx, _)) = after.reply.take() {
+            for (tx, _) in after.replies.drain(..) {
                 let _gone = tx.send(Err(ServiceError::Internal(format!(
                     "cannot encode a record: {e}"
                 ))));
@@ -288,7 +361,7 @@ impl ChatActor {
                 .fatal(format!("chat {}: cannot encode a record: {e}", self.id()));
             return;
         }
-        let commit = self.commit(batch, after.reply.take());
+        let commit = self.commit(batch, std::mem::take(&mut after.replies));
         self.commits.push_back(Pending {
             commit: Some(commit),
             after,
@@ -299,17 +372,19 @@ impl ChatActor {
 
     /// Queue `batch`; a caller waiting for its handle is answered from the writer thread as
     /// soon as the batch is durable (everything queued before it is durable then too).
-    fn commit(&self, batch: Batch, reply: Option<Reply>) -> Commit {
-        match reply {
-            None => Box::pin(self.shared.store.commit(batch)),
-            Some((tx, accepted)) => Box::pin(self.shared.store.commit_then(batch, move |r| {
+    fn commit(&self, batch: Batch, replies: Vec<Reply>) -> Commit {
+        if replies.is_empty() {
+            return Box::pin(self.shared.store.commit(batch));
+        }
+        Box::pin(self.shared.store.commit_then(batch, move |r| {
+            for (tx, accepted) in replies {
                 let answer = match r {
                     Ok(_) => Ok(accepted),
                     Err(e) => Err(ServiceError::from(e.clone())),
                 };
                 let _gone = tx.send(answer);
-            })),
-        }
+            }
+        }))
     }
 
     fn build(
@@ -479,7 +554,7 @@ impl ChatActor {
     /// A batch is durable: answer, queue its calls, and return the announcements to make.
     fn durable(&mut self, after: After, ctx: &mut Context<Self>) -> BoxFuture<'static, ()> {
         let After {
-            reply: _answered_by_the_writer,
+            replies: _answered_by_the_writer,
             done,
             events,
             calls,
@@ -557,6 +632,8 @@ impl ChatActor {
     }
 
     fn call_done(&mut self, job: CallJob, res: CallResult, ctx: &mut Context<Self>) {
+        // Every input but a send commits the staged sends first (see `Staged`).
+        self.flush_staged(ctx);
         let now = now();
         let mut batch = Batch::new();
         let out = match (job, res) {
@@ -858,6 +935,14 @@ impl Actor for ChatActor {
     }
 }
 
+impl Handler<FlushStaged> for ChatActor {
+    type Result = ();
+
+    fn handle(&mut self, _: FlushStaged, ctx: &mut Context<Self>) {
+        self.flush_staged(ctx);
+    }
+}
+
 impl Handler<Submit> for ChatActor {
     type Result = ();
 
@@ -885,7 +970,8 @@ impl ChatActor {
             // A retry: nothing new is sent; the handle is returned once the first request is
             // durable (an empty batch behind it resolves after it).
             let tx = tx.take().ok_or_else(answer)?;
-            let commit = self.commit(Batch::new(), Some((tx, existing)));
+            self.flush_staged(ctx);
+            let commit = self.commit(Batch::new(), vec![(tx, existing)]);
             self.commits.push_back(Pending {
                 commit: Some(commit),
                 after: After::default(),
@@ -959,11 +1045,7 @@ impl ChatActor {
             handle: cmd.handle,
             existing: false,
         };
-        let after = After {
-            reply: Some((tx.take().ok_or_else(answer)?, accepted)),
-            ..Default::default()
-        };
-        self.apply(out, batch, after, ctx);
+        self.stage(out, batch, (tx.take().ok_or_else(answer)?, accepted), ctx);
         Ok(())
     }
 
@@ -994,6 +1076,7 @@ impl Handler<InboundReady> for ChatActor {
     type Result = ();
 
     fn handle(&mut self, _: InboundReady, ctx: &mut Context<Self>) {
+        self.flush_staged(ctx);
         self.take_inbound(ctx);
     }
 }
@@ -1002,6 +1085,7 @@ impl Handler<ApplyUpdate> for ChatActor {
     type Result = ();
 
     fn handle(&mut self, u: ApplyUpdate, ctx: &mut Context<Self>) {
+        self.flush_staged(ctx);
         let mut batch = Batch::new();
         batch.remove(Tree::Meta, records::update_key(u.seq));
         let out = match u.kind {
@@ -1019,6 +1103,7 @@ impl Handler<Discard> for ChatActor {
     type Result = Result<(), ServiceError>;
 
     fn handle(&mut self, d: Discard, ctx: &mut Context<Self>) -> Self::Result {
+        self.flush_staged(ctx);
         if self.chat.stage().is_discarded() {
             return Err(ServiceError::WrongState(
                 "the chat is closed already".into(),
@@ -1041,6 +1126,7 @@ impl Handler<LoggedOut> for ChatActor {
     type Result = ();
 
     fn handle(&mut self, _: LoggedOut, ctx: &mut Context<Self>) {
+        self.flush_staged(ctx);
         self.logged_out_here = true;
         let mut batch = Batch::new();
         let id = self.id();
@@ -1103,6 +1189,7 @@ impl Handler<Cancel> for ChatActor {
     type Result = bool;
 
     fn handle(&mut self, c: Cancel, ctx: &mut Context<Self>) -> bool {
+        self.flush_staged(ctx);
         let Some((&rid, r)) = self.open.iter().find(|(_, r)| r.handle == c.handle) else {
             return false;
         };
@@ -1159,6 +1246,7 @@ impl Handler<Accept> for ChatActor {
     type Result = Result<(), ServiceError>;
 
     fn handle(&mut self, _: Accept, ctx: &mut Context<Self>) -> Self::Result {
+        self.flush_staged(ctx);
         let random = vec![0u8; 0];
         let out = self
             .chat
@@ -1173,6 +1261,7 @@ impl Handler<Tick> for ChatActor {
     type Result = ();
 
     fn handle(&mut self, _: Tick, ctx: &mut Context<Self>) {
+        self.flush_staged(ctx);
         self.timer = None;
         let out = self.chat.tick(now(), &mut self.rng);
         if out.is_empty() {

@@ -431,6 +431,84 @@ fn requests_waiting_across_a_restart_are_answered_after_it() {
     });
 }
 
+/// Many sends to one chat at once (the chat's actor commits the sends queued in its mailbox as
+/// one batch): each caller gets its own request and handle, the messages take consecutive seq
+/// numbers, and after a restart every one is still there and reaches the peer, in seq order.
+#[test]
+fn concurrent_sends_to_one_chat_each_get_their_answer_and_all_arrive_in_order() {
+    const N: i32 = 40;
+    let dirs = Dirs::new("burst");
+    let (sim_dir, dir) = (&dirs.sim, &dirs.daemon);
+    runtime().block_on(async {
+        let (sim, alice_key, d, chat) = ready_chat(sim_dir, dir).await;
+        let svc = d.service().clone();
+        let first = send_one(&svc, chat, ttl(1), "/b/first").await;
+        wait("the first result", 20, || {
+            status(&svc, first) == RequestStatus::Sent
+        })
+        .await;
+        hold_sends(&sim);
+        let batches_before = d.shared().store.stats().batches_committed;
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..N {
+            let svc = svc.clone();
+            tasks.spawn(async move {
+                let id = send_one(&svc, chat, ttl(100 + i), &format!("/b/{i}")).await;
+                (i, id)
+            });
+        }
+        let mut sent = Vec::new();
+        while let Some(r) = tasks.join_next().await {
+            sent.push(r.unwrap());
+        }
+        let batches = d.shared().store.stats().batches_committed - batches_before;
+        // The sends that queued up behind each other shared batches (one batch per send
+        // would be N).
+        assert!(
+            batches <= N as u64 / 2,
+            "{N} concurrent sends took {batches} batches"
+        );
+        // Each answer names its own request, stored with its own handle, still pending.
+        let mut by_seq = Vec::new();
+        for &(i, id) in &sent {
+            let r = svc.request(id).unwrap().unwrap();
+            assert_eq!(r.handle, format!("/b/{i}"));
+            assert_eq!(r.status, RequestStatus::Pending);
+            assert_eq!(r.parts.len(), 1);
+            by_seq.push((r.parts[0].out_seq_no, i));
+        }
+        by_seq.sort_unstable();
+        let seqs: Vec<i32> = by_seq.iter().map(|&(s, _)| s).collect();
+        assert!(
+            seqs.windows(2).all(|w| w[1] == w[0] + 2),
+            "out_seq_no not consecutive: {seqs:?}"
+        );
+        drop(svc);
+        d.stop().await;
+
+        // After a restart every request is found again and, once Telegram takes sends, each
+        // reaches Bob, in seq order.
+        release_sends(&sim);
+        let d = restart(dir, &sim, alice_key).await;
+        let svc = d.service().clone();
+        wait("every result after the restart", 60, || {
+            sent.iter()
+                .all(|&(_, id)| status(&svc, id) == RequestStatus::Sent)
+        })
+        .await;
+        let peers = sim.simulation().peers.clone();
+        wait("Bob's messages", 30, || {
+            peers.transcript(BOB, chat).len() > N as usize
+        })
+        .await;
+        let mut expected = vec![ttl(1)];
+        expected.extend(by_seq.iter().map(|&(_, i)| ttl(100 + i)));
+        assert_eq!(peers.transcript(BOB, chat), expected);
+        drop(svc);
+        d.stop().await;
+    });
+}
+
 /// A long text (two chunks).
 fn long_text(n: usize) -> DecryptedMessage {
     DecryptedMessage::DecryptedMessage(types::DecryptedMessage {

@@ -117,6 +117,13 @@ impl Batch {
         self.push(tree, key, OpKind::PutIfAbsent(IVec::from(value.as_ref())))
     }
 
+    /// `later`'s ops after this batch's, in their order (what committing the two one after
+    /// the other would leave, in one batch).
+    pub fn append(&mut self, later: Batch) -> &mut Batch {
+        self.ops.extend(later.ops);
+        self
+    }
+
     /// No ops.
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
