@@ -64,6 +64,13 @@ fn status_json() {
     assert_eq!(v["self_user_id"], 7001, "{v}");
     assert_eq!(v["logged_in"], true, "{v}");
     assert!(v["version"].is_string(), "{v}");
+    // The store's counters: the login was stored, so a round was made durable, and every
+    // batch waited at least through its own round.
+    let n = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k}: {v}"));
+    assert!(n("store_batches") >= 1 && n("store_rounds") >= 1, "{v}");
+    assert!(n("store_flush_us") > 0, "{v}");
+    assert!(n("store_sync_wait_us") >= n("store_flush_us"), "{v}");
+    let _ = n("store_apply_wait_us");
     let text = ok(&t.args(&["status"]));
     assert!(
         text.contains("self_user_id") && text.contains("7001"),

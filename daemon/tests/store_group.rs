@@ -57,6 +57,20 @@ fn sixty_four_concurrent_committers_share_flushes() {
         stats.group_flushes + 1,
         "one at open, one per flush"
     );
+    // Each batch waited at least through its own round, so the batches' waits after being
+    // applied add up to at least the rounds' flushes; a round (a flush and an fdatasync on a
+    // disk) takes time.
+    assert!(stats.flush_us > 0, "{stats:?}");
+    assert!(stats.sync_wait_us >= stats.flush_us, "{stats:?}");
+    let rounds = stats.group_flushes as f64;
+    assert_eq!(
+        stats.latency_since(&Default::default()),
+        (
+            stats.apply_wait_us as f64 / batches as f64,
+            stats.sync_wait_us as f64 / batches as f64,
+            stats.flush_us as f64 / rounds,
+        )
+    );
     for task in 1..=TASKS {
         let last = store.get(Tree::Chats, &key_i32_u32(-task, 0)).expect("get");
         assert_eq!(last, Some((EACH - 1).to_be_bytes().to_vec()));

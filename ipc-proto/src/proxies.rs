@@ -74,7 +74,9 @@ pub trait Manager {
     fn get_chat(&self, chat_id: i32) -> Result<Dict, crate::Error>;
 
     /// The daemon's status: `version` (s), `authorization_state` (s), `logged_in` (b),
-    /// `self_user_id` (x, once known), `accept_policy` (s).
+    /// `self_user_id` (x, once known), `accept_policy` (s), and the store's counters since
+    /// the start (t each): `store_batches`, `store_rounds`, `store_apply_wait_us`,
+    /// `store_sync_wait_us`, `store_flush_us` (see the interface XML).
     fn get_status(&self) -> Result<Dict, crate::Error>;
 
     /// The result of a request, as its Response carries it; code [`crate::response::PENDING`]

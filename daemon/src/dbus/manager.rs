@@ -417,8 +417,11 @@ impl Manager {
     }
 
     /// The daemon's status: `version` (s), `authorization_state` (s), `logged_in` (b),
-    /// `self_user_id` (x, once known), `accept_policy` (s). Cheap: it reads no chat (a
-    /// store of 100,000 chats answers at once).
+    /// `self_user_id` (x, once known), `accept_policy` (s), and the store's counters since
+    /// the start (t each): `store_batches` (batches answered), `store_rounds` (group flushes),
+    /// `store_apply_wait_us` and `store_sync_wait_us` (summed over the batches: queued until
+    /// applied, applied until durable), `store_flush_us` (summed over the rounds: flush and
+    /// syncs). Cheap: it reads no chat (a store of 100,000 chats answers at once).
     async fn get_status(&self) -> Result<Results, Error> {
         let shared = self.service.shared();
         let self_user = shared.link.session().self_user();
@@ -434,6 +437,15 @@ impl Manager {
             )
             .put("self_user_id", self_user.and_then(variant))
             .put("accept_policy", string_variant(&shared.accept.name()));
+        let st = shared.store.stats();
+        d.put(
+            "store_batches",
+            variant(st.batches_committed + st.batches_failed),
+        )
+        .put("store_rounds", variant(st.group_flushes))
+        .put("store_apply_wait_us", variant(st.apply_wait_us))
+        .put("store_sync_wait_us", variant(st.sync_wait_us))
+        .put("store_flush_us", variant(st.flush_us));
         Ok(dict_of(d))
     }
 

@@ -375,7 +375,12 @@ impl Store {
             (Err(e), _) => Err((e, then)),
             (Ok(()), None) => Err((StoreError::Stopped, then)),
             (Ok(()), Some(jobs)) => jobs
-                .send(Job { batch, reply, then })
+                .send(Job {
+                    batch,
+                    reply,
+                    then,
+                    queued: std::time::Instant::now(),
+                })
                 .map_err(|e| (StoreError::Stopped, e.0.then)),
         };
         sent.map_err(|(e, then)| {

@@ -1,6 +1,11 @@
 //! [`CommitStats`]: what the writer has done, counted since the store was opened.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
 
 /// A snapshot of the writer's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -19,6 +24,37 @@ pub struct CommitStats {
     pub blob_files_synced: u64,
     /// fsyncs of `blobs/` after new blob files.
     pub dir_syncs: u64,
+    /// Microseconds, summed over the answered batches, from [`Store::commit`](super::Store::commit)
+    /// until the applier had applied the batch's group: the wait for the applier and the
+    /// group's transaction.
+    pub apply_wait_us: u64,
+    /// Microseconds, summed over the answered batches, from the batch's group being applied
+    /// until its answer: the wait for the syncer's round in progress, then the batch's own
+    /// round.
+    pub sync_wait_us: u64,
+    /// Microseconds, summed over the group flushes, of making a round durable (sled's flush
+    /// and the syncs after it).
+    pub flush_us: u64,
+}
+
+impl CommitStats {
+    /// The mean (apply wait, sync wait, round) in microseconds of the batches answered and
+    /// the rounds done between `earlier` and `self` (zero where nothing was done).
+    pub fn latency_since(&self, earlier: &CommitStats) -> (f64, f64, f64) {
+        let batches = (self.batches_committed + self.batches_failed)
+            .saturating_sub(earlier.batches_committed + earlier.batches_failed)
+            .max(1) as f64;
+        let rounds = self
+            .group_flushes
+            .saturating_sub(earlier.group_flushes)
+            .max(1) as f64;
+        let per = |now: u64, then: u64, n: f64| now.saturating_sub(then) as f64 / n;
+        (
+            per(self.apply_wait_us, earlier.apply_wait_us, batches),
+            per(self.sync_wait_us, earlier.sync_wait_us, batches),
+            per(self.flush_us, earlier.flush_us, rounds),
+        )
+    }
 }
 
 /// The live counters, shared by the writer thread and the store.
@@ -31,6 +67,9 @@ pub(crate) struct Counters {
     fdatasyncs: AtomicU64,
     blob_files_synced: AtomicU64,
     dir_syncs: AtomicU64,
+    apply_wait_us: AtomicU64,
+    sync_wait_us: AtomicU64,
+    flush_us: AtomicU64,
 }
 
 impl Counters {
@@ -43,7 +82,14 @@ impl Counters {
         counter.fetch_add(1, Relaxed);
     }
 
-    pub(crate) fn group_flushed(&self, batches: usize) {
+    /// A batch answered: how long it waited for its group to be applied, then for its answer.
+    pub(crate) fn batch_waited(&self, apply: Duration, sync: Duration) {
+        self.apply_wait_us.fetch_add(micros(apply), Relaxed);
+        self.sync_wait_us.fetch_add(micros(sync), Relaxed);
+    }
+
+    pub(crate) fn group_flushed(&self, batches: usize, took: Duration) {
+        self.flush_us.fetch_add(micros(took), Relaxed);
         self.group_flushes.fetch_add(1, Relaxed);
         self.largest_group.fetch_max(batches as u64, Relaxed);
     }
@@ -69,6 +115,9 @@ impl Counters {
             fdatasyncs: self.fdatasyncs.load(Relaxed),
             blob_files_synced: self.blob_files_synced.load(Relaxed),
             dir_syncs: self.dir_syncs.load(Relaxed),
+            apply_wait_us: self.apply_wait_us.load(Relaxed),
+            sync_wait_us: self.sync_wait_us.load(Relaxed),
+            flush_us: self.flush_us.load(Relaxed),
         }
     }
 }

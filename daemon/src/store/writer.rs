@@ -21,6 +21,7 @@
 
 use std::sync::mpsc::{Receiver, Sender, SyncSender};
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
@@ -59,6 +60,8 @@ pub(crate) struct Job {
     pub(crate) batch: Batch,
     pub(crate) reply: Reply,
     pub(crate) then: Option<Then>,
+    /// When [`Store::commit`](super::Store::commit) queued it (for [`Counters`]' waits).
+    pub(crate) queued: Instant,
 }
 
 /// The size limits of keys and values.
@@ -93,6 +96,10 @@ pub(crate) struct Applied {
     then: Option<Then>,
     /// The batch's result so far: `Ok` = applied, not durable yet.
     result: CommitResult,
+    /// How long it waited from its commit until its group was applied.
+    apply_wait: Duration,
+    /// When its group was applied.
+    applied: Instant,
 }
 
 impl Applier {
@@ -124,7 +131,7 @@ impl Applier {
             if refused.is_none() {
                 batches.push(job.batch);
             }
-            waiting.push((job.reply, job.then, refused));
+            waiting.push((job.reply, job.then, refused, job.queued));
         }
         let outcomes: Vec<CommitResult> = match apply_group(&self.trees, &batches) {
             Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
@@ -134,11 +141,14 @@ impl Applier {
             }
         };
         let mut outcomes = outcomes.into_iter();
+        let applied = Instant::now();
         waiting
             .into_iter()
-            .map(|(reply, then, refused)| Applied {
+            .map(|(reply, then, refused, queued)| Applied {
                 reply,
                 then,
+                apply_wait: applied.saturating_duration_since(queued),
+                applied,
                 result: match refused {
                     Some(e) => Err(e),
                     None => outcomes.next().unwrap_or(Err(StoreError::Stopped)),
@@ -173,20 +183,24 @@ impl Syncer {
         let durable = if let Err(poisoned) = check(&self.failure) {
             Err(poisoned)
         } else if round.iter().any(|a| a.result.is_ok()) {
+            let start = Instant::now();
             let done = self.make_durable().map_err(|e| poison(&self.failure, e));
             if done.is_ok() {
-                self.counters.group_flushed(round.len());
+                self.counters.group_flushed(round.len(), start.elapsed());
             }
             done
         } else {
             Ok(())
         };
+        let answered = Instant::now();
         for a in round {
             let result = match (a.result, &durable) {
                 (Ok(_), Err(e)) => Err(e.clone()),
                 (result, _) => result,
             };
             self.counters.batch_done(result.is_ok());
+            self.counters
+                .batch_waited(a.apply_wait, answered.saturating_duration_since(a.applied));
             if let Some(then) = a.then {
                 then(&result);
             }
