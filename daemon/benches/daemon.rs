@@ -30,7 +30,11 @@
 //! Timings are printed, never asserted. `cargo bench -p daemon --bench daemon` (full) or
 //! `BENCH_QUICK=1 …`; `BENCH_ONLY=TEXT` runs only the acceptance rows whose name holds TEXT
 //! (with the baselines and the echo floor), for profiling. The CPU each process spent per call
-//! (daemon, dbus-daemon, this client) is printed beside the rates. The daemon runs at the
+//! (daemon, dbus-daemon, this client) is printed beside the rates, with the machine's CPU
+//! outside them and the share of both cores busy while the row ran; and, for the acceptance
+//! and bare rows, the store's commit latency (until applied, until durable, a round's flush
+//! and syncs; the daemon's read through `GetStatus`), so a run shows whether a row was bound
+//! by the CPU or by its calls' latency. The daemon runs at the
 //! default log level. This process uses the daemon's allocator (mimalloc), so the echo floor,
 //! the bare service and the store floor are built like the daemon.
 
@@ -82,6 +86,12 @@ fn percentiles(lat: &Lat) -> (u32, u32) {
     v.sort_unstable();
     let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
     (at(0.50), at(0.99))
+}
+
+/// Mean in microseconds.
+fn mean_us(lat: &Lat) -> f64 {
+    let v = lat.lock().expect("latencies");
+    v.iter().map(|&u| f64::from(u)).sum::<f64>() / v.len().max(1) as f64
 }
 const MANY: i32 = 100_000;
 
@@ -156,6 +166,9 @@ fn main() {
     ];
     let mut lats: Vec<Option<Lat>> = vec![None, None];
     let mut meters: Vec<Option<CpuMeter>> = vec![None, None];
+    // The store's commit latency of the acceptance rows (the daemon's store, read through
+    // `GetStatus`) and of the bare row.
+    let mut stores: Vec<(String, StoreMeter)> = Vec::new();
     let echo = rt.block_on(echo_service(&bus.address));
     for callers in CALLERS {
         let lat: Lat = Arc::default();
@@ -185,22 +198,25 @@ fn main() {
             }
             let lat: Lat = Arc::default();
             let meter = CpuMeter::default();
+            let store_meter = StoreMeter::default();
+            let run = sends(
+                Arc::clone(&rt),
+                Arc::clone(&client),
+                chats[..n_chats].to_vec(),
+                callers,
+                Arc::clone(&lat),
+            );
             contenders.push(Contender {
-                name,
+                name: name.clone(),
                 run: meter.wrap(
                     pids.clone(),
-                    sends(
-                        Arc::clone(&rt),
-                        Arc::clone(&client),
-                        chats[..n_chats].to_vec(),
-                        callers,
-                        Arc::clone(&lat),
-                    ),
+                    store_meter.wrap(daemon_store(&rt, &client), run),
                 ),
                 store: None,
             });
             lats.push(Some(lat));
             meters.push(Some(meter));
+            stores.push((name, store_meter));
         }
     }
     // The least a daemon made of the required parts (zbus, a request object, the store's
@@ -211,19 +227,29 @@ fn main() {
     let bare = rt.block_on(bare_accept_service(&bus.address, Arc::clone(&bare_store)));
     let bare_meter = CpuMeter::default();
     let bare_lat: Lat = Arc::default();
+    let bare_store_meter = StoreMeter::default();
+    let bare_name = "bare acceptance: zbus + request object + Store, 64 callers";
+    let read_bare = {
+        let store = Arc::clone(&bare_store);
+        move || store.stats()
+    };
     contenders.push(Contender {
-        name: "bare acceptance: zbus + request object + Store, 64 callers".into(),
+        name: bare_name.into(),
         run: bare_meter.wrap(
             pids.clone(),
-            bare_accepts(
-                Arc::clone(&rt),
-                Arc::clone(&client),
-                64,
-                Arc::clone(&bare_lat),
+            bare_store_meter.wrap(
+                read_bare,
+                bare_accepts(
+                    Arc::clone(&rt),
+                    Arc::clone(&client),
+                    64,
+                    Arc::clone(&bare_lat),
+                ),
             ),
         ),
         store: None,
     });
+    stores.push((bare_name.into(), bare_store_meter));
     lats.push(Some(bare_lat));
     meters.push(Some(bare_meter));
     // The store's share alone: one accepted request's writes, through the daemon's store, with
@@ -249,25 +275,47 @@ fn main() {
     }
     println!();
     println!(
-        "{:<62} {:>8} {:>8} {:>8}",
-        "CPU per call, us (all cores)", "daemon", "bus", "client"
+        "{:<62} {:>8} {:>8} {:>8} {:>8} {:>6}",
+        "CPU per call, us (all cores)", "daemon", "bus", "client", "other", "busy"
     );
     println!("{}", "-".repeat(90));
     for (c, meter) in contenders.iter().zip(&meters) {
         if let Some(m) = meter {
             let us = m.per_op_us();
             let at = |i: usize| us.get(i).copied().unwrap_or(0.0);
+            let (busy, other) = m.machine();
             println!(
-                "{:<62} {:>8.1} {:>8.1} {:>8.1}",
+                "{:<62} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>5.0}%",
                 c.name,
                 at(0),
                 at(1),
-                at(2)
+                at(2),
+                other,
+                busy * 100.0
             );
         }
     }
     println!(
-        "  (the echo rows' service and the store floor run in the client process: their share is in `client`)"
+        "  (the echo rows' service and the store floor run in the client process: their share is in `client`;\n   \
+         `other`: the machine's CPU outside these three processes (kernel threads, interrupts, other\n   \
+         processes); `busy`: the share of both cores busy while the row ran)"
+    );
+    println!();
+    println!(
+        "{:<62} {:>8} {:>8} {:>8} {:>8}",
+        "store commit latency, mean us", "applied", "durable", "round", "b/round"
+    );
+    println!("{}", "-".repeat(98));
+    for (name, m) in &stores {
+        let t = m.total();
+        let (apply, sync, round) = t.latency_since(&Default::default());
+        let per_round = t.batches_committed as f64 / t.group_flushes.max(1) as f64;
+        println!("{name:<62} {apply:>8.0} {sync:>8.0} {round:>8.0} {per_round:>8.1}");
+    }
+    println!(
+        "  (applied: from the commit until its group was applied; durable: from then until the\n   \
+         answer (the round in progress, then its own); round: a flush and its syncs; b/round:\n   \
+         batches per round; the daemon batches a chat's queued sends, so a batch may hold several)"
     );
     println!();
     let single_flush = rates[1];
@@ -350,6 +398,25 @@ fn main() {
         println!(
             "  ceiling with the daemon cut to its store's writes ({store_us:.1} us) + bus ({bus_us:.1} us) + client ({client_us:.1} us) on 2 busy cores: {ceiling:.0}/s = {:.2}x the echo floor",
             ceiling / echo_at(64)
+        );
+    }
+    // What bounds the 64-caller rows instead: each caller waits for its answer, so the rate is
+    // 64 over a call's latency, and the store's durable commit is a large part of it.
+    let row = "SendEncryptedService accepted: 1 chat(s), 64 caller(s)";
+    let at_row = contenders.iter().position(|c| c.name == row);
+    let row_store = stores
+        .iter()
+        .find(|(n, _)| n == row)
+        .map(|(_, m)| m.total());
+    if let (Some(i), Some(st)) = (at_row, row_store) {
+        let busy = meters[i].as_ref().map_or(0.0, |m| m.machine().0);
+        let mean = lats[i].as_ref().map_or(0.0, mean_us);
+        let (apply, sync, _) = st.latency_since(&Default::default());
+        println!(
+            "  {row}: both cores {:.0}% busy; a call took {mean:.0} us on average, {:.0} us of it in the store's durable commit: 64 callers / {mean:.0} us = {:.0}/s",
+            busy * 100.0,
+            apply + sync,
+            64e6 / mean.max(1.0)
         );
     }
 
@@ -633,6 +700,32 @@ fn store_floor(dir: &std::path::Path, writers: usize, quick: bool) -> Run {
         }
     });
     concurrent_commits(rt, store, writers, request, grown)
+}
+
+/// Reads the daemon's store counters through `GetStatus`.
+fn daemon_store(
+    rt: &Arc<tokio::runtime::Runtime>,
+    client: &Arc<Client>,
+) -> impl Fn() -> tgsecretd::store::CommitStats + 'static {
+    let (rt, client) = (Arc::clone(rt), Arc::clone(client));
+    move || {
+        let status = rt.block_on(async { client.manager().await.get_status().await });
+        let status = status.expect("GetStatus");
+        let n = |k: &str| {
+            status
+                .get(k)
+                .and_then(|v| u64::try_from(v).ok())
+                .unwrap_or_else(|| panic!("GetStatus has no {k}"))
+        };
+        tgsecretd::store::CommitStats {
+            batches_committed: n("store_batches"),
+            group_flushes: n("store_rounds"),
+            apply_wait_us: n("store_apply_wait_us"),
+            sync_wait_us: n("store_sync_wait_us"),
+            flush_us: n("store_flush_us"),
+            ..Default::default()
+        }
+    }
 }
 
 /// `callers` tasks sending service messages round-robin over `chats` for the slice.

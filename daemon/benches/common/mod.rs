@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use sled::Transactional;
 use sled::transaction::ConflictableTransactionError;
 use tgsecretd::store::keys::key_i32_u64;
-use tgsecretd::store::{Batch, Store, Tree};
+use tgsecretd::store::{Batch, CommitStats, Store, Tree};
 
 pub struct Settings {
     pub rounds: usize,
@@ -191,10 +191,39 @@ pub fn cpu_ticks(pid: u32) -> u64 {
     at(11) + at(12)
 }
 
+/// Busy and idle clock ticks of the whole machine so far (all CPUs, from `/proc/stat`): busy is
+/// user + nice + system + irq + softirq + steal, idle is idle + iowait; (0, 0) when unreadable.
+pub fn machine_ticks() -> (u64, u64) {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return (0, 0);
+    };
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return (0, 0);
+    };
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    let at = |i: usize| f.get(i).copied().unwrap_or(0);
+    (at(0) + at(1) + at(2) + at(5) + at(6) + at(7), at(3) + at(4))
+}
+
+/// What a [`CpuMeter`] has summed: per-process ticks, operations, the machine's busy and idle
+/// ticks.
+#[derive(Default)]
+struct CpuAcc {
+    ticks: Vec<u64>,
+    ops: u64,
+    busy: u64,
+    idle: u64,
+}
+
 /// The CPU the processes named by `pids` spend while a contender runs, summed over its rounds,
-/// with the number of operations: CPU per operation, each process apart.
+/// with the number of operations: CPU per operation, each process apart; and the whole
+/// machine's busy share over the same time (how close to saturating both cores the row ran).
 #[derive(Clone, Default)]
-pub struct CpuMeter(Arc<std::sync::Mutex<(Vec<u64>, u64)>>);
+pub struct CpuMeter(Arc<std::sync::Mutex<CpuAcc>>);
 
 impl CpuMeter {
     /// `run`, with the CPU of `pids` around each call added to this meter.
@@ -202,13 +231,17 @@ impl CpuMeter {
         let meter = self.clone();
         Box::new(move |slice| {
             let before: Vec<u64> = pids.iter().map(|&p| cpu_ticks(p)).collect();
+            let (busy, idle) = machine_ticks();
             let n = run(slice);
+            let (busy_after, idle_after) = machine_ticks();
             let mut acc = meter.0.lock().expect("cpu meter");
-            acc.0.resize(pids.len(), 0);
+            acc.ticks.resize(pids.len(), 0);
             for (i, &p) in pids.iter().enumerate() {
-                acc.0[i] += cpu_ticks(p).saturating_sub(before[i]);
+                acc.ticks[i] += cpu_ticks(p).saturating_sub(before[i]);
             }
-            acc.1 += n;
+            acc.ops += n;
+            acc.busy += busy_after.saturating_sub(busy);
+            acc.idle += idle_after.saturating_sub(idle);
             n
         })
     }
@@ -216,8 +249,54 @@ impl CpuMeter {
     /// Microseconds of CPU per operation, one figure per process.
     pub fn per_op_us(&self) -> Vec<f64> {
         let acc = self.0.lock().expect("cpu meter");
-        let ops = acc.1.max(1) as f64;
-        acc.0.iter().map(|&t| t as f64 * 10_000.0 / ops).collect()
+        let ops = acc.ops.max(1) as f64;
+        acc.ticks
+            .iter()
+            .map(|&t| t as f64 * 10_000.0 / ops)
+            .collect()
+    }
+
+    /// The whole machine's busy share while the contender ran (0.0 to 1.0), and the
+    /// microseconds per operation the machine was busy outside the metered processes (the
+    /// kernel's threads, interrupts, other processes).
+    pub fn machine(&self) -> (f64, f64) {
+        let acc = self.0.lock().expect("cpu meter");
+        let ops = acc.ops.max(1) as f64;
+        let total = (acc.busy + acc.idle).max(1) as f64;
+        let metered: u64 = acc.ticks.iter().sum();
+        let other = acc.busy.saturating_sub(metered) as f64 * 10_000.0 / ops;
+        (acc.busy as f64 / total, other)
+    }
+}
+
+/// What a store did while a contender ran, summed over its rounds: the batches answered, the
+/// rounds, and the waits of [`CommitStats`]; read from the store before and after each round.
+#[derive(Clone, Default)]
+pub struct StoreMeter(Arc<std::sync::Mutex<CommitStats>>);
+
+impl StoreMeter {
+    /// `run`, with what the store `read` describes done around each call added to this meter.
+    pub fn wrap(&self, read: impl Fn() -> CommitStats + 'static, mut run: Run) -> Run {
+        let meter = self.clone();
+        Box::new(move |slice| {
+            let before = read();
+            let n = run(slice);
+            let after = read();
+            let mut acc = meter.0.lock().expect("store meter");
+            let d = |a: u64, b: u64| a.saturating_sub(b);
+            acc.batches_committed += d(after.batches_committed, before.batches_committed);
+            acc.batches_failed += d(after.batches_failed, before.batches_failed);
+            acc.group_flushes += d(after.group_flushes, before.group_flushes);
+            acc.apply_wait_us += d(after.apply_wait_us, before.apply_wait_us);
+            acc.sync_wait_us += d(after.sync_wait_us, before.sync_wait_us);
+            acc.flush_us += d(after.flush_us, before.flush_us);
+            n
+        })
+    }
+
+    /// The sums so far.
+    pub fn total(&self) -> CommitStats {
+        *self.0.lock().expect("store meter")
     }
 }
 
