@@ -313,9 +313,10 @@ fn main() {
         println!("{name:<62} {apply:>8.0} {sync:>8.0} {round:>8.0} {per_round:>8.1}");
     }
     println!(
-        "  (applied: from the commit until its group was applied; durable: from then until the\n   \
-         answer (the round in progress, then its own); round: a flush and its syncs; b/round:\n   \
-         batches per round; the daemon batches a chat's queued sends, so a batch may hold several)"
+        "  (applied: from the commit until its group was applied (the writer's round in progress,\n   \
+         then the group's transaction); durable: from then until the answer (its own round);\n   \
+         round: a flush and its syncs; b/round: batches per round; the daemon batches a chat's\n   \
+         queued sends, so a batch may hold several)"
     );
     println!();
     let single_flush = rates[1];

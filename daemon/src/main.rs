@@ -264,8 +264,8 @@ async fn stopping(notify: &Notifier, watchdog: Option<tgsecretd::notify::Watchdo
 }
 
 /// The runtime's worker threads (D-Bus, the API, the Telegram link): one core fewer than the
-/// machine has, at least one, since the chat actors' thread and the store's applier and syncer
-/// take a core's worth of work beside them (on 2 cores, six interleaved quick runs of
+/// machine has, at least one, since the chat actors' thread, the store's writer and sled's I/O
+/// threads take a core's worth of work beside them (on 2 cores, six interleaved quick runs of
 /// `cargo bench -p daemon --bench daemon` accepted 0.36-0.43x the echo floor with two workers,
 /// 0.41-0.53x with one).
 /// `TOKIO_WORKER_THREADS` overrides it.

@@ -121,7 +121,7 @@ fn the_commit_future_runs_on_any_executor_and_close_finishes_the_queue() {
     assert_eq!(listed, 200);
 }
 
-/// `commit_then`'s closure runs once with the batch's result, on the syncer thread, before the
+/// `commit_then`'s closure runs once with the batch's result, on the writer thread, before the
 /// future resolves: by then the batch is readable and durable (every batch queued before it
 /// is answered first), and the closures run in queue order. A batch refused for its size runs
 /// it with the same error the future gets, and nothing of it is applied.
@@ -186,7 +186,7 @@ fn commit_then_runs_with_the_result_before_the_future_resolves() {
     assert!(
         threads
             .iter()
-            .all(|t| t.as_deref() == Some("tgsecretd-sync")),
+            .all(|t| t.as_deref() == Some("tgsecretd-store")),
         "{threads:?}"
     );
     assert!(

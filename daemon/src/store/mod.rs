@@ -25,26 +25,23 @@
 //!    is rewritten. So the writer lists `blobs/` after every flush (one `getdents` on an almost
 //!    always empty directory) rather than guessing from value sizes. At open it fsyncs `conf`,
 //!    the existing blob files, `blobs/`, the store directory (sled's snapshot rename) and `db`.
-//! 3. **Pipelined group commit, off the caller's thread.** The applier thread
+//! 3. **Group commit on one writer thread, off the caller's thread.** The writer
 //!    (`tgsecretd-store`) takes the first queued batch and every batch queued behind it (at
-//!    most [`StoreOptions::max_group`]) and applies them, in queue order, in one sled
-//!    transaction; the syncer thread (`tgsecretd-sync`) takes every group applied so far,
-//!    makes them durable with one flush and one round of syncs, then answers each batch in
-//!    queue order. The applier does not wait for the syncer: the next group is applied while
-//!    the previous one is synced. A group reaches the syncer only after its transaction
-//!    completed, and a flush covers every transaction completed before it started, so an
-//!    answered batch is always inside a finished flush; each new blob file is fsynced in two
-//!    consecutive rounds, since a round may list it while a later transaction is still
-//!    writing it. The batch is queued when [`Store::commit`] is called; the returned future
-//!    (`Send + 'static`, any executor) only waits for the answer, so commits from one caller
-//!    apply in call order, and an answered batch means every batch queued before it is
-//!    durable too. [`Store::commit_then`] also runs a closure with the result on the syncer
-//!    thread, before the future resolves (the daemon answers a send's caller from there,
-//!    without a wake-up of the chat's actor). A failed flush or sync fails every batch of its
-//!    round and **poisons** the store: what is durable is unknown, so every later commit and
-//!    read fails with [`StoreError::Poisoned`] until the daemon restarts and sled recovers (a
-//!    group already applied when a flush fails is answered `Poisoned` too, whatever its own
-//!    flush would say).
+//!    most [`StoreOptions::max_group`]), applies them, in queue order, in one sled
+//!    transaction, makes them durable with one flush and one round of syncs, then answers each
+//!    batch in queue order; the batches queued meanwhile make the next group. A flush covers
+//!    every transaction completed before it started, so an answered batch is always inside a
+//!    finished flush; each new blob file is fsynced in two consecutive rounds (a cheap
+//!    safeguard kept from the pipelined writer, where a round could list a blob file while a
+//!    later transaction was still writing it). The batch is queued when [`Store::commit`] is
+//!    called; the returned future (`Send + 'static`, any executor) only waits for the answer,
+//!    so commits from one caller apply in call order, and an answered batch means every batch
+//!    queued before it is durable too. [`Store::commit_then`] also runs a closure with the
+//!    result on the writer thread, before the future resolves (the daemon answers a send's
+//!    caller from there, without a wake-up of the chat's actor). A failed flush or sync fails
+//!    every batch of its round and **poisons** the store: what is durable is unknown, so every
+//!    later commit and read fails with [`StoreError::Poisoned`] until the daemon restarts and
+//!    sled recovers.
 //!    A sled error inside a transaction poisons it too; a batch over the limits does not.
 //!    Nothing in the writer panics on an error.
 //! 4. **Files 0600 in a 0700 directory.** [`Store::open`] creates the directory and missing
@@ -59,7 +56,7 @@
 //!    using DIR"). Only those lock failures (`EWOULDBLOCK`; sled's is `Io(Other, "could not
 //!    acquire lock on …: WouldBlock")`) map to `Locked`; other I/O errors stay
 //!    [`StoreError::Io`] / [`StoreError::Sled`]. Both locks are released when the store is
-//!    closed or dropped (both join the writer's threads).
+//!    closed or dropped (both join the writer's thread).
 //! 8. **A kill during open is harmless.** sled writes its recovery snapshot at open as
 //!    `snap.<lsn>.generating` and renames it; a kill before the rename leaves a file that
 //!    sled 0.34.7 would then read as the newest snapshot and refuse as corrupt on every later
@@ -101,7 +98,7 @@ pub use stats::CommitStats;
 
 use files::DurableFiles;
 use stats::Counters;
-use writer::{Applier, CommitResult, Failure, Job, Limits, Reply, Syncer, Then};
+use writer::{CommitResult, Failure, Job, Limits, Reply, Then, Writer};
 
 /// A key and its value, as read.
 pub type Entry = (Vec<u8>, Vec<u8>);
@@ -160,16 +157,16 @@ impl Trees {
     }
 }
 
-/// The applier's and the syncer's threads (the syncer reports the last flush).
-type WriterThreads = (JoinHandle<()>, JoinHandle<Result<(), StoreError>>);
+/// The writer's thread (it reports the last flush).
+type WriterThread = JoinHandle<Result<(), StoreError>>;
 
 /// The durable store (see the module doc for its rules).
 pub struct Store {
     dir: PathBuf,
     trees: Trees,
     jobs: Option<Sender<Job>>,
-    /// The applier and the syncer (see `writer`).
-    writer: Option<WriterThreads>,
+    /// The writer (see `writer`).
+    writer: Option<WriterThread>,
     counters: Arc<Counters>,
     failure: Failure,
     /// The directory lock (released when dropped, after the writer and sled are gone).
@@ -187,8 +184,11 @@ impl Store {
         let counters = Arc::new(Counters::default());
         let files = DurableFiles::open(dir, &counters)?;
         let failure = Failure::default();
-        let applier = Applier {
+        let writer = Writer {
             trees: trees.clone_all(),
+            db,
+            files,
+            counters: Arc::clone(&counters),
             failure: Arc::clone(&failure),
             limits: Limits {
                 max_key_len: opts.max_key_len,
@@ -196,27 +196,16 @@ impl Store {
             },
             max_group: opts.max_group.max(1),
         };
-        let syncer = Syncer {
-            db,
-            files,
-            counters: Arc::clone(&counters),
-            failure: Arc::clone(&failure),
-        };
-        let (applied_tx, applied_rx) = mpsc::channel();
-        let syncer = std::thread::Builder::new()
-            .name("tgsecretd-sync".into())
-            .spawn(move || syncer.run(applied_rx))
-            .map_err(|e| StoreError::io("start the sync thread for", dir, e))?;
         let (jobs, rx) = mpsc::channel();
-        let applier = std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("tgsecretd-store".into())
-            .spawn(move || applier.run(rx, applied_tx))
+            .spawn(move || writer.run(rx))
             .map_err(|e| StoreError::io("start the writer thread for", dir, e))?;
         Ok(Store {
             dir: dir.to_path_buf(),
             trees,
             jobs: Some(jobs),
-            writer: Some((applier, syncer)),
+            writer: Some(writer),
             counters,
             failure,
             _dir_lock: dir_lock,
@@ -358,15 +347,11 @@ impl Store {
 
     fn stop(&mut self) -> Result<(), StoreError> {
         drop(self.jobs.take());
-        let Some((applier, syncer)) = self.writer.take() else {
+        let Some(writer) = self.writer.take() else {
             return Ok(());
         };
-        // The applier stops after the queued batches; the syncer after their last round.
-        let applied = applier.join();
-        match (applied, syncer.join()) {
-            (Ok(()), Ok(result)) => result,
-            _ => Err(StoreError::Stopped),
-        }
+        // The writer stops after the queued batches' last round.
+        writer.join().unwrap_or(Err(StoreError::Stopped))
     }
 
     /// Hand a job to the writer; a job that cannot be queued runs its `then` here.

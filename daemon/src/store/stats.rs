@@ -25,12 +25,11 @@ pub struct CommitStats {
     /// fsyncs of `blobs/` after new blob files.
     pub dir_syncs: u64,
     /// Microseconds, summed over the answered batches, from [`Store::commit`](super::Store::commit)
-    /// until the applier had applied the batch's group: the wait for the applier and the
-    /// group's transaction.
+    /// until the writer had applied the batch's group: the wait for the round in progress,
+    /// then the group's transaction.
     pub apply_wait_us: u64,
     /// Microseconds, summed over the answered batches, from the batch's group being applied
-    /// until its answer: the wait for the syncer's round in progress, then the batch's own
-    /// round.
+    /// until its answer: the batch's own round.
     pub sync_wait_us: u64,
     /// Microseconds, summed over the group flushes, of making a round durable (sled's flush
     /// and the syncs after it).

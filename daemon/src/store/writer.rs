@@ -1,25 +1,24 @@
-//! The writer: pipelined group commit on two threads.
+//! The writer: group commit on one thread (`tgsecretd-store`).
 //!
-//! The **applier** (`tgsecretd-store`) blocks for the first queued job, takes every job queued
-//! behind it (up to the group limit), refuses the batches over the size limits, applies the
-//! others **in one sled transaction** (in queue order: a later batch sees the earlier ones;
-//! each batch is still all or nothing, the group being a larger atomic unit) and hands the
-//! group to the syncer. It does not wait for the sync: the next group is applied while the
-//! previous one is being made durable.
+//! It blocks for the first queued job and takes every job queued behind it (up to the group
+//! limit), refuses the batches over the size limits, applies the others **in one sled
+//! transaction** (in queue order: a later batch sees the earlier ones; each batch is still all
+//! or nothing, the group being a larger atomic unit), makes the group durable with one sled
+//! flush and one round of syncs, and only then answers each job, in queue order. The jobs
+//! queued meanwhile make the next group. A flush covers every transaction that completed
+//! before it started, so an answered batch is always inside the flush that preceded its
+//! answer.
 //!
-//! The **syncer** (`tgsecretd-sync`) takes every group applied so far, makes them durable
-//! with one sled flush and one round of syncs, and only then answers each job, in queue
-//! order. A flush covers every transaction that completed before it started (sled reserved
-//! their log space first), and a group reaches the syncer only once its transaction
-//! completed, so an answered batch is always inside the flush that preceded its answer.
-//!
-//! One transaction per group instead of per batch is what lets many concurrent writers share
-//! the work (a sled transaction costs tens of microseconds whatever its size); the pipeline
-//! keeps the applier's CPU work and the syncer's waiting on the disk from adding up. A failed
-//! transaction, flush or sync poisons the store (see [`StoreError::Poisoned`]): the applier
-//! refuses every later batch, the syncer fails every batch of its round.
+//! One transaction and one round per group instead of per batch is what lets many concurrent
+//! writers share the work (a sled transaction costs tens of microseconds whatever its size, a
+//! round two trips to the disk). One thread rather than a pipeline (an applier applying the
+//! next group while a syncer syncs the previous one, as this writer was until 2026-12-07):
+//! on the two-core machine the pipeline's extra thread hand-off cost more than the overlap
+//! saved (see ARCHITECTURE.md, "One writer thread"). A failed transaction, flush or sync
+//! poisons the store (see [`StoreError::Poisoned`]): the writer refuses every later batch and
+//! fails every batch of the round.
 
-use std::sync::mpsc::{Receiver, Sender, SyncSender};
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -74,23 +73,18 @@ pub(crate) struct Limits {
 /// The first failure that made the store refuse everything, shared with the `Store`.
 pub(crate) type Failure = Arc<OnceLock<Arc<StoreError>>>;
 
-/// The applier thread's state: it applies groups and hands them to the syncer.
-pub(crate) struct Applier {
+/// The writer thread's state.
+pub(crate) struct Writer {
     pub(crate) trees: Trees,
+    pub(crate) db: sled::Db,
+    pub(crate) files: DurableFiles,
+    pub(crate) counters: Arc<Counters>,
     pub(crate) failure: Failure,
     pub(crate) limits: Limits,
     pub(crate) max_group: usize,
 }
 
-/// The syncer thread's state: it makes applied groups durable and answers them.
-pub(crate) struct Syncer {
-    pub(crate) db: sled::Db,
-    pub(crate) files: DurableFiles,
-    pub(crate) counters: Arc<Counters>,
-    pub(crate) failure: Failure,
-}
-
-/// One applied (or refused) batch waiting for the next sync to be answered.
+/// One applied (or refused) batch waiting for its round to be answered.
 pub(crate) struct Applied {
     reply: Reply,
     then: Option<Then>,
@@ -102,18 +96,18 @@ pub(crate) struct Applied {
     applied: Instant,
 }
 
-impl Applier {
-    /// Apply groups until every sender is gone and the queue is empty, handing each group to
-    /// the syncer in queue order.
-    pub(crate) fn run(self, jobs: Receiver<Job>, applied: Sender<Vec<Applied>>) {
+impl Writer {
+    /// Commit groups until every sender is gone and the queue is empty; then flush and sync
+    /// one last time.
+    pub(crate) fn run(mut self, jobs: Receiver<Job>) -> Result<(), StoreError> {
         while let Ok(first) = jobs.recv() {
             let mut group = vec![first];
             group.extend(jobs.try_iter().take(self.max_group.saturating_sub(1)));
-            if applied.send(self.apply(group)).is_err() {
-                // The syncer is gone (it only stops when this thread stops): nothing to answer.
-                return;
-            }
+            let round = self.apply(group);
+            self.sync_round(round);
         }
+        check(&self.failure)?;
+        self.make_durable()
     }
 
     /// Refuse what is over the limits (or everything, once poisoned), apply the rest in one
@@ -156,25 +150,9 @@ impl Applier {
             })
             .collect()
     }
-}
 
-impl Syncer {
-    /// Make applied groups durable until the applier stops, taking every group applied
-    /// meanwhile into one flush; then flush and sync one last time.
-    pub(crate) fn run(mut self, applied: Receiver<Vec<Applied>>) -> Result<(), StoreError> {
-        while let Ok(first) = applied.recv() {
-            let mut round = first;
-            for more in applied.try_iter() {
-                round.extend(more);
-            }
-            self.sync_round(round);
-        }
-        check(&self.failure)?;
-        self.make_durable()
-    }
-
-    /// One flush and one round of syncs for everything applied so far, then the answers, in
-    /// queue order.
+    /// One flush and one round of syncs for the group just applied, then the answers, in queue
+    /// order.
     ///
     /// A round after a failed one answers no batch `Ok`, even if its own flush would succeed:
     /// its groups may have been applied on top of writes that never became durable (and after
