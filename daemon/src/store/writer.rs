@@ -13,8 +13,9 @@
 //! writers share the work (a sled transaction costs tens of microseconds whatever its size, a
 //! round two trips to the disk). One thread rather than a pipeline (an applier applying the
 //! next group while a syncer syncs the previous one, as this writer was until 2026-12-07):
-//! on the two-core machine the pipeline's extra thread hand-off cost more than the overlap
-//! saved (see ARCHITECTURE.md, "One writer thread"). A failed transaction, flush or sync
+//! on the two-core machine the pipeline's extra thread hand-off saved nothing measurable
+//! (about a tenth more acceptance with sled's pool wake-ups patched out, within the noise
+//! with sled as it is; see ARCHITECTURE.md, "One writer thread"). A failed transaction, flush or sync
 //! poisons the store (see [`StoreError::Poisoned`]): the writer refuses every later batch and
 //! fails every batch of the round.
 
