@@ -96,6 +96,10 @@ fn mean_us(lat: &Lat) -> f64 {
 const MANY: i32 = 100_000;
 
 fn main() {
+    if let Ok(bus) = std::env::var(ECHO_SERVE) {
+        serve_echo_alone(&bus);
+        return;
+    }
     let s = settings();
     let tmp = temp_dir();
     let dir = tmp.path().to_path_buf();
@@ -170,6 +174,7 @@ fn main() {
     // `GetStatus`) and of the bare row.
     let mut stores: Vec<(String, StoreMeter)> = Vec::new();
     let echo = rt.block_on(echo_service(&bus.address));
+    let echo_alone = EchoProcess::start(&bus.address);
     for callers in CALLERS {
         let lat: Lat = Arc::default();
         let meter = CpuMeter::default();
@@ -262,6 +267,27 @@ fn main() {
     });
     lats.push(None);
     meters.push(Some(floor_meter.clone()));
+    // The same echo served by a process of its own, as the daemon is: the IPC floor of a
+    // service (its CPU is in the `daemon` column).
+    for callers in CALLERS {
+        let lat: Lat = Arc::default();
+        let meter = CpuMeter::default();
+        contenders.push(Contender {
+            name: format!("echo served by its own process, {callers} caller(s)"),
+            run: meter.wrap(
+                vec![echo_alone.pid(), bus.pid as u32, std::process::id()],
+                echoes_alone(
+                    Arc::clone(&rt),
+                    Arc::clone(&client),
+                    callers,
+                    Arc::clone(&lat),
+                ),
+            ),
+            store: None,
+        });
+        lats.push(Some(lat));
+        meters.push(Some(meter));
+    }
     let rates = measure(&s, &mut contenders);
     print_table(&contenders, &rates);
     println!();
@@ -296,7 +322,8 @@ fn main() {
         }
     }
     println!(
-        "  (the echo rows' service and the store floor run in the client process: their share is in `client`;\n   \
+        "  (the same-bus echo rows' service and the store floor run in the client process: their share is in `client`;\n   \
+         the own-process echo's service is in `daemon`;\n   \
          `other`: the machine's CPU outside these three processes (kernel threads, interrupts, other\n   \
          processes); `busy`: the share of both cores busy while the row ran)"
     );
@@ -361,6 +388,18 @@ fn main() {
             "NOT met"
         }
     );
+    if let Some(alone) = contenders
+        .iter()
+        .zip(&rates)
+        .find(|(c, _)| c.name == "echo served by its own process, 64 caller(s)")
+        .map(|(_, r)| *r)
+    {
+        println!(
+            "  beside: the echo served by its own process (as the daemon is) at 64 callers: {alone:.0}/s = {:.2}x the echo floor; acceptance at 64 callers is {:.2}x of it",
+            alone / echo_at(64),
+            best64 / alone
+        );
+    }
 
     if let Some(r) = contenders
         .iter()
@@ -490,6 +529,7 @@ fn main() {
     );
     let _ = d.terminate();
     drop(echo);
+    drop(echo_alone);
     drop(bare);
 }
 
@@ -504,12 +544,83 @@ impl Echo {
 }
 
 async fn echo_service(bus: &str) -> zbus::Connection {
+    echo_named(bus, "io.github.tgsecretd.BenchEcho").await
+}
+
+async fn echo_named(bus: &str, name: &'static str) -> zbus::Connection {
     zbus::connection::Builder::address(bus)
-        .name("io.github.tgsecretd.BenchEcho")
+        .name(name)
         .serve_at("/echo", Echo)
         .build()
         .await
         .expect("echo service")
+}
+
+/// Set to a bus address, this binary serves [`Echo`] there as [`ECHO_ALONE`] (in a process of
+/// its own) until its stdin closes.
+const ECHO_SERVE: &str = "TGSECRETD_BENCH_ECHO_SERVE";
+
+/// The bus name of the echo served by a process of its own.
+const ECHO_ALONE: &str = "io.github.tgsecretd.BenchEchoAlone";
+
+/// The echo process's side: a runtime built as the daemon builds its own (one worker fewer
+/// than the cores, at least one), the echo on the bus, "ready" on stdout, then wait for EOF.
+fn serve_echo_alone(bus: &str) {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get().saturating_sub(1))
+        .max(1);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let conn = echo_named(bus, ECHO_ALONE).await;
+        println!("ready");
+        tokio::task::spawn_blocking(|| {
+            let mut rest = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut rest);
+        })
+        .await
+        .expect("stdin");
+        drop(conn);
+    });
+}
+
+/// This binary, started again as the echo's own process ([`serve_echo_alone`]); stopped when
+/// dropped (its stdin closes).
+struct EchoProcess(std::process::Child);
+
+impl EchoProcess {
+    fn start(bus: &str) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(std::env::current_exe().expect("this binary"))
+            .env(ECHO_SERVE, bus)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("echo process");
+        let out = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        std::io::BufReader::new(out)
+            .read_line(&mut line)
+            .expect("echo process ready");
+        assert_eq!(line.trim(), "ready", "echo process");
+        EchoProcess(child)
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for EchoProcess {
+    fn drop(&mut self) {
+        drop(self.0.stdin.take());
+        if !matches!(self.0.wait(), Ok(st) if st.success()) {
+            let _ = self.0.kill();
+        }
+    }
 }
 
 /// The least a daemon built from the project's required parts does per accepted send: zbus
@@ -580,6 +691,7 @@ fn bare_accepts(
     let target = (
         "io.github.tgsecretd.BenchAccept",
         "/accept",
+        "io.github.tgsecretd.BenchAccept",
         "SendEncryptedService",
     );
     bench_calls(
@@ -593,25 +705,41 @@ fn bare_accepts(
 }
 
 fn echoes(rt: Arc<tokio::runtime::Runtime>, client: Arc<Client>, callers: usize, lat: Lat) -> Run {
-    let target = ("io.github.tgsecretd.BenchEcho", "/echo", "Echo");
+    let target = (
+        "io.github.tgsecretd.BenchEcho",
+        "/echo",
+        "io.github.tgsecretd.BenchEcho",
+        "Echo",
+    );
     bench_calls(rt, client, callers, lat, target, (1i32, ttl_message(0, 5)))
 }
 
-/// `callers` tasks on the client's connection, each calling `target` (a bus name that is
-/// also the interface, a path, a method) with `body`, one call after the other, for the slice.
+/// [`echoes`] to the echo served by its own process.
+fn echoes_alone(
+    rt: Arc<tokio::runtime::Runtime>,
+    client: Arc<Client>,
+    callers: usize,
+    lat: Lat,
+) -> Run {
+    let target = (ECHO_ALONE, "/echo", "io.github.tgsecretd.BenchEcho", "Echo");
+    bench_calls(rt, client, callers, lat, target, (1i32, ttl_message(0, 5)))
+}
+
+/// `callers` tasks on the client's connection, each calling `target` (a bus name, a path, an
+/// interface, a method) with `body`, one call after the other, for the slice.
 fn bench_calls<B>(
     rt: Arc<tokio::runtime::Runtime>,
     client: Arc<Client>,
     callers: usize,
     lat: Lat,
-    target: (&'static str, &'static str, &'static str),
+    target: (&'static str, &'static str, &'static str, &'static str),
     body: B,
 ) -> Run
 where
     B: serde::Serialize + zbus::zvariant::DynamicType + Send + Sync + 'static,
 {
     let body = Arc::new(body);
-    let (name, path, member) = target;
+    let (name, path, iface, member) = target;
     Box::new(move |slice: Duration| {
         let end = Instant::now() + slice;
         rt.block_on(async {
@@ -623,7 +751,7 @@ where
                         let mut n = 0u64;
                         while Instant::now() < end {
                             let t = Instant::now();
-                            conn.call_method(Some(name), path, Some(name), member, &*body)
+                            conn.call_method(Some(name), path, Some(iface), member, &*body)
                                 .await
                                 .expect(member);
                             record(&lat, t);
