@@ -7,7 +7,9 @@
 //!    and its request are stored and durable) on one chat and over 100 chats, with 1, 8 and 64
 //!    concurrent callers, and p50 / p99 of the call's latency; beside, measured in the same run,
 //!    on the same bus, from the same client connection, a bare zbus echo method (the IPC floor)
-//!    at 1, 8 and 64 callers, a bare fdatasync (the baseline) and sled alone (one transaction +
+//!    at 1, 8 and 64 callers (and the same echo served by a process of its own, this binary
+//!    started again, to show that the floor does not depend on where the echo runs), a bare
+//!    fdatasync (the baseline) and sled alone (one transaction +
 //!    flush + fdatasync per commit: the single-flush rate that group commit is measured
 //!    against). Telegram answers every send with a long FLOOD_WAIT (a tgsim fault), so these
 //!    figures are the daemon's acceptance alone, not tgsim's. The target: acceptance at 64
