@@ -83,7 +83,7 @@ impl CliError {
     /// Prints the error: on stderr, or as JSON on stdout.
     pub fn report(&self, json: bool) {
         if json {
-            println!("{}", self.to_json());
+            crate::output::say(self.to_json());
         } else {
             eprintln!("{self}");
         }

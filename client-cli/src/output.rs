@@ -94,9 +94,30 @@ pub fn key_value_lines(obj: &J) -> String {
 /// Prints one result: the JSON document (one line) with `--json`, else the text.
 pub fn emit(json: bool, doc: &J, text: impl FnOnce() -> String) {
     if json {
-        println!("{doc}");
+        say(doc);
     } else {
-        println!("{}", text());
+        say(text());
+    }
+}
+
+/// Writes a line on stdout. When stdout is a pipe whose reader has gone (`tgsecret watch |
+/// head`), the command's output is no longer wanted: the process ends at once with status 0,
+/// as a filter does, instead of panicking as `println!` would. Any other write error ends it
+/// with status 1 (failed) and a word on stderr.
+pub fn say(line: impl std::fmt::Display) {
+    write_out(format!("{line}\n").as_bytes());
+}
+
+/// Writes bytes on stdout and flushes them, ending the process as [`say`] does on failure.
+pub fn write_out(bytes: &[u8]) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(bytes).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("tgsecret: cannot write to stdout: {e}");
+        std::process::exit(1);
     }
 }
 

@@ -274,6 +274,32 @@ fn man_page_mentions_every_subcommand() {
     assert_eq!(run(&["man", "nope"]).status.code(), Some(2));
 }
 
+/// `tgsecret … | head`: when the reader of stdout has gone, the CLI ends quietly with status 0
+/// (as a filter killed by SIGPIPE would stop), for text, JSON, man and completions output, and
+/// never panics.
+#[test]
+fn a_closed_stdout_ends_the_command_quietly() {
+    let cases: &[&[&str]] = &[
+        &["man"],
+        &["completions", "bash"],
+        &["--json", "codec", "tl-to-json", TTL_TL],
+        &["codec", "tl-to-json", TTL_TL],
+    ];
+    for args in cases {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let out = std::process::Command::new(common::exe())
+            .args(*args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .expect("run tgsecret");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
 #[test]
 fn help_documents_the_exit_codes() {
     let help = ok(&["--help"]);

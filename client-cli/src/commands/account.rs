@@ -23,7 +23,7 @@ pub async fn status(ctx: &Ctx) -> Result<(), CliError> {
 pub async fn logout(ctx: &Ctx) -> Result<(), CliError> {
     ctx.client().await?.manager.logout().await?;
     if ctx.json {
-        println!("{}", serde_json::json!({"logged_out": true}));
+        crate::output::say(serde_json::json!({"logged_out": true}));
     }
     ctx.info("logged out");
     Ok(())
@@ -103,7 +103,7 @@ where
 fn logged_in(ctx: &Ctx, d: &Dict) -> Result<(), CliError> {
     let doc = dict_to_json(d);
     if ctx.json {
-        println!("{doc}");
+        crate::output::say(doc);
         return Ok(());
     }
     match doc.get("user_id").filter(|v| !v.is_null()) {

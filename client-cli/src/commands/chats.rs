@@ -90,7 +90,7 @@ pub async fn chat(ctx: &Ctx, c: ChatCommand) -> Result<(), CliError> {
 
 fn done(ctx: &Ctx, chat: i32, what: &str) -> Result<(), CliError> {
     if ctx.json {
-        println!("{}", json!({"chat_id": chat, "done": what}));
+        crate::output::say(json!({"chat_id": chat, "done": what}));
     } else {
         ctx.info(format!("chat {chat} {what}"));
     }

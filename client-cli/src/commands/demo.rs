@@ -106,9 +106,9 @@ struct Out<'a>(&'a Ctx);
 impl Out<'_> {
     fn say(&self, doc: J, text: impl FnOnce() -> String) {
         if self.0.json {
-            println!("{doc}");
+            crate::output::say(doc);
         } else if !self.0.quiet || doc.get("error").is_some() {
-            println!("{}", text());
+            crate::output::say(text());
         }
     }
 }

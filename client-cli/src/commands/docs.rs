@@ -1,14 +1,14 @@
 //! `completions SHELL` and `man [COMMAND]`.
 
-use std::io::Write;
-
 use crate::cli::{CompletionsArgs, ManArgs, command};
 use crate::error::CliError;
 
 /// Prints the completion script of a shell.
 pub fn completions(a: CompletionsArgs) -> Result<(), CliError> {
     let mut cmd = command();
-    clap_complete::generate(a.shell, &mut cmd, "tgsecret", &mut std::io::stdout());
+    let mut script = Vec::new();
+    clap_complete::generate(a.shell, &mut cmd, "tgsecret", &mut script);
+    crate::output::write_out(&script);
     Ok(())
 }
 
@@ -33,7 +33,6 @@ pub fn man_page(sub: Option<&str>) -> Result<Vec<u8>, CliError> {
 /// Prints the man page.
 pub fn man(a: ManArgs) -> Result<(), CliError> {
     let page = man_page(a.command.as_deref())?;
-    std::io::stdout()
-        .write_all(&page)
-        .map_err(|e| CliError::failed("Io", e.to_string()))
+    crate::output::write_out(&page);
+    Ok(())
 }

@@ -45,7 +45,7 @@ impl Ctx {
     /// An informational line on stdout (not with `-q` or `--json`).
     pub fn info(&self, line: impl std::fmt::Display) {
         if !self.quiet && !self.json {
-            println!("{line}");
+            crate::output::say(line);
         }
     }
 }

@@ -128,8 +128,8 @@ pub async fn watch(ctx: &Ctx, a: WatchArgs) -> Result<(), CliError> {
 fn print_signal(ctx: &Ctx, m: &Message) {
     let doc = signal_json(m);
     if ctx.json {
-        println!("{doc}");
+        crate::output::say(doc);
     } else {
-        println!("{}", signal_text(&doc));
+        crate::output::say(signal_text(&doc));
     }
 }
