@@ -77,8 +77,11 @@ pub enum StartError {
     AlreadyRunning(String),
     /// The store could not be opened or read.
     Store(String),
-    /// The bus could not be reached, or the name is taken.
+    /// The bus could not be reached, or the service could not be exported.
     Bus(String),
+    /// Another process owns `io.github.tgsecretd` on the bus (another tgsecretd, with another
+    /// state directory). The name is never taken from its owner.
+    NameTaken,
     /// The actix system did not start.
     Actors(String),
 }
@@ -89,6 +92,12 @@ impl std::fmt::Display for StartError {
             StartError::AlreadyRunning(w) => write!(f, "{w}"),
             StartError::Store(w) => write!(f, "store: {w}"),
             StartError::Bus(w) => write!(f, "D-Bus: {w}"),
+            StartError::NameTaken => write!(
+                f,
+                "D-Bus: {} is owned by another process on this bus (another tgsecretd?); \
+                 stop it first, or use another bus",
+                ipc_proto::BUS_NAME
+            ),
             StartError::Actors(w) => write!(f, "actors: {w}"),
         }
     }
@@ -281,7 +290,10 @@ impl Daemon {
             && let Err(e) = d.serve(service.clone()).await
         {
             daemon.stop().await;
-            return Err(StartError::Bus(e.to_string()));
+            return Err(match e {
+                zbus::Error::NameTaken => StartError::NameTaken,
+                e => StartError::Bus(e.to_string()),
+            });
         }
         if let Some(d) = dbus {
             tokio::spawn(async move { d.announce_pending().await });

@@ -264,3 +264,54 @@ fn bad_input_is_a_typed_error_and_leaves_the_store_byte_identical() {
         assert!(d.terminate().is_some_and(|s| s.success()));
     });
 }
+
+/// A second tgsecretd on the same bus (another state directory, so the store lock does not stop
+/// it) must not take `io.github.tgsecretd` from the first: it exits with status 1 and says why,
+/// and the first keeps the name, its unique connection and its chats, and goes on answering.
+#[test]
+fn a_second_daemon_on_the_bus_fails_and_the_first_keeps_the_name() {
+    runtime().block_on(async {
+        let tmp = Temp::new("twodaemons");
+        let bus = Bus::start();
+        let sim = Sim::start(&tmp.0.join("sim"), &[(ALICE, "Alice")], &[(BOB, "normal")]);
+        let key = sim.key_file(ALICE, &tmp.0);
+        let mut first = Daemon::start(&tmp.0.join("d1"), &bus.address, &sim, &key, "never");
+        let client = Client::connect(&bus.address).await;
+        client.wait_ready(30).await;
+        let chat = new_chat(&client).await;
+        let dbus = zbus::fdo::DBusProxy::new(&client.conn).await.unwrap();
+        let owner = || async {
+            dbus.get_name_owner(ipc_proto::BUS_NAME.try_into().unwrap())
+                .await
+                .unwrap()
+                .to_string()
+        };
+        let before = owner().await;
+
+        let mut second = Daemon::start(&tmp.0.join("d2"), &bus.address, &sim, &key, "never");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while second.running() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the second daemon still runs"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let log = std::fs::read_to_string(&second.log).unwrap();
+        assert!(
+            log.contains("io.github.tgsecretd is owned by another process on this bus"),
+            "{log}"
+        );
+        assert_eq!(second.terminate().and_then(|s| s.code()), Some(1), "{log}");
+
+        assert_eq!(owner().await, before, "the name moved");
+        assert!(first.running());
+        let m = client.manager().await;
+        let h = m
+            .send_encrypted_service(chat, &ttl_message(0, 7), HashMap::new())
+            .await
+            .expect("the first daemon still answers");
+        assert!(h.as_str().starts_with("/io/github/tgsecretd/request/"));
+        assert!(first.terminate().is_some_and(|s| s.success()));
+    });
+}

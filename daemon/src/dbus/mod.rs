@@ -47,6 +47,21 @@ use crate::service::Service;
 use crate::shared::{Announce, ChatView};
 use crate::store::{Batch, Store, Tree};
 
+/// Takes the bus name for good: without `ALLOW_REPLACEMENT` (no later process can take it
+/// from us while we run, so a client never loses a daemon that still holds the chats' store)
+/// and without `REPLACE_EXISTING` or queueing (a name already owned, e.g. by another
+/// tgsecretd on another state directory, is [`zbus::Error::NameTaken`], and the start fails).
+async fn take_name(conn: &Connection) -> Result<(), zbus::Error> {
+    use zbus::fdo::{RequestNameFlags, RequestNameReply};
+    match conn
+        .request_name_with_flags(ipc_proto::BUS_NAME, RequestNameFlags::DO_NOT_QUEUE)
+        .await?
+    {
+        RequestNameReply::PrimaryOwner | RequestNameReply::AlreadyOwner => Ok(()),
+        RequestNameReply::Exists | RequestNameReply::InQueue => Err(zbus::Error::NameTaken),
+    }
+}
+
 /// How long chat property changes are gathered into one `PropertiesChanged`.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(50);
 
@@ -326,8 +341,7 @@ impl DbusAnnounce {
                 hub.flush(&conn).await;
             }
         }));
-        self.conn.request_name(ipc_proto::BUS_NAME).await?;
-        Ok(())
+        take_name(&self.conn).await
     }
 
     /// Stops the property flusher (the daemon stops).
