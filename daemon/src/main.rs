@@ -19,6 +19,11 @@ use tgsecretd::shared::AcceptPolicy;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `--call-timeout`'s default, in seconds: shorter than the 25 s a D-Bus client waits for a
+/// method's answer by default (the synchronous methods that wait for Telegram must answer first).
+const DEFAULT_CALL_TIMEOUT: u64 = 20;
+const _: () = assert!(DEFAULT_CALL_TIMEOUT < 25);
+
 /// Keeps your Telegram secret chats and serves them to desktop applications over D-Bus
 /// (io.github.tgsecretd on the session bus).
 ///
@@ -69,7 +74,10 @@ struct Cli {
     /// user ids accepted at once (others wait, as with `ask`).
     #[arg(long, value_name = "POLICY")]
     accept: Option<String>,
-    /// Seconds to wait for one answer from Telegram before the call counts as lost.
+    /// Seconds to wait for one answer from Telegram before the call counts as lost (default
+    /// 20: below the 25 s that busctl, gdbus and most D-Bus libraries wait by default, so a
+    /// method that waits for Telegram, such as LoginCode or Logout, answers with a typed error
+    /// rather than a D-Bus NoReply).
     #[arg(long, value_name = "SECONDS")]
     call_timeout: Option<u64>,
     /// Log filter (error, warn, info, debug, trace).
@@ -177,7 +185,11 @@ fn options(cli: Cli) -> Result<(Options, String), String> {
             api_hash: cli.api_hash.or(file.api_hash).unwrap_or_default(),
             bus,
             accept,
-            call_timeout: Duration::from_secs(cli.call_timeout.or(file.call_timeout).unwrap_or(30)),
+            call_timeout: Duration::from_secs(
+                cli.call_timeout
+                    .or(file.call_timeout)
+                    .unwrap_or(DEFAULT_CALL_TIMEOUT),
+            ),
         },
         log,
     ))
