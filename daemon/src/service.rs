@@ -133,6 +133,18 @@ impl Service {
         if self.shared.logged_out() {
             return Err(ServiceError::NotLoggedIn);
         }
+        // Telegram's user ids are positive, and a secret chat needs another user: refused here
+        // rather than stored as a chat that Telegram discards a moment later (USER_ID_INVALID).
+        if user_id <= 0 {
+            return Err(ServiceError::InvalidArgument(format!(
+                "user_id {user_id}: Telegram's user ids are positive"
+            )));
+        }
+        if self.shared.link.session().self_user() == Some(user_id) {
+            return Err(ServiceError::InvalidArgument(format!(
+                "user_id {user_id} is this account: a secret chat needs another user"
+            )));
+        }
         self.registry
             .send(registry::RequestChat {
                 user_id,

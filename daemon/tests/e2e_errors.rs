@@ -216,6 +216,14 @@ fn bad_input_is_a_typed_error_and_leaves_the_store_byte_identical() {
             };
             assert!(name.starts_with(want), "expected {want}, got {name}");
         }
+        // A chat with no user, or with ourselves: refused, nothing stored.
+        for user in [0, -5, ALICE] {
+            let r = m.request_chat(user, HashMap::new()).await;
+            assert!(
+                matches!(&r, Err(ipc_proto::Error::InvalidArgument(_))),
+                "RequestChat({user}): {r:?}"
+            );
+        }
         // Wrong argument types and an unknown method: refused by the bus layer, typed.
         let r = client
             .conn
