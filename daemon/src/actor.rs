@@ -1029,6 +1029,14 @@ impl ChatActor {
         // the shared handle map find it. (Every send puts its message in the outbox; should
         // one not, the record goes to `Requests` as any later write of it does.)
         let mut batch = Batch::new();
+        // A random_id the caller chose stays this chat's (`Shared::claim_random_id`).
+        if let Some(rid) = cmd.idempotency {
+            batch.put(
+                Tree::Meta,
+                records::random_id_owner_key(rid),
+                records::random_id_owner(self.id()),
+            );
+        }
         if !out.outbox_put.iter().any(|e| e.out_raw == first_slot) {
             let enc =
                 records::encode(&record).map_err(|e| ServiceError::Internal(e.to_string()))?;

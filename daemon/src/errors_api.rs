@@ -19,7 +19,8 @@ pub enum ServiceError {
     TooLarge(String),
     /// An option or argument is wrong (unknown key, wrong type, bad value).
     InvalidArgument(String),
-    /// The random_id is 0 where one is needed, or still in use.
+    /// The random_id is 0 where one is needed, or used by another message of the account
+    /// (of this chat, or of another chat: Telegram takes a random_id once per account).
     BadRandomId(i64),
     /// The account is not logged in.
     NotLoggedIn,
@@ -65,7 +66,8 @@ impl fmt::Display for ServiceError {
             ServiceError::BadRandomId(id) => {
                 write!(
                     f,
-                    "random_id {id} is 0 or used by another message of the chat"
+                    "random_id {id} is 0 or used by another message (of this chat, or of \
+                     another secret chat of the account)"
                 )
             }
             ServiceError::NotLoggedIn => write!(f, "the account is not logged in"),

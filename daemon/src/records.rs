@@ -18,6 +18,7 @@
 //! | RequestIndex | (chat, random_id) | request id | with the request's final result | kept (idempotent retries of finished requests) |
 //! | Meta | `a` ‖ id | (empty) | a request's result is final | its Response went out |
 //! | Meta | `h` ‖ handle path | request id | with the request's final result | kept (results by handle) |
+//! | Meta | `r` ‖ random_id | chat id (4 bytes) | with the request that carried it, when the caller chose it (option or message) | kept: a caller's random_id stays its chat's, so another chat of the account never gets it (Telegram refuses a repeated random_id, RANDOM_ID_DUPLICATE, and a refused message closes its chat) |
 //! | Session | `snapshot` | [`SessionRecord`] | login, DC changes; with each update batch (update state) | never |
 //!
 //! **An open request is one key: its first message's outbox entry.** Accepting a send writes
@@ -200,6 +201,24 @@ pub fn handle_key(handle: &str) -> Vec<u8> {
     let mut k = b"h".to_vec();
     k.extend_from_slice(handle.as_bytes());
     k
+}
+
+/// Key of the owner of a random_id a caller chose (Meta tree): `r` ‖ the random_id in numeric
+/// order. Its value is [`random_id_owner`]'s.
+pub fn random_id_owner_key(random_id: i64) -> Vec<u8> {
+    let mut k = b"r".to_vec();
+    k.extend_from_slice(&keys::key_i32_i64(0, random_id)[4..]);
+    k
+}
+
+/// The value of a [`random_id_owner_key`]: the chat's id, 4 bytes big-endian.
+pub fn random_id_owner(chat_id: i32) -> Vec<u8> {
+    chat_id.to_be_bytes().to_vec()
+}
+
+/// The chat a [`random_id_owner`] value names (`None` if it is not 4 bytes).
+pub fn decode_random_id_owner(v: &[u8]) -> Option<i32> {
+    Some(i32::from_be_bytes(v.try_into().ok()?))
 }
 
 /// Key of the session snapshot.

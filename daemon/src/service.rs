@@ -94,6 +94,11 @@ impl Service {
     ) -> Result<Accepted, ServiceError> {
         let chat_id = self.resolve(&peer)?;
         let (parts, idempotency) = prepare(message, options.random_id)?;
+        // Held until the request is accepted (its owner key is then durable) or refused.
+        let _claim = match idempotency {
+            Some(rid) => Some(self.shared.claim_random_id(rid, chat_id)?),
+            None => None,
+        };
         let method = if options.notify {
             SendMethod::SendEncrypted
         } else {

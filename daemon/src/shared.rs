@@ -10,8 +10,9 @@ use secret_core::chat::Event;
 use secret_core::dh::DhConfigCache;
 use tglink::Link;
 
-use crate::records::RequestRecord;
-use crate::store::Store;
+use crate::errors_api::ServiceError;
+use crate::records::{self, RequestRecord};
+use crate::store::{Store, Tree};
 
 /// Where the daemon tells the outside world what happened (the D-Bus layer; tests record).
 /// Called only after what is announced is durable.
@@ -137,6 +138,9 @@ pub struct Shared {
     /// ([`Shared::hold_handles`]), added to when a request is accepted, removed once the batch
     /// that made it final (and wrote its index) is durable.
     open_handles: Mutex<HashMap<String, u64>>,
+    /// The random_ids callers chose for requests being accepted right now: random_id → (chat,
+    /// claims). See [`Shared::claim_random_id`].
+    claimed_ids: Mutex<HashMap<i64, (i32, usize)>>,
     next_inbound: AtomicU64,
     /// Bit 0: Telegram said the account is logged out; the rest: logins completed here.
     login: AtomicU64,
@@ -167,6 +171,7 @@ impl Shared {
             dh: Mutex::new(DhConfigCache::new()),
             next_token: AtomicU64::new(now_micros()),
             open_handles: Mutex::new(HashMap::new()),
+            claimed_ids: Mutex::new(HashMap::new()),
             next_inbound: AtomicU64::new(now_micros()),
             login: AtomicU64::new(0),
             logged_in: tokio::sync::Notify::new(),
@@ -179,6 +184,45 @@ impl Shared {
     /// microsecond it lasted.
     pub fn token_seq(&self) -> u64 {
         self.next_token.fetch_add(1, Ordering::SeqCst)
+    }
+
+    /// Claims a random_id a caller chose for a request to `chat_id`, while the request is
+    /// accepted (until the guard drops, after the accepting batch, which stores the owner, is
+    /// durable). Telegram takes a random_id once per account: a message it refuses as
+    /// RANDOM_ID_DUPLICATE has its seq slot and closes its chat. So the id is refused
+    /// ([`ServiceError::BadRandomId`], nothing stored) when another chat owns it: stored
+    /// ([`records::random_id_owner_key`]) or being accepted there now. The same chat may claim
+    /// it again: that is a retry, which its actor answers with the first request's handle.
+    pub fn claim_random_id(
+        &self,
+        random_id: i64,
+        chat_id: i32,
+    ) -> Result<RandomIdClaim<'_>, ServiceError> {
+        let mut claimed = lock(&self.claimed_ids);
+        if let Some((owner, _)) = claimed.get(&random_id)
+            && *owner != chat_id
+        {
+            return Err(ServiceError::BadRandomId(random_id));
+        }
+        let stored = self
+            .store
+            .get(Tree::Meta, &records::random_id_owner_key(random_id))?;
+        if let Some(v) = stored {
+            match records::decode_random_id_owner(&v) {
+                Some(owner) if owner == chat_id => {}
+                Some(_) => return Err(ServiceError::BadRandomId(random_id)),
+                None => {
+                    return Err(ServiceError::Internal(format!(
+                        "the stored owner of random_id {random_id} does not parse"
+                    )));
+                }
+            }
+        }
+        claimed.entry(random_id).or_insert((chat_id, 0)).1 += 1;
+        Ok(RandomIdClaim {
+            shared: self,
+            random_id,
+        })
     }
 
     /// The id of the open request whose handle is `path`.
@@ -314,4 +358,24 @@ fn now_micros() -> u64 {
 /// A lock that survives a panic of another holder (the map stays usable).
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A random_id claimed for a request being accepted ([`Shared::claim_random_id`]); released
+/// when dropped.
+#[derive(Debug)]
+pub struct RandomIdClaim<'a> {
+    shared: &'a Shared,
+    random_id: i64,
+}
+
+impl Drop for RandomIdClaim<'_> {
+    fn drop(&mut self) {
+        let mut claimed = lock(&self.shared.claimed_ids);
+        if let Some((_, n)) = claimed.get_mut(&self.random_id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                claimed.remove(&self.random_id);
+            }
+        }
+    }
 }

@@ -165,6 +165,14 @@ fn bad_input_is_a_typed_error_and_leaves_the_store_byte_identical() {
             .await
             .unwrap();
         assert!(h.as_str().starts_with("/io/github/tgsecretd/request/"));
+        // A random_id the caller chose, in the first chat; and a second chat with the same peer.
+        let chosen: HashMap<&str, Variant<'_>> =
+            [("random_id", Variant::from(777_001i64))].into_iter().collect();
+        let first = m
+            .send_encrypted_service(chat, &ttl_message(0, 1), chosen.clone())
+            .await
+            .unwrap();
+        let chat2 = new_chat(&client).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let store = tmp.0.join("d/store");
         let before = snapshot(&store);
@@ -207,6 +215,10 @@ fn bad_input_is_a_typed_error_and_leaves_the_store_byte_identical() {
             ("InvalidArgument", chat, ttl_message(0, 1), opts(&[("handle_token", Variant::from(""))])),
             ("BadRandomId", chat, ttl_message(0, 1), opts(&[("random_id", Variant::from(0i64))])),
             ("InvalidArgument", chat, ttl_message(5, 1), opts(&[("random_id", Variant::from(6i64))])),
+            // Another chat's random_id (Telegram would refuse it, RANDOM_ID_DUPLICATE, and the
+            // refused message would close the chat), as an option and inside the message.
+            ("BadRandomId", chat2, ttl_message(0, 1), opts(&[("random_id", Variant::from(777_001i64))])),
+            ("BadRandomId", chat2, ttl_message(777_001, 1), opts(&[])),
         ];
         for (want, chat_id, msg, o) in cases {
             let r = m.send_encrypted_service(chat_id, &msg, o).await;
@@ -216,6 +228,12 @@ fn bad_input_is_a_typed_error_and_leaves_the_store_byte_identical() {
             };
             assert!(name.starts_with(want), "expected {want}, got {name}");
         }
+        // The same random_id in its own chat is a retry: the first request's handle, nothing new.
+        let again = m
+            .send_encrypted_service(chat, &ttl_message(0, 1), chosen)
+            .await
+            .unwrap();
+        assert_eq!(again, first);
         // A chat with no user, or with ourselves: refused, nothing stored.
         for user in [0, -5, ALICE] {
             let r = m.request_chat(user, HashMap::new()).await;
@@ -264,11 +282,16 @@ fn bad_input_is_a_typed_error_and_leaves_the_store_byte_identical() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(snapshot(&store).len(), before.len());
         assert!(snapshot(&store) == before, "the store changed");
-        // The daemon still serves.
+        // The daemon still serves, and the second chat is still open and sends.
         let h = m
             .send_encrypted_service(chat, &ttl_message(0, 2), HashMap::new())
             .await;
         assert!(h.is_ok(), "{h:?}");
+        let h = m
+            .send_encrypted_service(chat2, &ttl_message(0, 2), HashMap::new())
+            .await;
+        assert!(h.is_ok(), "{h:?}");
+        client.wait_state(chat2, "ready", 5).await;
         assert!(d.terminate().is_some_and(|s| s.success()));
     });
 }

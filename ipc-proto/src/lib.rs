@@ -222,7 +222,8 @@ pub enum Error {
     TooLarge(String),
     /// An option or argument is wrong (unknown key, wrong type, bad value).
     InvalidArgument(String),
-    /// The random_id is 0 where one is needed, or used by another message.
+    /// The random_id is 0 where one is needed, or used by another message of the account (of
+    /// the same chat, or of another secret chat: Telegram takes a random_id once per account).
     BadRandomId(String),
     /// The account is not logged in.
     NotLoggedIn(String),
