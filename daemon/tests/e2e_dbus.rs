@@ -262,6 +262,10 @@ fn every_service_action_properties_signals_and_call() {
             .wait(&path, "PropertiesChanged", |s| {
                 let (iface, changed, _): (String, HashMap<String, OwnedVariant>, Vec<String>) =
                     s.body().deserialize().ok()?;
+                // The constant properties (EmitsChangedSignal=const) are never announced.
+                for k in ["ChatId", "PeerUserId", "Role", "CreatedAt"] {
+                    assert!(!changed.contains_key(k), "PropertiesChanged carried {k}");
+                }
                 (iface == ipc_proto::CHAT_INTERFACE
                     && changed
                         .get("TtlSeconds")

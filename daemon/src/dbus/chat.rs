@@ -131,17 +131,17 @@ impl ChatObject {
     pub async fn history_flushed(emitter: &SignalEmitter<'_>) -> zbus::Result<()>;
 
     /// The chat id.
-    #[zbus(property)]
+    #[zbus(property(emits_changed_signal = "const"))]
     async fn chat_id(&self) -> i32 {
         self.chat_id
     }
     /// The peer's user id.
-    #[zbus(property)]
+    #[zbus(property(emits_changed_signal = "const"))]
     async fn peer_user_id(&self) -> zbus::fdo::Result<i64> {
         Ok(self.view()?.summary.peer_user_id)
     }
     /// `creator` or `acceptor`.
-    #[zbus(property)]
+    #[zbus(property(emits_changed_signal = "const"))]
     async fn role(&self) -> zbus::fdo::Result<String> {
         Ok(role_name(self.view()?.summary.role).into())
     }
@@ -214,7 +214,7 @@ impl ChatObject {
         Ok(self.view()?.summary.messages_since_rekey)
     }
     /// When the chat was created (Unix seconds).
-    #[zbus(property)]
+    #[zbus(property(emits_changed_signal = "const"))]
     async fn created_at(&self) -> zbus::fdo::Result<u64> {
         Ok(self.view()?.summary.created_at)
     }
@@ -224,6 +224,10 @@ impl ChatObject {
         Ok(self.view()?.next_event)
     }
 }
+
+/// The properties that never change for a chat (annotated `EmitsChangedSignal=const`, never in
+/// `PropertiesChanged`).
+pub const CONSTANT: [&str; 4] = ["ChatId", "PeerUserId", "Role", "CreatedAt"];
 
 /// The property values of a view, by D-Bus property name (for `PropertiesChanged`), or by
 /// [`ipc_proto::chat_keys`] name (for `ListChats` / `GetChat`) with `dbus_names` false.

@@ -534,7 +534,7 @@ impl Manager {
     ) -> zbus::Result<()>;
 
     /// The daemon's version.
-    #[zbus(property)]
+    #[zbus(property(emits_changed_signal = "const"))]
     async fn version(&self) -> String {
         env!("CARGO_PKG_VERSION").into()
     }

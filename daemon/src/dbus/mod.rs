@@ -240,6 +240,7 @@ async fn emit_properties(conn: &Connection, new: &ChatView, old: Option<&ChatVie
         .unwrap_or_default();
     let changed: HashMap<&str, Variant<'_>> = chat::view_values(new, true)
         .into_iter()
+        .filter(|(k, _)| !chat::CONSTANT.contains(k))
         .filter(|(k, v)| before.get(k) != Some(v))
         .map(|(k, v)| (k, Variant::from(v)))
         .collect();
