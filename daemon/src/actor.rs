@@ -1259,7 +1259,12 @@ impl Handler<Accept> for ChatActor {
         let out = self
             .chat
             .accept(&random, now(), &mut self.rng)
-            .map_err(|e| ServiceError::WrongState(e.to_string()))?;
+            .map_err(|e| {
+                // The core's text already says "wrong state: ".
+                let text = e.to_string();
+                let why = text.strip_prefix("wrong state: ").unwrap_or(&text);
+                ServiceError::WrongState(why.to_owned())
+            })?;
         self.apply(out, Batch::new(), After::default(), ctx);
         Ok(())
     }

@@ -529,6 +529,13 @@ fn ask_waits_for_the_user_and_never_declines() {
             m.decline_chat(4242).await,
             Err(ipc_proto::Error::NoSuchChat(_))
         ));
+        // Accepting it again too, said once.
+        match m.accept_chat(first).await {
+            Err(ipc_proto::Error::WrongState(w)) => {
+                assert_eq!(w.matches("wrong state").count(), 1, "{w}");
+            }
+            other => panic!("AcceptChat on a ready chat: {other:?}"),
+        }
         // Bob's side: the first chat is usable, the second was declined.
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
