@@ -135,11 +135,23 @@ impl Service {
 
     /// Opens a secret chat with a user; the chat id once its creation is durable.
     pub async fn request_chat(&self, user_id: i64, access_hash: i64) -> Result<i32, ServiceError> {
+        self.check_new_chat(user_id)?;
+        self.registry
+            .send(registry::RequestChat {
+                user_id,
+                access_hash,
+            })
+            .await
+            .map_err(|e| ServiceError::Internal(e.to_string()))?
+    }
+
+    /// Whether a chat with `user_id` may be requested: logged in, a user id (positive), not
+    /// this account's own. Refused here rather than stored as a chat that Telegram discards a
+    /// moment later (USER_ID_INVALID).
+    pub fn check_new_chat(&self, user_id: i64) -> Result<(), ServiceError> {
         if self.shared.logged_out() {
             return Err(ServiceError::NotLoggedIn);
         }
-        // Telegram's user ids are positive, and a secret chat needs another user: refused here
-        // rather than stored as a chat that Telegram discards a moment later (USER_ID_INVALID).
         if user_id <= 0 {
             return Err(ServiceError::InvalidArgument(format!(
                 "user_id {user_id}: Telegram's user ids are positive"
@@ -150,13 +162,16 @@ impl Service {
                 "user_id {user_id} is this account: a secret chat needs another user"
             )));
         }
-        self.registry
-            .send(registry::RequestChat {
-                user_id,
-                access_hash,
-            })
-            .await
-            .map_err(|e| ServiceError::Internal(e.to_string()))?
+        Ok(())
+    }
+
+    /// [`ServiceError::NoSuchChat`] unless the store has the chat.
+    pub fn check_chat(&self, chat_id: i32) -> Result<(), ServiceError> {
+        if chatstore::exists(&self.shared.store, chat_id)? {
+            Ok(())
+        } else {
+            Err(ServiceError::NoSuchChat(chat_id))
+        }
     }
 
     /// Closes a chat (or declines a request).

@@ -433,6 +433,31 @@ fn every_service_action_properties_signals_and_call() {
             matches!(e, Err(ipc_proto::Error::InvalidArgument(_))),
             "{e:?}"
         );
+        // What is known at once is refused at once: an unknown chat, a user id that is none.
+        for (method, params) in [
+            ("messages.discardEncryption", serde_json::json!({"chat_id": 4242})),
+            (
+                "messages.acceptEncryption",
+                serde_json::json!({"peer": {"_": "inputEncryptedChat", "chat_id": 4242, "access_hash": 1}}),
+            ),
+        ] {
+            let e = m.call(method, &params.to_string(), HashMap::new()).await;
+            assert!(
+                matches!(e, Err(ipc_proto::Error::NoSuchChat(_))),
+                "{method}: {e:?}"
+            );
+        }
+        let e = m
+            .call(
+                "messages.requestEncryption",
+                &serde_json::json!({"user_id": -1}).to_string(),
+                HashMap::new(),
+            )
+            .await;
+        assert!(
+            matches!(e, Err(ipc_proto::Error::InvalidArgument(_))),
+            "{e:?}"
+        );
         // requestEncryption and discardEncryption through Call.
         let h = m
             .call(

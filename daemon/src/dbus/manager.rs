@@ -337,6 +337,14 @@ impl Manager {
                 "options random_id and notify are for the send methods, not {method}"
             )));
         }
+        // What can be known at once is refused at once, as the other methods do; the
+        // Response carries only what Telegram or the chat says later.
+        match &job {
+            CallJob::Request { user_id, .. } => self.service.check_new_chat(*user_id),
+            CallJob::Accept(peer) => self.service.check_chat(peer.chat_id),
+            CallJob::Discard { chat_id, .. } => self.service.check_chat(*chat_id),
+        }
+        .map_err(to_dbus)?;
         self.call_later(&hdr, server, conn, args.token, job).await
     }
 
