@@ -275,8 +275,16 @@ pub fn load_view(store: &Store, chat_id: i32) -> Result<Option<ChatView>, Daemon
 
 /// The id of every stored chat, in key order.
 pub fn chat_ids(store: &Store) -> Result<Vec<i32>, DaemonError> {
+    chat_ids_upto(store, usize::MAX)
+}
+
+/// The first `limit` stored chat ids, in numeric order (the scan stops there).
+pub fn chat_ids_upto(store: &Store, limit: usize) -> Result<Vec<i32>, DaemonError> {
     let mut out = Vec::new();
     for e in store.scan_prefix(Tree::Chats, &[]) {
+        if out.len() >= limit {
+            break;
+        }
         let (k, _) = e?;
         if k.len() == 5 && k[4] == ChatPart::Auth as u8 {
             out.extend(keys::decode_i32(&k[..4]));

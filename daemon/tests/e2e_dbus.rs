@@ -496,11 +496,13 @@ fn every_service_action_properties_signals_and_call() {
         assert!(d.terminate().is_some_and(|s| s.success()));
         d.restart();
         client.wait_ready(30).await;
-        // An idle chat has no object until someone names it (GetChat / ListChats).
+        // A store of few chats has every chat's object from the start: the path a client kept
+        // answers before anyone names the chat again, the discarded chat's too.
         let c = chat_proxy(&client, chat).await;
-        assert!(
-            c.key_fingerprint().await.is_err(),
-            "an idle chat's object before GetChat"
+        assert_eq!(c.key_fingerprint().await.unwrap(), fp);
+        assert_eq!(
+            chat_proxy(&client, chat2).await.state().await.unwrap(),
+            "discarded"
         );
         let g = m.get_chat(chat).await.unwrap();
         assert_eq!(i64_of(&g, "key_fingerprint"), fp);

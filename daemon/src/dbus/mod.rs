@@ -8,11 +8,12 @@
 //! | `/io/github/tgsecretd/request/<SENDER>/<TOKEN>` | `io.github.tgsecretd.Request1` | [`request`] |
 //!
 //! Invariants:
-//! * a chat's object exists from its first durable change since the daemon started, or from the
-//!   first `GetChat` / `ListChats` that names it, until the daemon stops (idle chats nobody asked
-//!   about cost nothing: zbus spends about 3 KB per object, 300 MB for 100,000 chats); it is
-//!   exported before any signal of the chat, and a new chat's `Manager1.ChatAdded` follows its
-//!   export;
+//! * a chat's object exists from the start when the store holds at most [`EXPORT_AT_START`]
+//!   chats (a desktop's: a path kept from `ChatAdded` answers after a restart), else from its
+//!   first durable change since the daemon started, or from the first `GetChat` / `ListChats`
+//!   that names it, until the daemon stops (zbus spends about 3 KB per object, 300 MB for
+//!   100,000 chats); it is exported before any signal of the chat, and a new chat's
+//!   `Manager1.ChatAdded` follows its export;
 //! * what is announced is durable: a Response, an event signal or a `PropertiesChanged` goes out
 //!   only after the commit it reports (the actor calls [`Announce`] from its durable step);
 //! * a Response is recorded as announced after it went out; one whose result is final but not
@@ -64,6 +65,10 @@ async fn take_name(conn: &Connection) -> Result<(), zbus::Error> {
 
 /// How long chat property changes are gathered into one `PropertiesChanged`.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(50);
+
+/// Up to this many stored chats, every chat's object is exported at start (see the
+/// invariants); a larger store exports them on first need.
+pub const EXPORT_AT_START: usize = 1000;
 
 /// Results of `Call`'s immediate methods kept for `GetResult` (the oldest go first).
 const CALL_RESULTS_KEPT: usize = 10_000;
@@ -333,6 +338,20 @@ impl DbusAnnounce {
                     },
                 )
                 .await;
+        }
+        // Every stored chat's object when there are few (a desktop's), so that a path a client
+        // kept from `ChatAdded` or `ListChats` answers after a restart too; beyond
+        // EXPORT_AT_START, on first need (zbus spends about 3 KB per object).
+        match chatstore::chat_ids_upto(&service.shared().store, EXPORT_AT_START + 1) {
+            Ok(ids) if ids.len() <= EXPORT_AT_START => {
+                for id in ids {
+                    self.hub.export(&self.conn, id).await;
+                }
+            }
+            Ok(_) => tracing::info!(
+                "more than {EXPORT_AT_START} chats: their objects are exported on first need"
+            ),
+            Err(e) => tracing::warn!(error = %e, "chat objects not exported at start"),
         }
         let (conn, hub) = (self.conn.clone(), Arc::clone(&self.hub));
         *lock(&self.flusher) = Some(tokio::spawn(async move {
