@@ -178,23 +178,12 @@ fn main() {
     let echo = rt.block_on(echo_service(&bus.address));
     let echo_alone = EchoProcess::start(&bus.address);
     for callers in CALLERS {
-        let lat: Lat = Arc::default();
-        let meter = CpuMeter::default();
-        contenders.push(Contender {
-            name: format!("bare zbus echo method, same bus (IPC floor), {callers} caller(s)"),
-            run: meter.wrap(
-                pids.clone(),
-                echoes(
-                    Arc::clone(&rt),
-                    Arc::clone(&client),
-                    callers,
-                    Arc::clone(&lat),
-                ),
-            ),
-            store: None,
-        });
-        lats.push(Some(lat));
-        meters.push(Some(meter));
+        add_row(
+            (&mut contenders, &mut lats, &mut meters),
+            format!("bare zbus echo method, same bus (IPC floor), {callers} caller(s)"),
+            pids.clone(),
+            |lat| echoes(Arc::clone(&rt), Arc::clone(&client), callers, lat),
+        );
     }
     for n_chats in [1, CHATS] {
         for callers in CALLERS {
@@ -272,23 +261,12 @@ fn main() {
     // The same echo served by a process of its own, as the daemon is: the IPC floor of a
     // service (its CPU is in the `daemon` column).
     for callers in CALLERS {
-        let lat: Lat = Arc::default();
-        let meter = CpuMeter::default();
-        contenders.push(Contender {
-            name: format!("echo served by its own process, {callers} caller(s)"),
-            run: meter.wrap(
-                vec![echo_alone.pid(), bus.pid as u32, std::process::id()],
-                echoes_alone(
-                    Arc::clone(&rt),
-                    Arc::clone(&client),
-                    callers,
-                    Arc::clone(&lat),
-                ),
-            ),
-            store: None,
-        });
-        lats.push(Some(lat));
-        meters.push(Some(meter));
+        add_row(
+            (&mut contenders, &mut lats, &mut meters),
+            format!("echo served by its own process, {callers} caller(s)"),
+            vec![echo_alone.pid(), bus.pid as u32, std::process::id()],
+            |lat| echoes_alone(Arc::clone(&rt), Arc::clone(&client), callers, lat),
+        );
     }
     let rates = measure(&s, &mut contenders);
     print_table(&contenders, &rates);
@@ -533,6 +511,30 @@ fn main() {
     drop(echo);
     drop(echo_alone);
     drop(bare);
+}
+
+/// Adds a row (to the contenders, latencies and CPU meters, which go together by index) whose
+/// calls' latencies are recorded and whose CPU is that of `pids`.
+fn add_row(
+    rows: (
+        &mut Vec<Contender>,
+        &mut Vec<Option<Lat>>,
+        &mut Vec<Option<CpuMeter>>,
+    ),
+    name: String,
+    pids: Vec<u32>,
+    run: impl FnOnce(Lat) -> Run,
+) {
+    let (contenders, lats, meters) = rows;
+    let lat: Lat = Arc::default();
+    let meter = CpuMeter::default();
+    contenders.push(Contender {
+        name,
+        run: meter.wrap(pids, run(Arc::clone(&lat))),
+        store: None,
+    });
+    lats.push(Some(lat));
+    meters.push(Some(meter));
 }
 
 /// A bare method on the same bus, served by this process: the cost of a D-Bus call alone.
