@@ -1259,11 +1259,10 @@ impl Handler<Accept> for ChatActor {
         let out = self
             .chat
             .accept(&random, now(), &mut self.rng)
-            .map_err(|e| {
-                // The core's text already says "wrong state: ".
-                let text = e.to_string();
-                let why = text.strip_prefix("wrong state: ").unwrap_or(&text);
-                ServiceError::WrongState(why.to_owned())
+            .map_err(|e| match e {
+                // Its text alone: the error's name already says "wrong state".
+                secret_core::chat::HandshakeError::WrongState(why) => ServiceError::WrongState(why),
+                other => ServiceError::WrongState(other.to_string()),
             })?;
         self.apply(out, Batch::new(), After::default(), ctx);
         Ok(())
