@@ -192,8 +192,23 @@ impl Service {
             .map_err(|e| ServiceError::Internal(e.to_string()))?
     }
 
+    /// [`ServiceError::WrongState`] when the account is signed in: a login step then would
+    /// only confuse Telegram's login flow (Logout comes first).
+    fn check_not_logged_in(&self) -> Result<(), ServiceError> {
+        if self.shared.logged_out() {
+            return Ok(());
+        }
+        match self.shared.link.session().self_user() {
+            Some(user) => Err(ServiceError::WrongState(format!(
+                "already logged in as user {user}: Logout first"
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// Login, step 1: Telegram sends a code to `phone`.
     pub async fn login_request_code(&self, phone: &str) -> Result<tglink::LoginStep, ServiceError> {
+        self.check_not_logged_in()?;
         self.shared
             .link
             .request_login_code(phone)
@@ -203,6 +218,7 @@ impl Service {
 
     /// Login, step 2: the code; then a password if the account has two-step verification.
     pub async fn login_code(&self, code: &str) -> Result<tglink::LoginStep, ServiceError> {
+        self.check_not_logged_in()?;
         let step = self.shared.link.sign_in(code).await.map_err(login_error)?;
         self.logged_in(&step).await;
         Ok(step)
@@ -210,6 +226,7 @@ impl Service {
 
     /// Login, step 3: the two-step password.
     pub async fn login_password(&self, password: &str) -> Result<tglink::LoginStep, ServiceError> {
+        self.check_not_logged_in()?;
         let step = self
             .shared
             .link
@@ -420,8 +437,12 @@ impl Service {
 }
 
 /// A login step or logout Telegram refused: its error name first (`PHONE_NUMBER_INVALID`,
-/// `PHONE_CODE_EXPIRED`, `FLOOD_WAIT_30`…).
+/// `PHONE_CODE_EXPIRED`, `FLOOD_WAIT_30`…); a step taken out of order (a code before the
+/// phone, a password nobody asked for) is [`ServiceError::WrongState`].
 fn login_error(e: tglink::CallError) -> ServiceError {
+    if e.name == tglink::LOGIN_ORDER {
+        return ServiceError::WrongState(e.message);
+    }
     ServiceError::Telegram(e.to_string())
 }
 

@@ -735,6 +735,16 @@ fn logout_closes_the_chats_and_login_takes_the_code_and_the_password() {
         let chat = m.request_chat(BOB, HashMap::new()).await.unwrap();
         client.wait_state(chat, "ready", 30).await;
         let signals = Signals::start(&client).await;
+        let phone = format!("99966{ALICE}");
+        // No login step while logged in.
+        let wrong_state = |r: Result<_, ipc_proto::Error>| match r {
+            Err(ipc_proto::Error::WrongState(w)) => w,
+            other => panic!("expected WrongState, got {other:?}"),
+        };
+        let why = wrong_state(m.login_phone(&phone).await);
+        assert!(why.contains("already logged in"), "{why}");
+        wrong_state(m.login_code(tgsim::model::PHONE_CODE).await);
+        wrong_state(m.login_password("hunter2").await);
 
         m.logout().await.unwrap();
         wait_authorization(&m, "logged_out").await;
@@ -754,7 +764,12 @@ fn logout_closes_the_chats_and_login_takes_the_code_and_the_password() {
         sim.admin()
             .set_password(ALICE, Some(("hunter2", "pets")))
             .unwrap();
-        let phone = format!("99966{ALICE}");
+        // Steps out of order.
+        let why = wrong_state(m.login_code(tgsim::model::PHONE_CODE).await);
+        assert!(why.contains("request a login code first"), "{why}");
+        let why = wrong_state(m.login_password("hunter2").await);
+        assert!(why.contains("no password was asked for"), "{why}");
+        wait_authorization(&m, "logged_out").await;
         let step = m.login_phone(&phone).await.unwrap();
         assert_eq!(str_of(&step, "next"), "code");
         wait_authorization(&m, "wait_code").await;
@@ -778,6 +793,7 @@ fn logout_closes_the_chats_and_login_takes_the_code_and_the_password() {
         assert_eq!(str_of(&step, "next"), "done");
         assert_eq!(i64_of(&step, "user_id"), ALICE);
         wait_authorization(&m, "ready").await;
+        wrong_state(m.login_code(tgsim::model::PHONE_CODE).await);
 
         // A new chat with Bob works; the old one stays closed.
         let chat2 = m.request_chat(BOB, HashMap::new()).await.unwrap();

@@ -19,5 +19,5 @@ pub mod link;
 pub mod session;
 
 pub use errors::{ErrorClass, TgError, classify, classify_rpc};
-pub use link::{CallError, Link, LinkConfig, LoginStep, Updates};
+pub use link::{CallError, LOGIN_ORDER, Link, LinkConfig, LoginStep, Updates};
 pub use session::{LinkSession, SessionError, SessionSnapshot, SessionStorage};

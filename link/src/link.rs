@@ -327,10 +327,13 @@ impl Link {
     }
 }
 
+/// The local error name of a login step taken out of order.
+pub const LOGIN_ORDER: &str = "LOGIN_ORDER";
+
 fn login_order(what: &str) -> CallError {
     CallError {
         class: ErrorClass::TerminalRequest,
-        name: "LOGIN_ORDER".into(),
+        name: LOGIN_ORDER.into(),
         message: what.into(),
     }
 }

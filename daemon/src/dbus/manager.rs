@@ -473,6 +473,8 @@ impl Manager {
     }
 
     /// Login, step 1: Telegram sends a code to the phone number. Returns `next` (s): `code`.
+    /// Every login step is refused with `WrongState` while the account is logged in, and a
+    /// step out of order (a code before the phone, a password nobody asked for) likewise.
     async fn login_phone(
         &self,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
