@@ -550,13 +550,31 @@ pub fn message_from_tl(b: &[u8]) -> Result<DecryptedMessage, ServiceError> {
             b.len()
         )));
     }
-    DecryptedMessage::from_bytes(b).map_err(|e| ServiceError::InvalidMessage(e.to_string()))
+    DecryptedMessage::from_bytes(b).map_err(|e| match e {
+        // The same error as an unknown action name in SendServiceAction or in JSON.
+        secret_core::tl::TlError::UnknownConstructor { id, type_name }
+            if type_name == ACTION_TYPE =>
+        {
+            ServiceError::UnknownAction(format!("{id:#010x}"))
+        }
+        e => ServiceError::InvalidMessage(e.to_string()),
+    })
 }
 
 /// Parses a `DecryptedMessage` in MadelineProto-style JSON.
 pub fn message_from_json(v: &Value) -> Result<DecryptedMessage, ServiceError> {
-    DecryptedMessage::from_json(v).map_err(|e| ServiceError::InvalidMessage(e.to_string()))
+    DecryptedMessage::from_json(v).map_err(|e| match e {
+        secret_core::tl::JsonError::UnknownConstructor { name, expected, .. }
+            if expected == ACTION_TYPE =>
+        {
+            ServiceError::UnknownAction(name)
+        }
+        e => ServiceError::InvalidMessage(e.to_string()),
+    })
 }
+
+/// The TL type of a service message's action, as the TL and JSON decoders name it.
+const ACTION_TYPE: &str = "DecryptedMessageAction";
 
 /// The messages to send for `message` (chunks of a long text) and the idempotency key.
 fn prepare(

@@ -1284,13 +1284,13 @@ fn bad_input_table_and_a_client_that_leaves_early() {
             ),
             row!(
                 "an unknown action constructor",
-                "InvalidMessage",
+                "UnknownAction",
                 "SendEncryptedService",
                 (chat, unknown_ctor, none())
             ),
             row!(
-                "Call with a message of an unknown constructor",
-                "InvalidMessage",
+                "Call with a service message of an unknown action",
+                "UnknownAction",
                 "Call",
                 (
                     "messages.sendEncryptedService",
@@ -1298,6 +1298,20 @@ fn bad_input_table_and_a_client_that_leaves_early() {
                         chat.into(),
                         serde_json::json!({"_": "decryptedMessageActionDance"})
                     ),
+                    none()
+                )
+            ),
+            row!(
+                "Call with a message of an unknown constructor",
+                "InvalidMessage",
+                "Call",
+                (
+                    "messages.sendEncryptedService",
+                    serde_json::json!({
+                        "peer": chat,
+                        "message": {"_": "decryptedMessageDance", "random_id": 0}
+                    })
+                    .to_string(),
                     none()
                 )
             ),

@@ -210,7 +210,8 @@ pub enum Error {
     NoSuchChat(String),
     /// The message or the peer does not parse, or is not of the right kind.
     InvalidMessage(String),
-    /// `SendServiceAction` names no action of the secret-chat schema.
+    /// The action is none of the secret-chat schema: a name `SendServiceAction` does not know,
+    /// or a service message (TL or JSON) whose action constructor is unknown.
     UnknownAction(String),
     /// `Call` names a method it does not take (see [`methods::ALL`]).
     UnknownMethod(String),
