@@ -1009,6 +1009,7 @@ fn a_login_finishes_a_logout_whose_closing_did_not() {
             tgsecretd::records::logout_marker(tgsecretd::records::LOGOUT_CONFIRMED, now),
         );
         svc.shared().store.commit(b).await.unwrap();
+        svc.shared().set_logged_out(true);
         assert_eq!(svc.chat_status(chat).unwrap(), Some(Status::Ready));
         svc.login_request_code("+999 661 5001").await.unwrap();
         assert_eq!(
