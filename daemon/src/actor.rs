@@ -92,6 +92,8 @@ pub struct SendCmd {
     pub method: SendMethod,
     /// The random_id the caller chose, for idempotent retries (`None`: a fresh request).
     pub idempotency: Option<i64>,
+    /// The request's digest (`service::request_digest`), stored with the random_id's owner.
+    pub digest: [u8; 32],
     /// The handle path to give the request.
     pub handle: String,
     /// Made through `Call`: the Response carries the result as JSON too.
@@ -1034,7 +1036,7 @@ impl ChatActor {
             batch.put(
                 Tree::Meta,
                 records::random_id_owner_key(rid),
-                records::random_id_owner(self.id()),
+                records::random_id_owner(self.id(), &cmd.digest),
             );
         }
         if !out.outbox_put.iter().any(|e| e.out_raw == first_slot) {

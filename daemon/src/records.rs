@@ -18,7 +18,7 @@
 //! | RequestIndex | (chat, random_id) | request id | with the request's final result | kept (idempotent retries of finished requests) |
 //! | Meta | `a` ‖ id | (empty) | a request's result is final | its Response went out |
 //! | Meta | `h` ‖ handle path | request id | with the request's final result | kept (results by handle) |
-//! | Meta | `r` ‖ random_id | chat id (4 bytes) | with the request that carried it, when the caller chose it (option or message) | kept: a caller's random_id stays its chat's, so another chat of the account never gets it (Telegram refuses a repeated random_id, RANDOM_ID_DUPLICATE, and a refused message closes its chat) |
+//! | Meta | `r` ‖ random_id | chat id (4 bytes) ‖ the request's digest (32 bytes; 4 bytes alone as first stored) | with the request that carried it, when the caller chose it (option or message) | kept: a caller's random_id stays its chat's, so another chat of the account never gets it (Telegram refuses a repeated random_id, RANDOM_ID_DUPLICATE, and a refused message closes its chat) |
 //! | Session | `snapshot` | [`SessionRecord`] | login, DC changes; with each update batch (update state) | never |
 //!
 //! **An open request is one key: its first message's outbox entry.** Accepting a send writes
@@ -211,14 +211,25 @@ pub fn random_id_owner_key(random_id: i64) -> Vec<u8> {
     k
 }
 
-/// The value of a [`random_id_owner_key`]: the chat's id, 4 bytes big-endian.
-pub fn random_id_owner(chat_id: i32) -> Vec<u8> {
-    chat_id.to_be_bytes().to_vec()
+/// The value of a [`random_id_owner_key`]: the chat's id, 4 bytes big-endian, then the digest
+/// of the request that carried the random_id (32 bytes; see `service::request_digest`), so
+/// that a retry with another message under the same id is told from a real one.
+pub fn random_id_owner(chat_id: i32, digest: &[u8; 32]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(36);
+    v.extend_from_slice(&chat_id.to_be_bytes());
+    v.extend_from_slice(digest);
+    v
 }
 
-/// The chat a [`random_id_owner`] value names (`None` if it is not 4 bytes).
-pub fn decode_random_id_owner(v: &[u8]) -> Option<i32> {
-    Some(i32::from_be_bytes(v.try_into().ok()?))
+/// The chat a [`random_id_owner`] value names, and the request's digest (`None` in a value of
+/// 4 bytes, as stored before the digest was); `None` if the value is neither 4 nor 36 bytes.
+pub fn decode_random_id_owner(v: &[u8]) -> Option<(i32, Option<[u8; 32]>)> {
+    let chat = i32::from_be_bytes(v.get(..4)?.try_into().ok()?);
+    match v.len() {
+        4 => Some((chat, None)),
+        36 => Some((chat, Some(v[4..].try_into().ok()?))),
+        _ => None,
+    }
 }
 
 /// Key of the session snapshot.
@@ -501,6 +512,27 @@ impl SessionRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_random_id_owner_reads_with_its_digest_or_without_one_as_first_stored() {
+        let digest = [7u8; 32];
+        let v = random_id_owner(-5, &digest);
+        assert_eq!(v.len(), 36);
+        assert_eq!(v[..4], [0xff, 0xff, 0xff, 0xfb]);
+        assert_eq!(decode_random_id_owner(&v), Some((-5, Some(digest))));
+        assert_eq!(
+            decode_random_id_owner(&(-5i32).to_be_bytes()),
+            Some((-5, None))
+        );
+        for bad in [
+            &v[..3],
+            &v[..5],
+            &v[..35],
+            &[v.clone(), vec![0]].concat()[..],
+        ] {
+            assert_eq!(decode_random_id_owner(bad), None, "{} bytes", bad.len());
+        }
+    }
 
     #[test]
     fn pending_call_keys_sort_by_chat_then_sequence() {

@@ -93,21 +93,22 @@ impl Service {
         options: SendOptions,
     ) -> Result<Accepted, ServiceError> {
         let chat_id = self.resolve(&peer)?;
-        let (parts, idempotency) = prepare(message, options.random_id)?;
-        // Held until the request is accepted (its owner key is then durable) or refused.
-        let _claim = match idempotency {
-            Some(rid) => Some(self.shared.claim_random_id(rid, chat_id)?),
-            None => None,
-        };
         let method = if options.notify {
             SendMethod::SendEncrypted
         } else {
             SendMethod::SendEncryptedService
         };
+        let (parts, idempotency, digest) = prepare(message, options.random_id, method)?;
+        // Held until the request is accepted (its owner key is then durable) or refused.
+        let _claim = match idempotency {
+            Some(rid) => Some(self.shared.claim_random_id(rid, chat_id, digest)?),
+            None => None,
+        };
         let cmd = |parts| actor::SendCmd {
             parts,
             method,
             idempotency,
+            digest,
             handle: options.handle.clone(),
             json: options.json,
         };
@@ -576,11 +577,13 @@ pub fn message_from_json(v: &Value) -> Result<DecryptedMessage, ServiceError> {
 /// The TL type of a service message's action, as the TL and JSON decoders name it.
 const ACTION_TYPE: &str = "DecryptedMessageAction";
 
-/// The messages to send for `message` (chunks of a long text) and the idempotency key.
+/// The messages to send for `message` (chunks of a long text), the idempotency key, and the
+/// request's digest ([`request_digest`]).
 fn prepare(
     message: DecryptedMessage,
     random_id: Option<i64>,
-) -> Result<(Vec<DecryptedMessage>, Option<i64>), ServiceError> {
+    method: SendMethod,
+) -> Result<(Vec<DecryptedMessage>, Option<i64>, [u8; 32]), ServiceError> {
     let own = message.random_id();
     let rid = match (random_id, own) {
         (Some(0), _) => return Err(ServiceError::BadRandomId(0)),
@@ -595,6 +598,7 @@ fn prepare(
         (None, o) => Some(o),
     };
     let message = with_random_id(message, rid.unwrap_or(0));
+    let digest = request_digest(&message, method)?;
     let parts = match message {
         DecryptedMessage::DecryptedMessage(m)
             if m.media.is_none() && m.message.chars().count() > MAX_TEXT_CHARS =>
@@ -606,7 +610,28 @@ fn prepare(
         }
         other => vec![other],
     };
-    Ok((parts, rid))
+    Ok((parts, rid, digest))
+}
+
+/// What makes two sends with one random_id the same request: SHA-256 of the method's TL name
+/// and the message's TL encoding (its random_id set, before a long text is split), so the same
+/// message given as TL or as JSON, as an option's random_id or the message's own, is the same.
+pub fn request_digest(
+    message: &DecryptedMessage,
+    method: SendMethod,
+) -> Result<[u8; 32], ServiceError> {
+    use secret_core::tl::Serializable;
+    let len = message.serialized_len();
+    if len > secret_core::tl::MAX_BYTES_LEN {
+        return Err(ServiceError::TooLarge(format!(
+            "{len} bytes; at most {}",
+            secret_core::tl::MAX_BYTES_LEN
+        )));
+    }
+    Ok(secret_core::crypto::sha256(&[
+        method.tl_name().as_bytes(),
+        &message.to_bytes(),
+    ]))
 }
 
 fn with_random_id(m: DecryptedMessage, random_id: i64) -> DecryptedMessage {
@@ -793,7 +818,8 @@ mod tests {
             offset: 4090,
             length: 10,
         });
-        let (parts, rid) = prepare(text(&s, Some(vec![bold])), Some(77)).expect("prepared");
+        let (parts, rid, _) =
+            prepare(text(&s, Some(vec![bold])), Some(77), SERVICE).expect("prepared");
         assert_eq!(rid, Some(77));
         assert_eq!(parts.len(), 2);
         let DecryptedMessage::DecryptedMessage(a) = &parts[0] else {
@@ -823,11 +849,34 @@ mod tests {
 
     #[test]
     fn a_short_text_and_a_service_message_are_one_message() {
-        let (p, rid) = prepare(text("hi", None), None).expect("ok");
+        let (p, rid, _) = prepare(text("hi", None), None, SERVICE).expect("ok");
         assert_eq!((p.len(), rid), (1, None));
         assert_eq!(
-            prepare(text("hi", None), Some(0)).err(),
+            prepare(text("hi", None), Some(0), SERVICE).err(),
             Some(ServiceError::BadRandomId(0))
+        );
+    }
+
+    const SERVICE: SendMethod = SendMethod::SendEncryptedService;
+
+    #[test]
+    fn a_request_digest_is_its_message_and_method_whatever_the_form() {
+        let digest = |m: DecryptedMessage, rid: Option<i64>, method| {
+            prepare(m, rid, method).expect("prepared").2
+        };
+        let with_own_id = with_random_id(text("hi", None), 9);
+        let first = digest(text("hi", None), Some(9), SERVICE);
+        // The random_id as an option or inside the message; the message as TL or JSON.
+        assert_eq!(digest(with_own_id.clone(), None, SERVICE), first);
+        assert_eq!(digest(with_own_id.clone(), Some(9), SERVICE), first);
+        let json = message_from_json(&with_own_id.to_json()).expect("json");
+        assert_eq!(digest(json, None, SERVICE), first);
+        // Another text, another id, another method: another request.
+        assert_ne!(digest(text("ho", None), Some(9), SERVICE), first);
+        assert_ne!(digest(text("hi", None), Some(10), SERVICE), first);
+        assert_ne!(
+            digest(text("hi", None), Some(9), SendMethod::SendEncrypted),
+            first
         );
     }
 

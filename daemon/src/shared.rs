@@ -139,8 +139,8 @@ pub struct Shared {
     /// that made it final (and wrote its index) is durable.
     open_handles: Mutex<HashMap<String, u64>>,
     /// The random_ids callers chose for requests being accepted right now: random_id → (chat,
-    /// claims). See [`Shared::claim_random_id`].
-    claimed_ids: Mutex<HashMap<i64, (i32, usize)>>,
+    /// the request's digest, claims). See [`Shared::claim_random_id`].
+    claimed_ids: Mutex<HashMap<i64, (i32, [u8; 32], usize)>>,
     next_inbound: AtomicU64,
     /// Bit 0: Telegram said the account is logged out; the rest: logins completed here.
     login: AtomicU64,
@@ -193,14 +193,20 @@ impl Shared {
     /// ([`ServiceError::BadRandomId`], nothing stored) when another chat owns it: stored
     /// ([`records::random_id_owner_key`]) or being accepted there now. The same chat may claim
     /// it again: that is a retry, which its actor answers with the first request's handle.
+    ///
+    /// A retry is the same request: `digest` (the request's content, see
+    /// `service::request_digest`) must be the first one's, else the id is refused too (the
+    /// first message stands; a caller reusing an id for a new message would otherwise be
+    /// told it was sent). An owner stored without a digest (by an older daemon) takes any.
     pub fn claim_random_id(
         &self,
         random_id: i64,
         chat_id: i32,
+        digest: [u8; 32],
     ) -> Result<RandomIdClaim<'_>, ServiceError> {
         let mut claimed = lock(&self.claimed_ids);
-        if let Some((owner, _)) = claimed.get(&random_id)
-            && *owner != chat_id
+        if let Some((owner, first, _)) = claimed.get(&random_id)
+            && (*owner != chat_id || *first != digest)
         {
             return Err(ServiceError::BadRandomId(random_id));
         }
@@ -209,7 +215,7 @@ impl Shared {
             .get(Tree::Meta, &records::random_id_owner_key(random_id))?;
         if let Some(v) = stored {
             match records::decode_random_id_owner(&v) {
-                Some(owner) if owner == chat_id => {}
+                Some((owner, first)) if owner == chat_id && first.is_none_or(|f| f == digest) => {}
                 Some(_) => return Err(ServiceError::BadRandomId(random_id)),
                 None => {
                     return Err(ServiceError::Internal(format!(
@@ -218,7 +224,7 @@ impl Shared {
                 }
             }
         }
-        claimed.entry(random_id).or_insert((chat_id, 0)).1 += 1;
+        claimed.entry(random_id).or_insert((chat_id, digest, 0)).2 += 1;
         Ok(RandomIdClaim {
             shared: self,
             random_id,
@@ -371,7 +377,7 @@ pub struct RandomIdClaim<'a> {
 impl Drop for RandomIdClaim<'_> {
     fn drop(&mut self) {
         let mut claimed = lock(&self.shared.claimed_ids);
-        if let Some((_, n)) = claimed.get_mut(&self.random_id) {
+        if let Some((_, _, n)) = claimed.get_mut(&self.random_id) {
             *n = n.saturating_sub(1);
             if *n == 0 {
                 claimed.remove(&self.random_id);

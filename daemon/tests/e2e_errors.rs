@@ -204,7 +204,7 @@ fn bad_input_is_a_typed_error_and_leaves_the_store_byte_identical() {
         let cases: Vec<Case> = vec![
             ("NoSuchChat", chat ^ 0x55, ttl_message(0, 1), opts(&[])),
             ("InvalidMessage", chat, vec![1, 2, 3], opts(&[])),
-            ("InvalidMessage", chat, unknown_action, opts(&[])),
+            ("UnknownAction", chat, unknown_action, opts(&[])),
             ("InvalidMessage", chat, trailing, opts(&[])),
             ("TooLarge", chat, huge, opts(&[])),
             ("NotAllowed", chat, resend, opts(&[])),
@@ -219,6 +219,16 @@ fn bad_input_is_a_typed_error_and_leaves_the_store_byte_identical() {
             // refused message would close the chat), as an option and inside the message.
             ("BadRandomId", chat2, ttl_message(0, 1), opts(&[("random_id", Variant::from(777_001i64))])),
             ("BadRandomId", chat2, ttl_message(777_001, 1), opts(&[])),
+            // The chat's own random_id with another message, or another method: not a retry
+            // (the first message stands; the caller must not be told its new one was sent).
+            ("BadRandomId", chat, ttl_message(0, 2), opts(&[("random_id", Variant::from(777_001i64))])),
+            ("BadRandomId", chat, ttl_message(777_001, 2), opts(&[])),
+            (
+                "BadRandomId",
+                chat,
+                ttl_message(0, 1),
+                opts(&[("random_id", Variant::from(777_001i64)), ("notify", Variant::from(true))]),
+            ),
         ];
         for (want, chat_id, msg, o) in cases {
             let r = m.send_encrypted_service(chat_id, &msg, o).await;
@@ -231,6 +241,12 @@ fn bad_input_is_a_typed_error_and_leaves_the_store_byte_identical() {
         // The same random_id in its own chat is a retry: the first request's handle, nothing new.
         let again = m
             .send_encrypted_service(chat, &ttl_message(0, 1), chosen)
+            .await
+            .unwrap();
+        assert_eq!(again, first);
+        // So is the same message with the id inside it.
+        let again = m
+            .send_encrypted_service(chat, &ttl_message(777_001, 1), HashMap::new())
             .await
             .unwrap();
         assert_eq!(again, first);
