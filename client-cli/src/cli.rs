@@ -13,7 +13,7 @@ use crate::params::{Param, parse_param};
 pub struct Cli {
     /// The D-Bus address of the bus the daemon is on (default: the session bus, from
     /// DBUS_SESSION_BUS_ADDRESS or the user's bus).
-    #[arg(long, global = true, value_name = "ADDRESS")]
+    #[arg(long, global = true, value_name = "ADDRESS", value_parser = parse_bus_address)]
     pub bus: Option<String>,
 
     /// Machine output: one JSON document per result (one per line for streams); errors as
@@ -290,6 +290,14 @@ pub fn parse_chat(s: &str) -> Result<i32, String> {
     }
     ipc_proto::chat_id_of_path(s)
         .ok_or_else(|| format!("{s:?} is neither a chat id (a 32-bit integer) nor a chat path"))
+}
+
+/// A D-Bus address (`unix:path=…`, `tcp:host=…,port=…`), checked here so that a malformed one
+/// is a usage error (exit 2), not an unreachable bus (exit 3).
+pub fn parse_bus_address(s: &str) -> Result<String, String> {
+    s.parse::<zbus::Address>()
+        .map(|_| s.to_owned())
+        .map_err(|e| format!("{s:?} is not a D-Bus address: {e}"))
 }
 
 /// The clap command (for completions, man pages and tests).
