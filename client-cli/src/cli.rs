@@ -39,6 +39,9 @@ pub enum Command {
     Call(CallArgs),
     /// The result of a request by its handle (GetResult); --wait waits for it.
     Result(ResultArgs),
+    /// Cancel a request none of whose messages has left the daemon (Request1.Close); exit 0
+    /// once it is cancelled, 1 (NotCancelled) if it was sent, failed or is in flight already.
+    Close(CloseArgs),
     /// List the secret chats (a table, or a JSON array with --json).
     Chats,
     /// One secret chat: show, request, accept, decline, discard.
@@ -143,6 +146,17 @@ pub struct ResultArgs {
     pub handle: String,
     #[command(flatten)]
     pub wait: WaitArgs,
+}
+
+/// `close`.
+#[derive(Args, Debug)]
+#[command(after_help = "Example:\n  \
+    tgsecret close /io/github/tgsecretd/request/1_42/tgsecret_7_1\n\n\
+    A cancelled request's messages never reach the peer: their seq slots are filled by Noops, \
+so the peer sees no hole. Its Response has code 1.")]
+pub struct CloseArgs {
+    /// The request's handle (an object path under /io/github/tgsecretd/request/).
+    pub handle: String,
 }
 
 /// `chat ...`.

@@ -312,6 +312,91 @@ fn handles_results_and_idempotent_retries() {
 }
 
 #[test]
+fn close_cancels_a_request_that_never_left_and_says_when_it_cannot() {
+    let t = TestLab::start("close", "always", &[]);
+    let chat = t.ready_chat();
+    let chat_s = chat.to_string();
+    let send = |ttl: &str| {
+        ok(&t.args(&[
+            "send-service",
+            &chat_s,
+            "SetMessageTTL",
+            "--param",
+            &format!("ttl_seconds={ttl}"),
+        ]))
+        .trim()
+        .to_owned()
+    };
+    // Sent: nothing to cancel.
+    let sent = send("11");
+    ok(&t.args(&["result", &sent, "--wait"]));
+    let o = run(&t.args(&["close", &sent]));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with(&format!("error: NotCancelled: {sent} was sent already")),
+        "{}",
+        stderr(&o)
+    );
+    // Every send now fails with a transient error (messages.sendEncryptedService#32d439a4,
+    // messages.sendEncrypted#44fa7a15): the first message stays in flight, the next waits.
+    sim_admin(
+        &t,
+        json!({"cmd": "set_faults", "faults": {"account_calls": {"7001": {
+            "fail": 1000,
+            "methods": [0x32d4_39a4_u32, 0x44fa_7a15_u32],
+            "errors": [{"code": 500, "message": "INTERNAL"}]
+        }}}}),
+    );
+    let in_flight = send("12");
+    let queued = send("13");
+    std::thread::sleep(Duration::from_millis(300));
+    let v = ok_json(&t.args(&["--json", "close", &queued]));
+    assert_eq!(v["handle"], queued.as_str(), "{v}");
+    assert_eq!(v["code"], 1, "{v}");
+    // Closing it again says the same; `result` says cancelled (exit 5).
+    assert_eq!(
+        ok(&t.args(&["close", &queued])).trim(),
+        format!("cancelled {queued}")
+    );
+    assert_eq!(run(&t.args(&["result", &queued])).status.code(), Some(5));
+    let o = run(&t.args(&["--json", "close", &in_flight]));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["error"], "NotCancelled", "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("has left the daemon already"),
+        "{v}"
+    );
+    // Not a handle at all.
+    assert_eq!(
+        run(&t.args(&["close", "not a path"])).status.code(),
+        Some(2)
+    );
+    let o = run(&t.args(&["close", "/io/github/tgsecretd/request/1_1/nothing"]));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with("error: NoSuchRequest: "),
+        "{}",
+        stderr(&o)
+    );
+    // The faults go; the in-flight one is sent, and the peer never sees the cancelled one.
+    sim_admin(&t, json!({"cmd": "set_faults", "faults": {}}));
+    let v = ok_json(&t.args(&["--json", "result", &in_flight, "--wait"]));
+    assert_eq!(v["code"], 0, "{v}");
+    let after = send("14");
+    ok(&t.args(&["result", &after, "--wait"]));
+    let ttls: Vec<i64> = t
+        .wait_transcript(chat, |v| ttl_of(v) == Some(14))
+        .iter()
+        .filter_map(ttl_of)
+        .collect();
+    assert_eq!(ttls, vec![11, 12, 14]);
+}
+
+#[test]
 fn chat_show_has_the_key_visualization() {
     let t = TestLab::start("show", "always", &[]);
     let chat = t.ready_chat();

@@ -268,12 +268,19 @@ impl Service {
             return Ok(false);
         }
         let actor = self.chat_actor(r.chat_id).await?;
-        actor
+        let cancelled = actor
             .send(actor::Cancel {
                 handle: handle.to_owned(),
             })
             .await
-            .map_err(|e| ServiceError::Internal(e.to_string()))
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        if cancelled {
+            // The actor queued the cancellation's batch before answering, and the store's
+            // writer answers in queue order: once this empty batch is durable, so is the
+            // cancellation, and `GetResult` says so from the moment `Close` returns.
+            self.shared.store.commit(Batch::new()).await?;
+        }
+        Ok(cancelled)
     }
 
     /// Declines a requested chat that waits for the user (`messages.discardEncryption`).

@@ -650,10 +650,19 @@ fn close_cancels_what_never_left_and_the_peer_sees_no_hole() {
         };
         // The second never left: cancelled, Response 1 at once.
         request(&handles[1]).await.close().await.unwrap();
+        // Durable when Close returns.
+        assert_eq!(
+            m.get_result(&handles[1]).await.unwrap().0,
+            response::CANCELLED
+        );
         let r = responses.one(handles[1].as_str(), 30).await;
         assert_eq!(r.1, response::CANCELLED, "{r:?}");
         // The first is in flight: Close changes nothing; its Response comes when it is sent.
         request(&handles[0]).await.close().await.unwrap();
+        assert_eq!(
+            m.get_result(&handles[0]).await.unwrap().0,
+            response::PENDING
+        );
         sim.admin()
             .set_faults(&tgsim::faults::Faults::none())
             .unwrap();

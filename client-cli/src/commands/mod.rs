@@ -79,6 +79,7 @@ pub async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::SendService(a) => send::send_service(&ctx, a).await,
         Command::Call(a) => send::call(&ctx, a).await,
         Command::Result(a) => send::result(&ctx, a).await,
+        Command::Close(a) => send::close(&ctx, a).await,
         Command::Chats => chats::list(&ctx).await,
         Command::Chat(c) => chats::chat(&ctx, c).await,
         Command::Login(a) => account::login(&ctx, a).await,

@@ -6,7 +6,7 @@ use zbus::ObjectPath;
 
 use super::{Ctx, arg_or_stdin};
 use crate::bus::Client;
-use crate::cli::{CallArgs, ResultArgs, SendServiceArgs};
+use crate::cli::{CallArgs, CloseArgs, ResultArgs, SendServiceArgs};
 use crate::codec::{decrypted_message_tl, parse_hex, parse_json};
 use crate::error::CliError;
 use crate::output::{dict_to_json, emit};
@@ -164,4 +164,56 @@ pub async fn result(ctx: &Ctx, a: ResultArgs) -> Result<(), CliError> {
         results,
     };
     print_outcome(ctx, o.into_result()?, true)
+}
+
+/// `close HANDLE`: `Request1.Close`, then `GetResult` (definitive once `Close` returned) says
+/// whether the request is cancelled.
+pub async fn close(ctx: &Ctx, a: CloseArgs) -> Result<(), CliError> {
+    let path = ObjectPath::try_from(a.handle.as_str())
+        .map_err(|e| CliError::Usage(format!("{:?} is not an object path: {e}", a.handle)))?;
+    let client = ctx.client().await?;
+    let request = ipc_proto::RequestProxy::builder(&client.conn)
+        .path(path.clone())
+        .build()
+        .await?;
+    match request.close().await {
+        Ok(()) => {}
+        // A request's object goes once its Response went out: GetResult says how it ended.
+        Err(ipc_proto::Error::ZBus(zbus::Error::MethodError(name, _, _)))
+            if name.as_str() == "org.freedesktop.DBus.Error.UnknownObject" => {}
+        Err(ipc_proto::Error::ZBus(zbus::Error::FDO(e)))
+            if matches!(*e, zbus::fdo::Error::UnknownObject(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let (code, results) = client.manager.get_result(&path).await?;
+    let o = Outcome {
+        handle: a.handle,
+        code,
+        results,
+    };
+    let not = |why: String| Err(CliError::failed("NotCancelled", why));
+    match o.code {
+        response::CANCELLED => {
+            emit(ctx.json, &o.to_json(), || format!("cancelled {}", o.handle));
+            Ok(())
+        }
+        response::PENDING => not(format!(
+            "a message of {} has left the daemon already: the request goes on (`tgsecret \
+             result {} --wait`)",
+            o.handle, o.handle
+        )),
+        response::SENT => not(format!(
+            "{} was sent already: {}",
+            o.handle,
+            o.fields_text()
+        )),
+        _ => match o.into_result() {
+            Err(e) => not(format!(
+                "it had ended already: {}: {}",
+                e.name(),
+                e.message()
+            )),
+            Ok(o) => not(format!("{} had ended already", o.handle)),
+        },
+    }
 }

@@ -25,6 +25,7 @@ impl Request {
     /// code 1 (cancelled), and each message's seq slot is filled by a Noop so the peer sees no
     /// hole. Otherwise (a send was already attempted, or the request is done) nothing changes
     /// and the Response reports what happened. Either way the handle gets exactly one Response.
+    /// A cancellation is durable when `Close` returns: `GetResult` then answers code 1.
     async fn close(&self) -> Result<(), ipc_proto::Error> {
         let Some(service) = self.hub.service() else {
             return Err(ipc_proto::Error::Internal("the daemon is stopping".into()));
