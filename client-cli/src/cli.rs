@@ -44,7 +44,7 @@ pub enum Command {
     Close(CloseArgs),
     /// List the secret chats (a table, or a JSON array with --json).
     Chats,
-    /// One secret chat: show, request, accept, decline, discard.
+    /// One secret chat: show, request, accept, decline, discard, forget.
     #[command(subcommand)]
     Chat(ChatCommand),
     /// Log the daemon's account in (phone, code, then the password if two-step verification is
@@ -198,6 +198,13 @@ pub enum ChatCommand {
         /// Ask the peer to delete the history too.
         #[arg(long)]
         delete_history: bool,
+    },
+    /// Remove a closed chat and everything stored for it: its state, events and request
+    /// results (ForgetChat).
+    Forget {
+        /// The chat id or object path.
+        #[arg(value_parser = parse_chat, allow_hyphen_values = true)]
+        chat: i32,
     },
 }
 

@@ -490,7 +490,7 @@ fn typed_errors_exit_1() {
 }
 
 #[test]
-fn incoming_chats_accept_decline_discard() {
+fn incoming_chats_accept_decline_discard_forget() {
     let t = TestLab::start("incoming", "ask", &[(7003, "normal")]);
     let watch = Watcher::start(&t.args(&["--json", "watch"]));
     let admin = |peer: i64| {
@@ -519,8 +519,40 @@ fn incoming_chats_accept_decline_discard() {
     let v = ok_json(&t.args(&["--json", "chat", "decline", &b.to_string()]));
     assert_eq!(v, json!({"chat_id": b, "done": "declined"}));
     t.wait_state(b, "discarded");
+    // An open chat is not forgotten.
+    let o = run(&t.args(&["chat", "forget", &a.to_string()]));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with("error: WrongState: "),
+        "{}",
+        stderr(&o)
+    );
     ok(&t.args(&["chat", "discard", &a.to_string(), "--delete-history"]));
     t.wait_state(a, "discarded");
+    // A closed one is, once Telegram has its discardEncryption.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let v = loop {
+        let o = run(&t.args(&["--json", "chat", "forget", &b.to_string()]));
+        if o.status.success() {
+            break serde_json::from_str::<Value>(stdout(&o).trim()).unwrap();
+        }
+        assert!(
+            stdout(&o).contains("still owes Telegram") && Instant::now() < deadline,
+            "{}",
+            stdout(&o)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(v, json!({"chat_id": b, "done": "forgotten"}));
+    assert_eq!(t.state(b), None);
+    assert_eq!(t.state(a).as_deref(), Some("discarded"));
+    let o = run(&t.args(&["chat", "show", &b.to_string()]));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).starts_with("error: NoSuchChat: "),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]

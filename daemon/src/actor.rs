@@ -123,6 +123,13 @@ pub struct Discard {
     pub delete_history: bool,
 }
 
+/// Forget a closed chat: everything stored for it goes (`chatstore::forget`), then the actor
+/// stops. Answered on the channel: `WrongState` for an open chat, or one that still owes
+/// Telegram its `discardEncryption`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Forget(pub oneshot::Sender<Result<(), ServiceError>>);
+
 /// Accept a requested chat.
 #[derive(Message)]
 #[rtype(result = "Result<(), ServiceError>")]
@@ -1122,6 +1129,51 @@ impl Handler<Discard> for ChatActor {
         let out = self.chat.discard(d.delete_history);
         self.apply(out, Batch::new(), After::default(), ctx);
         Ok(())
+    }
+}
+
+impl Handler<Forget> for ChatActor {
+    type Result = ();
+
+    fn handle(&mut self, Forget(tx): Forget, ctx: &mut Context<Self>) {
+        self.flush_staged(ctx);
+        let id = self.id();
+        if !self.chat.stage().is_discarded() {
+            let _gone = tx.send(Err(ServiceError::WrongState(format!(
+                "chat {id} is open: only a closed chat is forgotten (DiscardChat first)"
+            ))));
+            return;
+        }
+        let owes = match chatstore::owes_calls(&self.shared.store, id) {
+            Ok(o) => o || self.flight.is_some() || !self.calls.is_empty(),
+            Err(e) => {
+                let _gone = tx.send(Err(e.into()));
+                return;
+            }
+        };
+        if owes {
+            let _gone = tx.send(Err(ServiceError::WrongState(format!(
+                "chat {id} still owes Telegram its discardEncryption: forget it once that is \
+                 done"
+            ))));
+            return;
+        }
+        if self.committing || !self.commits.is_empty() {
+            // What it is storing goes first, and is announced.
+            ctx.notify_later(Forget(tx), Duration::from_millis(10));
+            return;
+        }
+        tracing::info!(chat = id, "forgetting the chat");
+        let shared = Arc::clone(&self.shared);
+        // Nothing else is handled meanwhile, and the actor stops after it.
+        ctx.wait(
+            async move { chatstore::forget(&shared.store, id).await }
+                .into_actor(self)
+                .map(move |r, _, ctx: &mut Context<Self>| {
+                    let _gone = tx.send(r.map_err(ServiceError::from));
+                    ctx.stop();
+                }),
+        );
     }
 }
 

@@ -493,6 +493,85 @@ pub fn remove_inbound(batch: &mut Batch, chat_id: i32, random_id: i64) {
     batch.remove(Tree::Inbound, keys::key_i32_i64(chat_id, random_id));
 }
 
+/// Batches of at most this many removals when a chat is forgotten.
+const FORGET_CHUNK: usize = 1024;
+
+/// Whether the chat owes Telegram a call (stored).
+pub fn owes_calls(store: &Store, chat_id: i32) -> Result<bool, DaemonError> {
+    match store
+        .scan_prefix(Tree::Meta, &call_prefix(Some(chat_id)))
+        .next()
+    {
+        Some(e) => e.map(|_| true).map_err(DaemonError::from),
+        None => Ok(false),
+    }
+}
+
+/// Removes everything stored for a chat (`Manager1.ForgetChat`; its actor checked that it is
+/// closed and owes Telegram nothing, and stops after this). First its requests (each record,
+/// its random_id index entries and its handle index; a result not announced yet stays), in batches of
+/// [`FORGET_CHUNK`]; then, in one last batch, the chat's own records (Chats, Outbox, Gap,
+/// Inbox, Inbound), so the chat is gone at once. A crash in between leaves the chat with fewer
+/// of its results, and a repeat finishes. The owners of the random_ids its callers chose stay
+/// (Meta `r`): Telegram still refuses them.
+pub async fn forget(store: &Store, chat_id: i32) -> Result<(), DaemonError> {
+    let prefix = keys::key_i32(chat_id);
+    let mut ids = std::collections::BTreeSet::new();
+    let mut removals: Vec<(Tree, Vec<u8>)> = Vec::new();
+    for e in store.scan_prefix(Tree::RequestIndex, &prefix) {
+        let (k, v) = e?;
+        if let Ok(id) = <[u8; 8]>::try_from(v.as_slice()) {
+            ids.insert(u64::from_be_bytes(id));
+        }
+        removals.push((Tree::RequestIndex, k));
+    }
+    // This layout's ids start with the chat (see `records::message_request_id`).
+    for e in store.scan_prefix(Tree::Requests, &(chat_id as u32).to_be_bytes()) {
+        let (k, _) = e?;
+        if let Some(id) = <[u8; 8]>::try_from(k.as_slice())
+            .ok()
+            .map(u64::from_be_bytes)
+            && records::request_slot(id).is_some_and(|(c, _)| c == chat_id)
+        {
+            ids.insert(id);
+        }
+    }
+    for id in ids {
+        // A result whose Response has not gone out yet stays (with its handle index), so
+        // that its one Response still goes out.
+        if store.get(Tree::Meta, &records::announce_key(id))?.is_some() {
+            continue;
+        }
+        if let Some(r) = get::<RequestRecord>(store, Tree::Requests, &records::request_key(id))?
+            && r.chat_id == chat_id
+        {
+            removals.push((Tree::Meta, records::handle_key(&r.handle)));
+        }
+        removals.push((Tree::Requests, records::request_key(id).to_vec()));
+    }
+    for chunk in removals.chunks(FORGET_CHUNK) {
+        let mut batch = Batch::new();
+        for (tree, k) in chunk {
+            batch.remove(*tree, k.clone());
+        }
+        store.commit(batch).await?;
+    }
+    let mut batch = Batch::new();
+    for tree in [
+        Tree::Outbox,
+        Tree::Gap,
+        Tree::Inbox,
+        Tree::Inbound,
+        Tree::Chats,
+    ] {
+        for e in store.scan_prefix(tree, &prefix) {
+            batch.remove(tree, e?.0);
+        }
+    }
+    store.commit(batch).await?;
+    Ok(())
+}
+
 /// The ids of chats that owe Telegram a call.
 pub fn chats_with_owed_calls(store: &Store) -> Result<std::collections::HashSet<i32>, DaemonError> {
     let mut ids = std::collections::HashSet::new();

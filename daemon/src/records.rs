@@ -6,7 +6,7 @@
 //!
 //! | tree | key | value | written | removed |
 //! | --- | --- | --- | --- | --- |
-//! | Chats | chat, part 0/1/2/3 | secret-core's `AuthState` / `ConfigState` / `PfsState` / `SeqState` | when an output names the record | never (a discarded chat keeps its closed state) |
+//! | Chats | chat, part 0/1/2/3 | secret-core's `AuthState` / `ConfigState` / `PfsState` / `SeqState` | when an output names the record | when the closed chat is forgotten (`ForgetChat`: every key of the chat in every tree goes, see `chatstore::forget`; a discarded chat keeps its closed state until then) |
 //! | Chats | chat, part 4 | [`ChatMeta`] | creation; each inbox event | never |
 //! | Outbox | (chat, out_raw) | `OutboxEntry` (exact ciphertext; version 1), or [`OutboxWithRequest`] (version 2) for the first message of an open request | created before it leaves; when the server accepts it | acknowledged by the peer, or the chat closes |
 //! | Gap | (chat, out_raw) | `QueuedMessage` | a peer message ahead of a hole | processed in order, or the chat closes |
@@ -14,7 +14,7 @@
 //! | Inbound | (chat, random_id) | [`InboundMessage`] | with the update batch it came in, before qts is acknowledged (insert-if-absent) | with the chat output that processed it |
 //! | Meta | `u` ‖ seq | [`ChatUpdate`] | with its update batch | once the chat applied it |
 //! | Meta | `c` ‖ chat ‖ seq | [`PendingCall`] | with the output that asked for it | when the server answered it (or it is moot) |
-//! | Requests | id ([`message_request_id`]: chat, marker bit, out_raw of its first message) | [`RequestRecord`] | each change after its acceptance (a part's date, the final result, its announcement); when its first message leaves the outbox while it is open | kept (results stay queryable) |
+//! | Requests | id ([`message_request_id`]: chat, marker bit, out_raw of its first message) | [`RequestRecord`] | each change after its acceptance (a part's date, the final result, its announcement); when its first message leaves the outbox while it is open | kept (results stay queryable) until the chat is forgotten |
 //! | RequestIndex | (chat, random_id) | request id | with the request's final result | kept (idempotent retries of finished requests) |
 //! | Meta | `a` ‖ id | (empty) | a request's result is final | its Response went out |
 //! | Meta | `h` ‖ handle path | request id | with the request's final result | kept (results by handle) |

@@ -184,6 +184,25 @@ impl Service {
             .map_err(|e| ServiceError::Internal(e.to_string()))?
     }
 
+    /// Forgets a closed chat: everything stored for it goes (its records, events and request
+    /// results; see `chatstore::forget`). `WrongState` for an open chat, or one that still owes
+    /// Telegram its `discardEncryption`.
+    pub async fn forget_chat(&self, chat_id: i32) -> Result<(), ServiceError> {
+        let actor = self.chat_actor(chat_id).await?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        actor
+            .send(actor::Forget(tx))
+            .await
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let forgotten = rx
+            .await
+            .map_err(|_| ServiceError::Internal("the chat's actor stopped".into()))?;
+        if forgotten.is_ok() {
+            self.forget_actor(chat_id);
+        }
+        forgotten
+    }
+
     /// Accepts a requested chat.
     pub async fn accept(&self, chat_id: i32) -> Result<(), ServiceError> {
         let actor = self.chat_actor(chat_id).await?;

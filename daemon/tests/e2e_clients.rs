@@ -93,7 +93,7 @@ fn strings(v: &[&str]) -> Vec<String> {
 
 // ---- the contract's members ------------------------------------------------------------------
 
-const MANAGER_METHODS: [&str; 15] = [
+const MANAGER_METHODS: [&str; 16] = [
     "SendEncryptedService",
     "SendServiceAction",
     "Call",
@@ -101,6 +101,7 @@ const MANAGER_METHODS: [&str; 15] = [
     "AcceptChat",
     "DeclineChat",
     "DiscardChat",
+    "ForgetChat",
     "ListChats",
     "GetChat",
     "GetStatus",
@@ -110,7 +111,7 @@ const MANAGER_METHODS: [&str; 15] = [
     "LoginPassword",
     "Logout",
 ];
-const MANAGER_SIGNALS: [&str; 2] = ["ChatRequested", "ChatAdded"];
+const MANAGER_SIGNALS: [&str; 3] = ["ChatRequested", "ChatAdded", "ChatRemoved"];
 const MANAGER_PROPERTIES: [&str; 4] = [
     "Version",
     "AuthorizationState",

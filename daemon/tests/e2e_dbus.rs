@@ -811,3 +811,173 @@ fn logout_closes_the_chats_and_login_takes_the_code_and_the_password() {
         assert!(d.terminate().is_some_and(|s| s.success()));
     });
 }
+
+/// `ForgetChat`: refused for an open chat and for one whose `discardEncryption` Telegram has
+/// not taken yet; then everything stored for the chat goes (its object with `ChatRemoved`, its
+/// view, its results, its records in every tree), across a restart, while the random_id its
+/// caller chose stays refused.
+#[test]
+fn forget_chat_removes_a_closed_chat_and_everything_stored_for_it() {
+    use grammers_tl_types::Identifiable;
+    runtime().block_on(async {
+        let tmp = Temp::new("forget");
+        let bus = Bus::start();
+        let sim = Sim::start(&tmp.0.join("sim"), &[(ALICE, "Alice")], &[(BOB, "normal")]);
+        let key = sim.key_file(ALICE, &tmp.0);
+        let mut d = Daemon::start(&tmp.0.join("d"), &bus.address, &sim, &key, "always");
+        let client = Client::connect(&bus.address).await;
+        client.wait_ready(30).await;
+        let responses = client.responses().await;
+        let signals = Signals::start(&client).await;
+        let m = client.manager().await;
+        let chat = m.request_chat(BOB, HashMap::new()).await.unwrap();
+        let other = m.request_chat(BOB, HashMap::new()).await.unwrap();
+        client.wait_state(chat, "ready", 30).await;
+        client.wait_state(other, "ready", 30).await;
+        let h = m
+            .send_encrypted_service(chat, &ttl_message(0, 5), send_options("f1", 0x7001))
+            .await
+            .unwrap();
+        assert_eq!(responses.one(h.as_str(), 30).await.1, response::SENT);
+        let wrong_state = |r: Result<(), ipc_proto::Error>| match r {
+            Err(ipc_proto::Error::WrongState(w)) => w,
+            other => panic!("expected WrongState, got {other:?}"),
+        };
+        let why = wrong_state(m.forget_chat(chat).await);
+        assert!(why.contains("DiscardChat first"), "{why}");
+        assert!(matches!(
+            m.forget_chat(chat ^ 0x55).await,
+            Err(ipc_proto::Error::NoSuchChat(_))
+        ));
+
+        // Telegram fails the discardEncryption for now: the call stays owed.
+        let mut faults = tgsim::faults::Faults::none();
+        faults.account_calls.insert(
+            ALICE,
+            tgsim::faults::CallFaults {
+                fail: 1000,
+                methods: vec![
+                    grammers_tl_types::functions::messages::DiscardEncryption::CONSTRUCTOR_ID,
+                ],
+                errors: vec![tgsim::faults::InjectedError::new(500, "INTERNAL")],
+                ..Default::default()
+            },
+        );
+        sim.admin().set_faults(&faults).unwrap();
+        m.discard_chat(chat, false).await.unwrap();
+        client.wait_state(chat, "discarded", 10).await;
+        let why = wrong_state(m.forget_chat(chat).await);
+        assert!(why.contains("still owes Telegram"), "{why}");
+        assert_eq!(client.chat_state(chat).await.as_deref(), Some("discarded"));
+        sim.admin()
+            .set_faults(&tgsim::faults::Faults::none())
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match m.forget_chat(chat).await {
+                Ok(()) => break,
+                Err(ipc_proto::Error::WrongState(w)) if w.contains("still owes") => {
+                    assert!(std::time::Instant::now() < deadline, "{w}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        let path = ipc_proto::chat_path(chat);
+        let removed: i32 = signals
+            .wait(ipc_proto::MANAGER_PATH, "ChatRemoved", |msg| {
+                let (id, p): (i32, zbus::OwnedObjectPath) = msg.body().deserialize().ok()?;
+                (p.as_str() == path).then_some(id)
+            })
+            .await;
+        assert_eq!(removed, chat);
+        let gone = |d: &HashMap<String, OwnedVariant>| {
+            i32::try_from(&**d.get("chat_id").unwrap()).unwrap() == chat
+        };
+        let check_gone = |m: ipc_proto::ManagerProxy<'static>| {
+            let h = h.clone();
+            let path = path.clone();
+            let conn = client.conn.clone();
+            async move {
+                assert!(matches!(
+                    m.get_chat(chat).await,
+                    Err(ipc_proto::Error::NoSuchChat(_))
+                ));
+                assert!(matches!(
+                    m.forget_chat(chat).await,
+                    Err(ipc_proto::Error::NoSuchChat(_))
+                ));
+                let chats = m.list_chats().await.unwrap();
+                assert!(!chats.iter().any(gone), "still listed");
+                assert_eq!(chats.len(), 1, "the other chat stays");
+                assert!(matches!(
+                    m.get_result(&h).await,
+                    Err(ipc_proto::Error::NoSuchRequest(_))
+                ));
+                let object = zbus::fdo::PropertiesProxy::builder(&conn)
+                    .destination(ipc_proto::BUS_NAME)
+                    .path(path.as_str())
+                    .build()
+                    .await
+                    .unwrap();
+                let all = object
+                    .get_all(ipc_proto::CHAT_INTERFACE.try_into().unwrap())
+                    .await;
+                assert!(
+                    matches!(&all, Err(zbus::fdo::Error::UnknownObject(_))),
+                    "{all:?}"
+                );
+            }
+        };
+        check_gone(m.clone()).await;
+        // The other chat still sends; the forgotten chat's random_id stays refused.
+        let h2 = m
+            .send_encrypted_service(other, &ttl_message(0, 6), HashMap::new())
+            .await
+            .unwrap();
+        assert_eq!(responses.one(h2.as_str(), 30).await.1, response::SENT);
+        assert!(matches!(
+            m.send_encrypted_service(other, &ttl_message(0, 5), send_options("f2", 0x7001))
+                .await,
+            Err(ipc_proto::Error::BadRandomId(_))
+        ));
+
+        // After a restart, still gone; and nothing of it is left in the store.
+        assert!(d.terminate().is_some_and(|s| s.success()));
+        {
+            use tgsecretd::store::{Store, StoreOptions, Tree};
+            let store = Store::open(&tmp.0.join("d/store"), StoreOptions::default()).unwrap();
+            let prefix = tgsecretd::store::keys::key_i32(chat);
+            for tree in [
+                Tree::Chats,
+                Tree::Outbox,
+                Tree::Gap,
+                Tree::Inbox,
+                Tree::Inbound,
+                Tree::RequestIndex,
+            ] {
+                let left = store.scan_prefix(tree, &prefix).count();
+                assert_eq!(left, 0, "{tree:?} keeps {left} keys of the chat");
+            }
+            let left = store
+                .scan_prefix(Tree::Requests, &(chat as u32).to_be_bytes())
+                .count();
+            assert_eq!(left, 0, "Requests keeps {left} records of the chat");
+            assert!(
+                store
+                    .get(Tree::Meta, &tgsecretd::records::handle_key(h.as_str()))
+                    .unwrap()
+                    .is_none()
+            );
+            let other_left = store
+                .scan_prefix(Tree::Chats, &tgsecretd::store::keys::key_i32(other))
+                .count();
+            assert_eq!(other_left, 5, "the other chat's records");
+            store.close().unwrap();
+        }
+        d.restart();
+        client.wait_ready(30).await;
+        check_gone(client.manager().await).await;
+        assert!(d.terminate().is_some_and(|s| s.success()));
+    });
+}

@@ -67,6 +67,11 @@ pub trait Manager {
     /// it too. Requests not sent yet end with `CHAT_DISCARDED`.
     fn discard_chat(&self, chat_id: i32, delete_history: bool) -> Result<(), crate::Error>;
 
+    /// Forgets a closed chat: everything the daemon stored for it goes (state, events, request
+    /// results), its object is removed and `ChatRemoved` goes out. `WrongState` for an open
+    /// chat, or one whose `discardEncryption` Telegram has not taken yet.
+    fn forget_chat(&self, chat_id: i32) -> Result<(), crate::Error>;
+
     /// Every chat, as the dictionaries [`crate::chat_keys`] describes.
     fn list_chats(&self) -> Result<Vec<Dict>, crate::Error>;
 
@@ -106,6 +111,10 @@ pub trait Manager {
     /// before any signal of the chat.
     #[zbus(signal)]
     fn chat_added(&self, chat_id: i32, path: zbus::ObjectPath<'_>) -> zbus::Result<()>;
+
+    /// A forgotten chat's object went (`ForgetChat`).
+    #[zbus(signal)]
+    fn chat_removed(&self, chat_id: i32, path: zbus::ObjectPath<'_>) -> zbus::Result<()>;
 
     /// The daemon's version.
     #[zbus(property)]

@@ -1,4 +1,4 @@
-//! `chats` and `chat show|request|accept|decline|discard`.
+//! `chats` and `chat show|request|accept|decline|discard|forget`.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -84,6 +84,10 @@ pub async fn chat(ctx: &Ctx, c: ChatCommand) -> Result<(), CliError> {
             let client = ctx.client().await?;
             client.manager.discard_chat(chat, delete_history).await?;
             done(ctx, chat, "discarded")
+        }
+        ChatCommand::Forget { chat } => {
+            ctx.client().await?.manager.forget_chat(chat).await?;
+            done(ctx, chat, "forgotten")
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::output::{plain, variant_to_json};
 pub fn arg_names(member: &str) -> &'static [&'static str] {
     match member {
         "ChatRequested" => &["chat_id", "user_id"],
-        "ChatAdded" => &["chat_id", "path"],
+        "ChatAdded" | "ChatRemoved" => &["chat_id", "path"],
         "ServiceAction" => &["random_id", "date", "action", "json"],
         "Message" => &["random_id", "date", "json"],
         "Closed" => &["by", "reason"],

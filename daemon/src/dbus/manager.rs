@@ -392,6 +392,25 @@ impl Manager {
             .map_err(to_dbus)
     }
 
+    /// Forgets a closed chat: everything the daemon stored for it goes (its state, events and
+    /// request results), its object is removed and `ChatRemoved` goes out. `WrongState` for
+    /// an open chat (DiscardChat first) or one whose `discardEncryption` Telegram has not
+    /// taken yet; `NoSuchChat` for an unknown one.
+    async fn forget_chat(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+        chat_id: i32,
+    ) -> Result<(), Error> {
+        self.service.forget_chat(chat_id).await.map_err(to_dbus)?;
+        self.hub.unexport(conn, chat_id).await;
+        let path = ipc_proto::chat_path(chat_id);
+        if let Ok(p) = zbus::ObjectPath::try_from(path.as_str()) {
+            let _ = Self::chat_removed(&emitter, chat_id, p).await;
+        }
+        Ok(())
+    }
+
     /// Every chat, as dictionaries with the keys of `ipc_proto::chat_keys` (the chat
     /// object's properties, and `path`: the object exists from now on).
     async fn list_chats(
@@ -538,6 +557,14 @@ impl Manager {
     /// A chat object appeared (a chat we opened, or one someone opened with us).
     #[zbus(signal)]
     pub async fn chat_added(
+        emitter: &SignalEmitter<'_>,
+        chat_id: i32,
+        path: zbus::ObjectPath<'_>,
+    ) -> zbus::Result<()>;
+
+    /// A forgotten chat's object went (`ForgetChat`).
+    #[zbus(signal)]
+    pub async fn chat_removed(
         emitter: &SignalEmitter<'_>,
         chat_id: i32,
         path: zbus::ObjectPath<'_>,

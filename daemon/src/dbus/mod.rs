@@ -219,6 +219,21 @@ impl Hub {
         }
     }
 
+    /// A forgotten chat: its object goes, with what was gathered for it.
+    async fn unexport(&self, conn: &Connection, chat_id: i32) {
+        {
+            let mut v = lock(&self.views);
+            v.pending.remove(&chat_id);
+            v.emitted.remove(&chat_id);
+            v.exported.remove(&chat_id);
+        }
+        let path = ipc_proto::chat_path(chat_id);
+        let _ = conn
+            .object_server()
+            .remove::<ChatObject, _>(path.as_str())
+            .await;
+    }
+
     /// Emits the gathered property changes (see [`FLUSH_EVERY`]).
     async fn flush(&self, conn: &Connection) {
         let changes: Vec<(ChatView, Option<ChatView>)> = {
