@@ -302,12 +302,31 @@ fn every_service_action_properties_signals_and_call() {
         let next = c.next_event().await.unwrap();
         assert!(next > 0);
         let events = c.events(0, 1000).await.unwrap();
-        assert!(
-            events
-                .iter()
-                .any(|(_, j)| j.contains("decryptedMessageActionSetMessageTTL"))
-        );
         assert!(events.windows(2).all(|w| w[0].0 < w[1].0));
+        // Each one an object named by "event" (ipc_proto::events).
+        let events: Vec<serde_json::Value> = events
+            .iter()
+            .map(|(_, j)| serde_json::from_str(j).unwrap())
+            .collect();
+        assert!(
+            events.iter().any(|e| e["event"] == ipc_proto::events::ACTION
+                && e["action"]["_"] == "decryptedMessageActionSetMessageTTL"
+                && e["random_id"].is_i64()),
+            "{events:?}"
+        );
+        let ready = events
+            .iter()
+            .find(|e| e["event"] == ipc_proto::events::READY)
+            .expect("a ready event");
+        assert_eq!(
+            ready["key_fingerprint"].as_i64(),
+            Some(c.key_fingerprint().await.unwrap())
+        );
+        assert_eq!(
+            ready["key_visualization"].as_str().map(str::len),
+            Some(72),
+            "{ready}"
+        );
 
         // The protocol's own actions and unknown ones are typed errors.
         let g = Variant::from(vec![7u8; 256]);

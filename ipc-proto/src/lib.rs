@@ -130,6 +130,37 @@ pub mod result_keys {
     pub const MESSAGE: &str = "message";
 }
 
+/// The kinds of inbox event that `SecretChat1.Events` returns: each event is a JSON object whose
+/// `"event"` is one of these, with the fields listed (random_ids, dates and fingerprints as
+/// JSON numbers; `message` and `action` in the MadelineProto-style JSON of the signals).
+pub mod events {
+    /// `state` (`requested`, `waiting`, `ready`, `discarded`); when discarded also `by`
+    /// (`local`, `peer`, `server`, `logout`, `protocol`) and `reason`, as `Closed` says.
+    pub const STATUS: &str = "status";
+    /// The key is agreed: `key_fingerprint` (the `KeyFingerprint` property's value) and
+    /// `key_visualization` (lower-case hex of the 36 bytes).
+    pub const READY: &str = "ready";
+    /// A content message from the peer: `random_id`, `date`, `message`.
+    pub const MESSAGE: &str = "message";
+    /// A service action from the peer: `random_id`, `date`, `action`.
+    pub const ACTION: &str = "action";
+    /// A peer message of a constructor no layer of the schema has: `random_id`, `layer`,
+    /// `constructor` (its id).
+    pub const UNSUPPORTED: &str = "unsupported";
+    /// The peer's layer went up: `layer`.
+    pub const PEER_LAYER: &str = "peer_layer";
+    /// The chat's TTL changed (either side): `ttl_seconds`.
+    pub const TTL: &str = "ttl";
+    /// The peer processed our messages: `random_ids`.
+    pub const ACKNOWLEDGED: &str = "acknowledged";
+    /// Telegram accepted one of our messages: `random_id`, `date`.
+    pub const SENT: &str = "sent";
+    /// A re-key finished: `key_fingerprint` of the new key.
+    pub const KEY_CHANGED: &str = "key_changed";
+    /// A re-key was abandoned: `exchange_id`.
+    pub const REKEY_ABORTED: &str = "rekey_aborted";
+}
+
 /// Keys of a chat's dictionary (`ListChats`, `GetChat`); the same values as the chat object's
 /// properties.
 pub mod chat_keys {

@@ -53,7 +53,10 @@ impl ChatObject {
 #[interface(name = "io.github.tgsecretd.SecretChat1")]
 impl ChatObject {
     /// Up to `limit` (at most 1000) inbox events numbered from `from`: (number, JSON). The
-    /// inbox keeps the last 1000 events of the chat; `NextEvent` is the next number.
+    /// inbox keeps the last 1000 events of the chat; `NextEvent` is the next number. Each JSON
+    /// is an object whose `event` names its kind (`status`, `ready`, `message`, `action`,
+    /// `unsupported`, `peer_layer`, `ttl`, `acknowledged`, `sent`, `key_changed`,
+    /// `rekey_aborted`: see `ipc_proto::events` for their fields).
     async fn events(&self, from: u64, limit: u32) -> Result<Vec<(u64, String)>, ipc_proto::Error> {
         let store = self
             .store
@@ -62,14 +65,10 @@ impl ChatObject {
         let limit = limit.min(MAX_EVENTS) as usize;
         let events = chatstore::inbox(&store, self.chat_id, from, limit)
             .map_err(|e| ipc_proto::Error::Internal(e.to_string()))?;
-        events
+        Ok(events
             .into_iter()
-            .map(|(n, e)| {
-                serde_json::to_string(&e)
-                    .map(|j| (n, j))
-                    .map_err(|e| ipc_proto::Error::Internal(e.to_string()))
-            })
-            .collect()
+            .map(|(n, e)| (n, event_json(&e).to_string()))
+            .collect())
     }
 
     /// A service action from the peer, in order: its random_id, the server date, the
@@ -304,6 +303,65 @@ fn closed_by(s: &Status) -> Option<(&'static str, String)> {
     Some((by, crate::actor::failure_of(reason).1))
 }
 
+/// An inbox event as `Events` gives it: an object whose `"event"` names it
+/// ([`ipc_proto::events`]), with the fields of that kind; messages and actions in the
+/// MadelineProto-style JSON of the signals, key fingerprints as the `KeyFingerprint`
+/// property's `x`, the key visualization as lower-case hex.
+pub fn event_json(e: &Event) -> serde_json::Value {
+    use ipc_proto::events as ev;
+    use serde_json::json;
+    match e {
+        Event::StatusChanged(s) => {
+            let mut v = json!({"event": ev::STATUS, "state": s.name()});
+            if let Some((by, reason)) = closed_by(s) {
+                v["by"] = by.into();
+                v["reason"] = reason.into();
+            }
+            v
+        }
+        Event::Ready {
+            key_fingerprint,
+            visualization,
+        } => json!({
+            "event": ev::READY,
+            "key_fingerprint": key_fingerprint.to_i64(),
+            "key_visualization": visualization.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        }),
+        Event::Message {
+            random_id,
+            date,
+            message,
+        } => json!({
+            "event": ev::MESSAGE, "random_id": random_id, "date": date, "message": message.to_json(),
+        }),
+        Event::Action {
+            random_id,
+            date,
+            action,
+        } => json!({
+            "event": ev::ACTION, "random_id": random_id, "date": date, "action": action.to_json(),
+        }),
+        Event::Unsupported {
+            random_id,
+            layer,
+            constructor,
+        } => json!({
+            "event": ev::UNSUPPORTED, "random_id": random_id, "layer": layer,
+            "constructor": constructor,
+        }),
+        Event::PeerLayer(layer) => json!({"event": ev::PEER_LAYER, "layer": layer}),
+        Event::TtlChanged(ttl) => json!({"event": ev::TTL, "ttl_seconds": ttl}),
+        Event::Acknowledged(ids) => json!({"event": ev::ACKNOWLEDGED, "random_ids": ids}),
+        Event::Sent { random_id, date } => {
+            json!({"event": ev::SENT, "random_id": random_id, "date": date})
+        }
+        Event::KeyChanged(fp) => json!({"event": ev::KEY_CHANGED, "key_fingerprint": fp.to_i64()}),
+        Event::RekeyAborted { exchange_id } => {
+            json!({"event": ev::REKEY_ABORTED, "exchange_id": exchange_id})
+        }
+    }
+}
+
 /// Emits the signals of one event (nothing for events that only change properties).
 pub async fn emit_event(emitter: &SignalEmitter<'_>, e: Event) -> zbus::Result<()> {
     match e {
@@ -342,5 +400,93 @@ async fn emit_action(emitter: &SignalEmitter<'_>, action: A) -> zbus::Result<()>
         A::SetMessageTTL(t) => ChatObject::ttl_changed(emitter, t.ttl_seconds).await,
         A::FlushHistory(_) => ChatObject::history_flushed(emitter).await,
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use secret_core::chat::{DiscardReason, Event, Status};
+    use secret_core::crypto::KeyFingerprint;
+    use secret_core::tl::{enums, types};
+    use serde_json::json;
+
+    use super::event_json;
+
+    #[test]
+    fn every_event_kind_has_its_documented_json() {
+        let ttl = enums::DecryptedMessageAction::SetMessageTTL(
+            types::DecryptedMessageActionSetMessageTTL { ttl_seconds: 7 },
+        );
+        let cases = [
+            (
+                Event::StatusChanged(Status::Ready),
+                json!({"event": "status", "state": "ready"}),
+            ),
+            (
+                Event::StatusChanged(Status::Discarded(DiscardReason::Remote {
+                    history_deleted: false,
+                })),
+                json!({"event": "status", "state": "discarded", "by": "peer",
+                       "reason": crate::actor::failure_of(&DiscardReason::Remote {
+                           history_deleted: false,
+                       }).1}),
+            ),
+            (
+                Event::Ready {
+                    key_fingerprint: KeyFingerprint::from_i64(-2),
+                    visualization: [0xab; 36],
+                },
+                json!({"event": "ready", "key_fingerprint": -2,
+                       "key_visualization": "ab".repeat(36)}),
+            ),
+            (
+                Event::Action {
+                    random_id: -9,
+                    date: 100,
+                    action: ttl,
+                },
+                json!({"event": "action", "random_id": -9, "date": 100, "action":
+                       {"_": "decryptedMessageActionSetMessageTTL", "ttl_seconds": 7}}),
+            ),
+            (
+                Event::Unsupported {
+                    random_id: 1,
+                    layer: 200,
+                    constructor: 0xdead_beef,
+                },
+                json!({"event": "unsupported", "random_id": 1, "layer": 200,
+                       "constructor": 0xdead_beef_u32}),
+            ),
+            (
+                Event::PeerLayer(144),
+                json!({"event": "peer_layer", "layer": 144}),
+            ),
+            (
+                Event::TtlChanged(5),
+                json!({"event": "ttl", "ttl_seconds": 5}),
+            ),
+            (
+                Event::Acknowledged(vec![1, -2]),
+                json!({"event": "acknowledged", "random_ids": [1, -2]}),
+            ),
+            (
+                Event::Sent {
+                    random_id: 3,
+                    date: 4,
+                },
+                json!({"event": "sent", "random_id": 3, "date": 4}),
+            ),
+            (
+                Event::KeyChanged(KeyFingerprint::from_i64(11)),
+                json!({"event": "key_changed", "key_fingerprint": 11}),
+            ),
+            (
+                Event::RekeyAborted { exchange_id: 12 },
+                json!({"event": "rekey_aborted", "exchange_id": 12}),
+            ),
+        ];
+        for (e, want) in cases {
+            assert_eq!(event_json(&e), want, "{e:?}");
+        }
     }
 }
