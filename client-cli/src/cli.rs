@@ -6,8 +6,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::params::{Param, parse_param};
 
-/// tgsecret: the command-line client of tgsecretd, the daemon that keeps your Telegram secret
-/// chats (io.github.tgsecretd on the D-Bus session bus).
+/// The command-line client of tgsecretd, the daemon that keeps your Telegram secret chats
+///
+/// tgsecret talks to tgsecretd (io.github.tgsecretd, on the D-Bus session bus unless --bus
+/// says otherwise): it sends service messages, calls Telegram methods in the seed's JSON form,
+/// follows or cancels requests, manages chats and the login, and prints the daemon's signals.
+/// `codec` works offline.
 #[derive(Parser, Debug)]
 #[command(name = "tgsecret", version, after_help = crate::EXIT_CODES)]
 pub struct Cli {
@@ -97,7 +101,7 @@ pub struct SendServiceArgs {
     #[arg(value_parser = parse_chat, allow_hyphen_values = true)]
     pub chat: i32,
     /// The action's TL name (decryptedMessageActionSetMessageTTL, or SetMessageTTL, any case).
-    #[arg(required_unless_present_any = ["json_message", "tl"])]
+    #[arg(required_unless_present_any = ["json_message", "tl"], value_parser = ActionName)]
     pub action: Option<String>,
     /// A field of the action: K=V or K:=JSON (repeatable; see below for the types).
     #[arg(long = "param", value_name = "K=V", value_parser = parse_param)]
@@ -300,8 +304,9 @@ pub struct CompletionsArgs {
 /// `man`.
 #[derive(Args, Debug)]
 pub struct ManArgs {
-    /// A subcommand's page instead of the main one (e.g. `send-service`, `chat`).
-    pub command: Option<String>,
+    /// A subcommand's page instead of the main one (e.g. `send-service`, `chat`,
+    /// `chat request`).
+    pub command: Vec<String>,
 }
 
 /// A chat id: an integer (negative ones too) or the chat's object path.
@@ -311,6 +316,34 @@ pub fn parse_chat(s: &str) -> Result<i32, String> {
     }
     ipc_proto::chat_id_of_path(s)
         .ok_or_else(|| format!("{s:?} is neither a chat id (a 32-bit integer) nor a chat path"))
+}
+
+/// An action name: any string (the daemon judges it, in any case, short or full), offered
+/// from [`ipc_proto::ACTIONS`] to shell completion and listed in the help.
+#[derive(Clone, Debug)]
+pub struct ActionName;
+
+impl clap::builder::TypedValueParser for ActionName {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<String, clap::Error> {
+        clap::builder::StringValueParser::new().parse_ref(cmd, arg, value)
+    }
+
+    fn possible_values(
+        &self,
+    ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        Some(Box::new(
+            ipc_proto::ACTIONS
+                .iter()
+                .map(|a| clap::builder::PossibleValue::new(*a)),
+        ))
+    }
 }
 
 /// A D-Bus address (`unix:path=…`, `tcp:host=…,port=…`), checked here so that a malformed one

@@ -252,6 +252,25 @@ fn completions_mention_every_subcommand() {
         for sub in subcommands() {
             assert!(out.contains(&sub), "{shell} completions lack {sub}");
         }
+        // send-service's ACTION completes to the contract's action names (clap_complete
+        // offers a positional's values in bash and zsh only).
+        if ["bash", "zsh"].contains(&shell) {
+            for action in ipc_proto::ACTIONS {
+                assert!(out.contains(action), "{shell} completions lack {action}");
+            }
+        }
+    }
+    // Offered, not imposed: any case and the full TL name still parse.
+    for action in [
+        "setmessagettl",
+        "decryptedMessageActionFlushHistory",
+        "Dance",
+    ] {
+        assert!(
+            tgsecret_cli::cli::Cli::try_parse_from(["tgsecret", "send-service", "1", action])
+                .is_ok(),
+            "{action}"
+        );
     }
 }
 
@@ -267,11 +286,52 @@ fn man_page_mentions_every_subcommand() {
     for sub in subcommands() {
         assert!(page.contains(&sub), "man page lacks {sub}");
     }
+    // NAME says what it is once; the exit codes are their own section, line by line.
+    assert!(
+        page.contains(".SH NAME\ntgsecret - The command-line client of tgsecretd"),
+        "{page}"
+    );
+    assert!(!page.contains(".SH EXTRA"), "{page}");
+    let exit = &page[page
+        .find(".SH \"EXIT STATUS\"\n.nf\n")
+        .expect("EXIT STATUS")..];
+    for code in 0..=5 {
+        assert!(
+            exit.contains(&format!("\n  {code}  ")),
+            "exit code {code}: {exit}"
+        );
+    }
     let chat = ok(&["man", "chat"]);
-    for sub in ["show", "request", "accept", "decline", "discard"] {
+    for sub in ["show", "request", "accept", "decline", "discard", "forget"] {
         assert!(chat.contains(sub), "tgsecret-chat(1) lacks {sub}");
     }
+    // Every page, nested ones too (`man chat request`), renders.
+    let mut pages = vec![vec![]];
+    for sub in command().get_subcommands() {
+        pages.push(vec![sub.get_name().to_owned()]);
+        for nested in sub.get_subcommands() {
+            pages.push(vec![
+                sub.get_name().to_owned(),
+                nested.get_name().to_owned(),
+            ]);
+        }
+    }
+    assert!(pages.len() > 20, "{pages:?}");
+    for p in &pages {
+        let args: Vec<&str> = std::iter::once("man")
+            .chain(p.iter().map(String::as_str))
+            .collect();
+        let page = ok(&args);
+        let name = std::iter::once("tgsecret")
+            .chain(p.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join("-");
+        assert!(page.contains(&format!(".TH {name} 1")), "{p:?}: {page}");
+    }
+    let examples = ok(&["man", "send-service"]);
+    assert!(examples.contains(".SH \"EXAMPLES\"\n.nf\n"), "{examples}");
     assert_eq!(run(&["man", "nope"]).status.code(), Some(2));
+    assert_eq!(run(&["man", "chat", "nope"]).status.code(), Some(2));
 }
 
 /// `tgsecret … | head`: when the reader of stdout has gone, the CLI ends quietly with status 0

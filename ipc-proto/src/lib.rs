@@ -21,6 +21,22 @@ pub const REQUEST_INTERFACE: &str = "io.github.tgsecretd.Request1";
 /// Prefix of every D-Bus error name.
 pub const ERROR_PREFIX: &str = "io.github.tgsecretd.Error";
 
+/// The actions `SendServiceAction` takes, by the short form of their TL names (the full
+/// `decryptedMessageAction…` and any case work too): every service action of the secret-chat
+/// schema except the protocol's own (`Resend`, `AcceptKey`, `CommitKey`: `NotAllowed`).
+pub const ACTIONS: [&str; 10] = [
+    "SetMessageTTL",
+    "ReadMessages",
+    "DeleteMessages",
+    "ScreenshotMessages",
+    "FlushHistory",
+    "Typing",
+    "NotifyLayer",
+    "Noop",
+    "RequestKey",
+    "AbortKey",
+];
+
 /// Object path of one secret chat: negative ids are written as `_` followed by the absolute value.
 pub fn chat_path(chat_id: i32) -> String {
     if chat_id < 0 {

@@ -280,6 +280,23 @@ mod tests {
     }
 
     #[test]
+    fn the_contract_lists_every_action_an_application_may_send() {
+        let mut schema: Vec<&str> = secret_core::tl::ALL_CONSTRUCTORS
+            .iter()
+            .filter_map(|(n, _)| n.strip_prefix(ACTION_PREFIX))
+            .filter(|n| !["Resend", "AcceptKey", "CommitKey"].contains(n))
+            .collect();
+        schema.sort_unstable();
+        schema.dedup();
+        let mut listed = ipc_proto::ACTIONS.to_vec();
+        listed.sort_unstable();
+        assert_eq!(listed, schema);
+        for a in ipc_proto::ACTIONS {
+            assert!(action_name(a).is_ok(), "{a}");
+        }
+    }
+
+    #[test]
     fn params_become_the_actions_fields() {
         let m = service_message(
             "SetMessageTTL",
