@@ -603,13 +603,16 @@ pub fn message_from_json(v: &Value) -> Result<DecryptedMessage, ServiceError> {
 /// The TL type of a service message's action, as the TL and JSON decoders name it.
 const ACTION_TYPE: &str = "DecryptedMessageAction";
 
-/// The messages to send for `message` (chunks of a long text), the idempotency key, and the
-/// request's digest ([`request_digest`]).
+/// The messages to send (chunks of a long text), the idempotency key, and the request's
+/// digest ([`request_digest`]).
+type Prepared = (Vec<DecryptedMessage>, Option<i64>, [u8; 32]);
+
+/// What to send for `message`: see [`Prepared`].
 fn prepare(
     message: DecryptedMessage,
     random_id: Option<i64>,
     method: SendMethod,
-) -> Result<(Vec<DecryptedMessage>, Option<i64>, [u8; 32]), ServiceError> {
+) -> Result<Prepared, ServiceError> {
     let own = message.random_id();
     let rid = match (random_id, own) {
         (Some(0), _) => return Err(ServiceError::BadRandomId(0)),

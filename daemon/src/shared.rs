@@ -140,7 +140,7 @@ pub struct Shared {
     open_handles: Mutex<HashMap<String, u64>>,
     /// The random_ids callers chose for requests being accepted right now: random_id → (chat,
     /// the request's digest, claims). See [`Shared::claim_random_id`].
-    claimed_ids: Mutex<HashMap<i64, (i32, [u8; 32], usize)>>,
+    claimed_ids: Mutex<HashMap<i64, Claimed>>,
     next_inbound: AtomicU64,
     /// Bit 0: Telegram said the account is logged out; the rest: logins completed here.
     login: AtomicU64,
@@ -365,6 +365,9 @@ fn now_micros() -> u64 {
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// Who claims a random_id now: (chat, the request's digest, how many claims).
+type Claimed = (i32, [u8; 32], usize);
 
 /// A random_id claimed for a request being accepted ([`Shared::claim_random_id`]); released
 /// when dropped.
