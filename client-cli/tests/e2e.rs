@@ -619,14 +619,25 @@ fn demo_sends_every_action_and_stops_everything() {
 fn login_reads_the_code_from_stdin() {
     // tgsim signs in any account's phone with the code 22222.
     let t = TestLab::start("login", "always", &[]);
+    // The lab's account is signed in: no login step until a logout.
+    let o = run_with_stdin(&t.args(&["login", "--phone", "15557001"]), "22222\n");
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with("error: WrongState: ") && stderr(&o).contains("already logged in"),
+        "{}",
+        stderr(&o)
+    );
+    ok(&t.args(&["logout"]));
     let o = run_with_stdin(&t.args(&["login", "--phone", "15557001"]), "22222\n");
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o).trim(), "logged in as user 7001");
+    ok(&t.args(&["logout"]));
     let o = run_with_stdin(&t.args(&["--json", "login"]), "15557001\n22222\n");
     assert_eq!(
         serde_json::from_str::<Value>(&stdout(&o)).unwrap(),
         json!({"next": "done", "user_id": 7001})
     );
+    ok(&t.args(&["logout"]));
     let o = run_with_stdin(
         &t.args(&["--json", "login", "--phone", "15557001"]),
         "11111\n",
