@@ -441,8 +441,20 @@ async fn run_updates(shared: Arc<Shared>, link: Arc<Link>, registry: Addr<Regist
     let mut backoff = Duration::from_millis(200);
     loop {
         let epoch = shared.login_epoch();
-        match link.learn_self().await {
-            Ok(_) => break,
+        // One authorized call first: the cached self user says nothing about a key that was
+        // logged out (by us before a restart, or from another device).
+        let learnt = match link
+            .invoke(&grammers_tl_types::functions::updates::GetState {})
+            .await
+        {
+            Ok(_) => link.learn_self().await,
+            Err(e) => Err(e),
+        };
+        match learnt {
+            Ok(_) => {
+                shared.set_signed_in();
+                break;
+            }
             Err(e) if e.class == tglink::ErrorClass::LoggedOut => {
                 if shared.logged_out_since(epoch) {
                     tracing::warn!(error = %e, "not logged in: no updates until login");

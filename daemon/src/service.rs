@@ -215,15 +215,15 @@ impl Service {
     /// [`ServiceError::WrongState`] when the account is signed in: a login step then would
     /// only confuse Telegram's login flow (Logout comes first).
     fn check_not_logged_in(&self) -> Result<(), ServiceError> {
-        if self.shared.logged_out() {
+        if !self.shared.signed_in() {
             return Ok(());
         }
-        match self.shared.link.session().self_user() {
-            Some(user) => Err(ServiceError::WrongState(format!(
-                "already logged in as user {user}: Logout first"
-            ))),
-            None => Ok(()),
-        }
+        Err(ServiceError::WrongState(
+            match self.shared.link.session().self_user() {
+                Some(user) => format!("already logged in as user {user}: Logout first"),
+                None => "already logged in: Logout first".into(),
+            },
+        ))
     }
 
     /// Login, step 1: Telegram sends a code to `phone`.
@@ -275,6 +275,7 @@ impl Service {
             Err(e) => tracing::error!(error = %e, "the logout marker cannot be read"),
         }
         self.shared.set_logged_out(false);
+        self.shared.set_signed_in();
     }
 
     /// Cancels the request whose handle is `handle` if none of its messages ever left the

@@ -144,6 +144,10 @@ pub struct Shared {
     next_inbound: AtomicU64,
     /// Bit 0: Telegram said the account is logged out; the rest: logins completed here.
     login: AtomicU64,
+    /// Telegram answered an authorized call, or a login completed, since the daemon started
+    /// or last recorded a logout: the account is known to be signed in (at start it is not
+    /// known either way until the first call).
+    signed_in: std::sync::atomic::AtomicBool,
     logged_in: tokio::sync::Notify,
     fatal: Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>,
 }
@@ -174,6 +178,7 @@ impl Shared {
             claimed_ids: Mutex::new(HashMap::new()),
             next_inbound: AtomicU64::new(now_micros()),
             login: AtomicU64::new(0),
+            signed_in: std::sync::atomic::AtomicBool::new(false),
             logged_in: tokio::sync::Notify::new(),
             fatal: Mutex::new(Some(fatal)),
         }))
@@ -292,6 +297,7 @@ impl Shared {
     /// [`Shared::until_logged_in`] goes on).
     pub fn set_logged_out(&self, v: bool) {
         if v {
+            self.signed_in.store(false, Ordering::SeqCst);
             self.login.fetch_or(1, Ordering::SeqCst);
         } else {
             let _ = self
@@ -306,11 +312,28 @@ impl Shared {
     /// A call made at `epoch` ([`Shared::login_epoch`]) was answered "logged out": recorded
     /// unless a login completed since (the answer is stale then). Whether it was recorded.
     pub fn logged_out_since(&self, epoch: u64) -> bool {
-        self.login
+        let recorded = self
+            .login
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| {
                 (s >> 1 == epoch).then_some(s | 1)
             })
-            .is_ok()
+            .is_ok();
+        if recorded {
+            self.signed_in.store(false, Ordering::SeqCst);
+        }
+        recorded
+    }
+
+    /// Records that Telegram answered an authorized call (or a login completed).
+    pub fn set_signed_in(&self) {
+        self.signed_in.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the account is known to be signed in: see the field. Login steps are refused
+    /// only then, so a daemon started after a logout takes a login at once, before its first
+    /// call has told it that the key is logged out.
+    pub fn signed_in(&self) -> bool {
+        !self.logged_out() && self.signed_in.load(Ordering::SeqCst)
     }
 
     /// Returns once the account is not logged out (at once if it is not now); a login that
