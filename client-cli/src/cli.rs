@@ -115,8 +115,9 @@ pub struct SendServiceArgs {
     /// SendEncryptedService.
     #[arg(long, value_name = "HEX", conflicts_with_all = ["action", "params"])]
     pub tl: Option<String>,
-    /// The message's random_id (a retry with the same one returns the first request's handle
-    /// and sends nothing twice).
+    /// The message's random_id (a retry with the same one and the same message returns the
+    /// first request's handle and sends nothing twice; another message under it is refused,
+    /// BadRandomId).
     #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub random_id: Option<i64>,
     /// Send through messages.sendEncrypted (the peer's devices notify).

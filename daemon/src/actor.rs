@@ -237,6 +237,9 @@ pub struct ChatActor {
     logged_out_here: bool,
     /// [`Shared::login_epoch`] when the call in flight was made.
     call_epoch: u64,
+    /// The chat is being or was forgotten ([`Forget`]): the actor stops, and what is still
+    /// in its mailbox (actix handles it while stopping) finds no chat and writes nothing of it.
+    forgotten: bool,
 }
 
 impl ChatActor {
@@ -278,6 +281,7 @@ impl ChatActor {
             untried: HashSet::new(),
             logged_out_here: false,
             call_epoch: 0,
+            forgotten: false,
         })
     }
 
@@ -948,6 +952,9 @@ impl Handler<FlushStaged> for ChatActor {
     type Result = ();
 
     fn handle(&mut self, _: FlushStaged, ctx: &mut Context<Self>) {
+        if self.forgotten {
+            return;
+        }
         self.flush_staged(ctx);
     }
 }
@@ -956,6 +963,10 @@ impl Handler<Submit> for ChatActor {
     type Result = ();
 
     fn handle(&mut self, Submit(cmd, tx): Submit, ctx: &mut Context<Self>) {
+        if self.forgotten {
+            let _gone = tx.send(Err(ServiceError::NoSuchChat(self.id())));
+            return;
+        }
         let mut tx = Some(tx);
         if let Err(e) = self.send(cmd, &mut tx, ctx)
             && let Some(tx) = tx
@@ -1093,6 +1104,10 @@ impl Handler<InboundReady> for ChatActor {
     type Result = ();
 
     fn handle(&mut self, _: InboundReady, ctx: &mut Context<Self>) {
+        if self.forgotten {
+            crate::registry::drop_inbound(&self.shared, self.id());
+            return;
+        }
         self.flush_staged(ctx);
         self.take_inbound(ctx);
     }
@@ -1102,9 +1117,13 @@ impl Handler<ApplyUpdate> for ChatActor {
     type Result = ();
 
     fn handle(&mut self, u: ApplyUpdate, ctx: &mut Context<Self>) {
-        self.flush_staged(ctx);
         let mut batch = Batch::new();
         batch.remove(Tree::Meta, records::update_key(u.seq));
+        if self.forgotten {
+            crate::registry::remove_moot(&self.shared, batch);
+            return;
+        }
+        self.flush_staged(ctx);
         let out = match u.kind {
             ChatUpdateKind::Remote(remote) => {
                 self.chat.on_remote_update(&remote, now(), &mut self.rng)
@@ -1120,6 +1139,9 @@ impl Handler<Discard> for ChatActor {
     type Result = Result<(), ServiceError>;
 
     fn handle(&mut self, d: Discard, ctx: &mut Context<Self>) -> Self::Result {
+        if self.forgotten {
+            return Err(ServiceError::NoSuchChat(self.id()));
+        }
         self.flush_staged(ctx);
         if self.chat.stage().is_discarded() {
             return Err(ServiceError::WrongState(
@@ -1136,8 +1158,12 @@ impl Handler<Forget> for ChatActor {
     type Result = ();
 
     fn handle(&mut self, Forget(tx): Forget, ctx: &mut Context<Self>) {
-        self.flush_staged(ctx);
         let id = self.id();
+        if self.forgotten {
+            let _gone = tx.send(Err(ServiceError::NoSuchChat(id)));
+            return;
+        }
+        self.flush_staged(ctx);
         if !self.chat.stage().is_discarded() {
             let _gone = tx.send(Err(ServiceError::WrongState(format!(
                 "chat {id} is open: only a closed chat is forgotten (DiscardChat first)"
@@ -1153,8 +1179,8 @@ impl Handler<Forget> for ChatActor {
         };
         if owes {
             let _gone = tx.send(Err(ServiceError::WrongState(format!(
-                "chat {id} still owes Telegram its discardEncryption: forget it once that is \
-                 done"
+                "chat {id} still owes Telegram a call (its discardEncryption, or a send in \
+                 flight): forget it once that is done"
             ))));
             return;
         }
@@ -1164,6 +1190,7 @@ impl Handler<Forget> for ChatActor {
             return;
         }
         tracing::info!(chat = id, "forgetting the chat");
+        self.forgotten = true;
         let shared = Arc::clone(&self.shared);
         // Nothing else is handled meanwhile, and the actor stops after it.
         ctx.wait(
@@ -1188,6 +1215,9 @@ impl Handler<LoggedOut> for ChatActor {
     type Result = ();
 
     fn handle(&mut self, _: LoggedOut, ctx: &mut Context<Self>) {
+        if self.forgotten {
+            return;
+        }
         self.flush_staged(ctx);
         self.logged_out_here = true;
         let mut batch = Batch::new();
@@ -1251,6 +1281,9 @@ impl Handler<Cancel> for ChatActor {
     type Result = bool;
 
     fn handle(&mut self, c: Cancel, ctx: &mut Context<Self>) -> bool {
+        if self.forgotten {
+            return false;
+        }
         self.flush_staged(ctx);
         let Some((&rid, r)) = self.open.iter().find(|(_, r)| r.handle == c.handle) else {
             return false;
@@ -1308,6 +1341,9 @@ impl Handler<Accept> for ChatActor {
     type Result = Result<(), ServiceError>;
 
     fn handle(&mut self, _: Accept, ctx: &mut Context<Self>) -> Self::Result {
+        if self.forgotten {
+            return Err(ServiceError::NoSuchChat(self.id()));
+        }
         self.flush_staged(ctx);
         let random = vec![0u8; 0];
         let out = self
@@ -1327,6 +1363,9 @@ impl Handler<Tick> for ChatActor {
     type Result = ();
 
     fn handle(&mut self, _: Tick, ctx: &mut Context<Self>) {
+        if self.forgotten {
+            return;
+        }
         self.flush_staged(ctx);
         self.timer = None;
         let out = self.chat.tick(now(), &mut self.rng);

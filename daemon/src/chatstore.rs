@@ -514,16 +514,40 @@ pub fn owes_calls(store: &Store, chat_id: i32) -> Result<bool, DaemonError> {
 /// Inbox, Inbound), so the chat is gone at once. A crash in between leaves the chat with fewer
 /// of its results, and a repeat finishes. The owners of the random_ids its callers chose stay
 /// (Meta `r`): Telegram still refuses them.
-pub async fn forget(store: &Store, chat_id: i32) -> Result<(), DaemonError> {
+pub async fn forget(store: &std::sync::Arc<Store>, chat_id: i32) -> Result<(), DaemonError> {
+    // The reads go off the runtime's threads (a chat may have many results).
+    let reader = std::sync::Arc::clone(store);
+    let (requests, own) = tokio::task::spawn_blocking(move || forget_keys(&reader, chat_id))
+        .await
+        .map_err(|_| DaemonError::Stopping)??;
+    for chunk in requests.chunks(FORGET_CHUNK) {
+        let mut batch = Batch::new();
+        for (tree, k) in chunk {
+            batch.remove(*tree, k);
+        }
+        store.commit(batch).await?;
+    }
+    let mut batch = Batch::new();
+    for (tree, k) in &own {
+        batch.remove(*tree, k);
+    }
+    store.commit(batch).await?;
+    Ok(())
+}
+
+/// What [`forget`] removes: the keys of the chat's requests, then those of the chat itself.
+type ForgetKeys = (Vec<(Tree, Vec<u8>)>, Vec<(Tree, Vec<u8>)>);
+
+fn forget_keys(store: &Store, chat_id: i32) -> Result<ForgetKeys, DaemonError> {
     let prefix = keys::key_i32(chat_id);
     let mut ids = std::collections::BTreeSet::new();
-    let mut removals: Vec<(Tree, Vec<u8>)> = Vec::new();
+    let mut requests: Vec<(Tree, Vec<u8>)> = Vec::new();
     for e in store.scan_prefix(Tree::RequestIndex, &prefix) {
         let (k, v) = e?;
         if let Ok(id) = <[u8; 8]>::try_from(v.as_slice()) {
             ids.insert(u64::from_be_bytes(id));
         }
-        removals.push((Tree::RequestIndex, k));
+        requests.push((Tree::RequestIndex, k));
     }
     // This layout's ids start with the chat (see `records::message_request_id`).
     for e in store.scan_prefix(Tree::Requests, &(chat_id as u32).to_be_bytes()) {
@@ -538,25 +562,19 @@ pub async fn forget(store: &Store, chat_id: i32) -> Result<(), DaemonError> {
     }
     for id in ids {
         // A result whose Response has not gone out yet stays (with its handle index), so
-        // that its one Response still goes out.
+        // that its one Response still goes out; the announcer removes it then (the chat is
+        // gone: see `dbus::respond`).
         if store.get(Tree::Meta, &records::announce_key(id))?.is_some() {
             continue;
         }
         if let Some(r) = get::<RequestRecord>(store, Tree::Requests, &records::request_key(id))?
             && r.chat_id == chat_id
         {
-            removals.push((Tree::Meta, records::handle_key(&r.handle)));
+            requests.push((Tree::Meta, records::handle_key(&r.handle)));
         }
-        removals.push((Tree::Requests, records::request_key(id).to_vec()));
+        requests.push((Tree::Requests, records::request_key(id).to_vec()));
     }
-    for chunk in removals.chunks(FORGET_CHUNK) {
-        let mut batch = Batch::new();
-        for (tree, k) in chunk {
-            batch.remove(*tree, k.clone());
-        }
-        store.commit(batch).await?;
-    }
-    let mut batch = Batch::new();
+    let mut own = Vec::new();
     for tree in [
         Tree::Outbox,
         Tree::Gap,
@@ -565,11 +583,10 @@ pub async fn forget(store: &Store, chat_id: i32) -> Result<(), DaemonError> {
         Tree::Chats,
     ] {
         for e in store.scan_prefix(tree, &prefix) {
-            batch.remove(tree, e?.0);
+            own.push((tree, e?.0));
         }
     }
-    store.commit(batch).await?;
-    Ok(())
+    Ok((requests, own))
 }
 
 /// The ids of chats that owe Telegram a call.

@@ -6,18 +6,18 @@
 //!
 //! | tree | key | value | written | removed |
 //! | --- | --- | --- | --- | --- |
-//! | Chats | chat, part 0/1/2/3 | secret-core's `AuthState` / `ConfigState` / `PfsState` / `SeqState` | when an output names the record | when the closed chat is forgotten (`ForgetChat`: every key of the chat in every tree goes, see `chatstore::forget`; a discarded chat keeps its closed state until then) |
-//! | Chats | chat, part 4 | [`ChatMeta`] | creation; each inbox event | never |
+//! | Chats | chat, part 0/1/2/3 | secret-core's `AuthState` / `ConfigState` / `PfsState` / `SeqState` | when an output names the record | when the closed chat is forgotten (`ForgetChat`, see `chatstore::forget`: every key of the chat goes from Chats, Outbox, Gap, Inbox, Inbound, RequestIndex, its requests' records and handle indexes; what stays: the Meta `r` owners, and a result whose Response is still due until it goes out); a discarded chat keeps its closed state until then |
+//! | Chats | chat, part 4 | [`ChatMeta`] | creation; each inbox event | when the chat is forgotten |
 //! | Outbox | (chat, out_raw) | `OutboxEntry` (exact ciphertext; version 1), or [`OutboxWithRequest`] (version 2) for the first message of an open request | created before it leaves; when the server accepts it | acknowledged by the peer, or the chat closes |
 //! | Gap | (chat, out_raw) | `QueuedMessage` | a peer message ahead of a hole | processed in order, or the chat closes |
-//! | Inbox | (chat, index) | secret-core `Event` | with the output that produced it | pruned beyond [`INBOX_KEEP`] per chat |
+//! | Inbox | (chat, index) | secret-core `Event` | with the output that produced it | pruned beyond [`INBOX_KEEP`] per chat; all when the chat is forgotten |
 //! | Inbound | (chat, random_id) | [`InboundMessage`] | with the update batch it came in, before qts is acknowledged (insert-if-absent) | with the chat output that processed it |
 //! | Meta | `u` ‖ seq | [`ChatUpdate`] | with its update batch | once the chat applied it |
 //! | Meta | `c` ‖ chat ‖ seq | [`PendingCall`] | with the output that asked for it | when the server answered it (or it is moot) |
 //! | Requests | id ([`message_request_id`]: chat, marker bit, out_raw of its first message) | [`RequestRecord`] | each change after its acceptance (a part's date, the final result, its announcement); when its first message leaves the outbox while it is open | kept (results stay queryable) until the chat is forgotten |
-//! | RequestIndex | (chat, random_id) | request id | with the request's final result | kept (idempotent retries of finished requests) |
-//! | Meta | `a` ‖ id | (empty) | a request's result is final | its Response went out |
-//! | Meta | `h` ‖ handle path | request id | with the request's final result | kept (results by handle) |
+//! | RequestIndex | (chat, random_id) | request id | with the request's final result | kept (idempotent retries of finished requests) until the chat is forgotten |
+//! | Meta | `a` ‖ id | (empty) | a request's result is final | its Response went out (then, if its chat was forgotten meanwhile, its record and handle index go too) |
+//! | Meta | `h` ‖ handle path | request id | with the request's final result | kept (results by handle) until the chat is forgotten |
 //! | Meta | `r` ‖ random_id | chat id (4 bytes) ‖ the request's digest (32 bytes; 4 bytes alone as first stored) | with the request that carried it, when the caller chose it (option or message) | kept: a caller's random_id stays its chat's, so another chat of the account never gets it (Telegram refuses a repeated random_id, RANDOM_ID_DUPLICATE, and a refused message closes its chat) |
 //! | Session | `snapshot` | [`SessionRecord`] | login, DC changes; with each update batch (update state) | never |
 //!

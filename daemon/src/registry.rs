@@ -195,7 +195,8 @@ impl Handler<Inbound> for Registry {
     }
 }
 
-fn drop_inbound(shared: &Shared, chat_id: i32) {
+/// Removes the inbound messages of a chat the daemon does not have (never ours, or forgotten).
+pub(crate) fn drop_inbound(shared: &Shared, chat_id: i32) {
     let mut batch = Batch::new();
     for (k, _) in shared
         .store
@@ -205,11 +206,11 @@ fn drop_inbound(shared: &Shared, chat_id: i32) {
         batch.remove(Tree::Inbound, k);
     }
     tracing::debug!(chat_id, "messages for an unknown chat dropped");
-    forget(shared, batch);
+    remove_moot(shared, batch);
 }
 
 /// Commits a batch nothing waits for (removals of what is moot); a failure stops the daemon.
-fn forget(shared: &Shared, batch: Batch) {
+pub(crate) fn remove_moot(shared: &Shared, batch: Batch) {
     let commit = shared.store.commit(batch);
     let fatal = shared.fatal_sender();
     actix::spawn(async move {
@@ -257,7 +258,7 @@ impl Handler<Updates> for Registry {
                         // About a chat we do not have: nothing to do.
                         let mut b = Batch::new();
                         b.remove(Tree::Meta, records::update_key(seq));
-                        forget(&self.shared, b);
+                        remove_moot(&self.shared, b);
                     }
                 },
                 Err(e) => self.shared.fatal(format!("chat {}: {e}", u.chat_id)),

@@ -188,19 +188,31 @@ impl Service {
     /// results; see `chatstore::forget`). `WrongState` for an open chat, or one that still owes
     /// Telegram its `discardEncryption`.
     pub async fn forget_chat(&self, chat_id: i32) -> Result<(), ServiceError> {
-        let actor = self.chat_actor(chat_id).await?;
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        actor
-            .send(actor::Forget(tx))
-            .await
-            .map_err(|e| ServiceError::Internal(e.to_string()))?;
-        let forgotten = rx
-            .await
-            .map_err(|_| ServiceError::Internal("the chat's actor stopped".into()))?;
-        if forgotten.is_ok() {
-            self.forget_actor(chat_id);
+        // An actor that stopped before it took the command (idle, or a forget that just
+        // finished) is asked for again: the registry starts one, or finds no chat.
+        for _ in 0..2 {
+            let actor = self.chat_actor(chat_id).await?;
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            match actor.send(actor::Forget(tx)).await {
+                Ok(()) => {}
+                Err(actix::MailboxError::Closed) => {
+                    self.forget_actor(chat_id);
+                    continue;
+                }
+                Err(e) => return Err(ServiceError::Internal(e.to_string())),
+            }
+            let Ok(forgotten) = rx.await else {
+                self.forget_actor(chat_id);
+                continue;
+            };
+            if forgotten.is_ok() {
+                self.forget_actor(chat_id);
+            }
+            return forgotten;
         }
-        forgotten
+        Err(ServiceError::Internal(
+            "the chat's actor keeps stopping".into(),
+        ))
     }
 
     /// Accepts a requested chat.
@@ -405,7 +417,8 @@ impl Service {
     }
 
     fn resolve(&self, peer: &Peer) -> Result<i32, ServiceError> {
-        // A running actor means a stored chat (chats are never removed from the store).
+        // A running actor means a stored chat (a forgotten chat's actor answers NoSuchChat
+        // to what it still gets, and leaves the cache when the forget is done).
         let exists = self.cached_actor(peer.chat_id).is_some()
             || chatstore::exists(&self.shared.store, peer.chat_id)?;
         if !exists {

@@ -103,7 +103,8 @@ pub fn chat_id_of_path(path: &str) -> Option<i32> {
 pub mod options {
     /// `s`: the last element of the request's object path.
     pub const HANDLE_TOKEN: &str = "handle_token";
-    /// `x`: the message's random_id; a retry with the same one returns the first handle.
+    /// `x`: the message's random_id; a retry with the same one, the same message and the same
+    /// method (`notify`) returns the first handle; with another, `BadRandomId`.
     pub const RANDOM_ID: &str = "random_id";
     /// `b`: send through `messages.sendEncrypted` (the peer's devices notify) instead of
     /// `messages.sendEncryptedService`.

@@ -243,8 +243,9 @@ impl Manager {
     /// Sends a boxed TL `DecryptedMessage` (normally `decryptedMessageService`) to a secret
     /// chat through `messages.sendEncryptedService`; returns the request's handle once it is
     /// durably stored. Options: `handle_token` (s), `random_id` (x: a retry with the same one
-    /// returns the first handle and sends nothing; one that another chat of the account used
-    /// is `Error.BadRandomId`, as Telegram takes a random_id once), `notify` (b: through
+    /// and the same message and method returns the first handle and sends nothing; one used
+    /// for another message, or by another chat of the account, is `Error.BadRandomId`, as
+    /// Telegram takes a random_id once), `notify` (b: through
     /// `messages.sendEncrypted`, so the peer's devices notify).
     async fn send_encrypted_service(
         &self,

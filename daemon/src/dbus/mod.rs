@@ -127,6 +127,9 @@ struct Views {
     emitted: HashMap<i32, ChatView>,
     /// Chats with an object.
     exported: HashSet<i32>,
+    /// Chats forgotten while the daemon runs (`ForgetChat`): never exported again (chat ids
+    /// are not reused), whatever a flush or a listing that began before still holds.
+    forgotten: HashSet<i32>,
 }
 
 /// `Call`'s immediate results by handle, and the handles oldest first.
@@ -204,10 +207,17 @@ impl Hub {
         emit_response(conn, path, code, results).await;
     }
 
-    /// Exports the chat's object if it has none yet.
-    async fn export(&self, conn: &Connection, chat_id: i32) {
-        if !lock(&self.views).exported.insert(chat_id) {
-            return;
+    /// Exports the chat's object if it has none yet (never a forgotten chat's). Whether the
+    /// chat has its object.
+    async fn export(&self, conn: &Connection, chat_id: i32) -> bool {
+        {
+            let mut views = lock(&self.views);
+            if views.forgotten.contains(&chat_id) {
+                return false;
+            }
+            if !views.exported.insert(chat_id) {
+                return true;
+            }
         }
         let path = ipc_proto::chat_path(chat_id);
         let object = ChatObject {
@@ -217,6 +227,15 @@ impl Hub {
         if let Err(e) = conn.object_server().at(path.as_str(), object).await {
             tracing::warn!(chat_id, error = %e, "chat object not exported");
         }
+        // A forget that ran meanwhile removed the object before it was there: again now.
+        if lock(&self.views).forgotten.contains(&chat_id) {
+            let _ = conn
+                .object_server()
+                .remove::<ChatObject, _>(path.as_str())
+                .await;
+            return false;
+        }
+        true
     }
 
     /// A forgotten chat: its object goes, with what was gathered for it.
@@ -226,6 +245,7 @@ impl Hub {
             v.pending.remove(&chat_id);
             v.emitted.remove(&chat_id);
             v.exported.remove(&chat_id);
+            v.forgotten.insert(chat_id);
         }
         let path = ipc_proto::chat_path(chat_id);
         let _ = conn
@@ -238,18 +258,26 @@ impl Hub {
     async fn flush(&self, conn: &Connection) {
         let changes: Vec<(ChatView, Option<ChatView>)> = {
             let mut v = lock(&self.views);
-            let pending: Vec<ChatView> = v.pending.drain().map(|(_, view)| view).collect();
+            let Views {
+                pending,
+                emitted,
+                forgotten,
+                ..
+            } = &mut *v;
             pending
-                .into_iter()
+                .drain()
+                .map(|(_, view)| view)
+                .filter(|view| !forgotten.contains(&view.summary.chat_id))
                 .map(|view| {
-                    let old = v.emitted.insert(view.summary.chat_id, view.clone());
+                    let old = emitted.insert(view.summary.chat_id, view.clone());
                     (view, old)
                 })
                 .collect()
         };
         for (new, old) in changes {
-            self.export(conn, new.summary.chat_id).await;
-            emit_properties(conn, &new, old.as_ref()).await;
+            if self.export(conn, new.summary.chat_id).await {
+                emit_properties(conn, &new, old.as_ref()).await;
+            }
         }
     }
 }
@@ -420,7 +448,12 @@ async fn respond(conn: &Connection, store: &Store, mut r: RequestRecord) {
     r.announced = true;
     let mut b = Batch::new();
     b.remove(Tree::Meta, records::announce_key(r.id));
-    if let Ok(enc) = records::encode(&r) {
+    if matches!(chatstore::exists(store, r.chat_id), Ok(false)) {
+        // Its chat was forgotten while this Response was due (`chatstore::forget` leaves
+        // such a result): now it goes too.
+        b.remove(Tree::Requests, records::request_key(r.id));
+        b.remove(Tree::Meta, records::handle_key(&r.handle));
+    } else if let Ok(enc) = records::encode(&r) {
         b.put(Tree::Requests, records::request_key(r.id), enc);
     }
     if let Err(e) = store.commit(b).await {
