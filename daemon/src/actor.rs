@@ -91,13 +91,21 @@ pub struct SendCmd {
     /// The method.
     pub method: SendMethod,
     /// The random_id the caller chose, for idempotent retries (`None`: a fresh request).
-    pub idempotency: Option<i64>,
-    /// The request's digest (`service::request_digest`), stored with the random_id's owner.
-    pub digest: [u8; 32],
+    pub idempotency: Option<Idempotency>,
     /// The handle path to give the request.
     pub handle: String,
     /// Made through `Call`: the Response carries the result as JSON too.
     pub json: bool,
+}
+
+/// The random_id a caller chose for a send, and the request's digest
+/// (`service::request_digest`), stored with the random_id's owner.
+#[derive(Clone, Copy, Debug)]
+pub struct Idempotency {
+    /// The random_id.
+    pub random_id: i64,
+    /// What the request was: a retry must be the same.
+    pub digest: [u8; 32],
 }
 
 /// Incoming messages of this chat are in the store.
@@ -984,7 +992,7 @@ impl ChatActor {
         ctx: &mut Context<Self>,
     ) -> Result<(), ServiceError> {
         let answer = || ServiceError::Internal("a send command answered twice".into());
-        if let Some(rid) = cmd.idempotency
+        if let Some(Idempotency { random_id: rid, .. }) = cmd.idempotency
             && let Some(existing) = self.existing_request(rid)?
         {
             // A retry: nothing new is sent; the handle is returned once the first request is
@@ -1050,11 +1058,15 @@ impl ChatActor {
         // one not, the record goes to `Requests` as any later write of it does.)
         let mut batch = Batch::new();
         // A random_id the caller chose stays this chat's (`Shared::claim_random_id`).
-        if let Some(rid) = cmd.idempotency {
+        if let Some(Idempotency {
+            random_id: rid,
+            digest,
+        }) = cmd.idempotency
+        {
             batch.put(
                 Tree::Meta,
                 records::random_id_owner_key(rid),
-                records::random_id_owner(self.id(), &cmd.digest),
+                records::random_id_owner(self.id(), &digest),
             );
         }
         if !out.outbox_put.iter().any(|e| e.out_raw == first_slot) {

@@ -98,17 +98,19 @@ impl Service {
         } else {
             SendMethod::SendEncryptedService
         };
-        let (parts, idempotency, digest) = prepare(message, options.random_id, method)?;
+        let (parts, idempotency) = prepare(message, options.random_id, method)?;
         // Held until the request is accepted (its owner key is then durable) or refused.
         let _claim = match idempotency {
-            Some(rid) => Some(self.shared.claim_random_id(rid, chat_id, digest)?),
+            Some(i) => Some(
+                self.shared
+                    .claim_random_id(i.random_id, chat_id, i.digest)?,
+            ),
             None => None,
         };
         let cmd = |parts| actor::SendCmd {
             parts,
             method,
             idempotency,
-            digest,
             handle: options.handle.clone(),
             json: options.json,
         };
@@ -617,9 +619,9 @@ pub fn message_from_json(v: &Value) -> Result<DecryptedMessage, ServiceError> {
 /// The TL type of a service message's action, as the TL and JSON decoders name it.
 const ACTION_TYPE: &str = "DecryptedMessageAction";
 
-/// The messages to send (chunks of a long text), the idempotency key, and the request's
-/// digest ([`request_digest`]).
-type Prepared = (Vec<DecryptedMessage>, Option<i64>, [u8; 32]);
+/// The messages to send (chunks of a long text), and the idempotency key with the request's
+/// digest ([`request_digest`]) when the caller chose a random_id.
+type Prepared = (Vec<DecryptedMessage>, Option<actor::Idempotency>);
 
 /// What to send for `message`: see [`Prepared`].
 fn prepare(
@@ -641,7 +643,13 @@ fn prepare(
         (None, o) => Some(o),
     };
     let message = with_random_id(message, rid.unwrap_or(0));
-    let digest = request_digest(&message, method)?;
+    let idempotency = match rid {
+        Some(random_id) => Some(actor::Idempotency {
+            random_id,
+            digest: request_digest(&message, method)?,
+        }),
+        None => None,
+    };
     let parts = match message {
         DecryptedMessage::DecryptedMessage(m)
             if m.media.is_none() && m.message.chars().count() > MAX_TEXT_CHARS =>
@@ -653,7 +661,7 @@ fn prepare(
         }
         other => vec![other],
     };
-    Ok((parts, rid, digest))
+    Ok((parts, idempotency))
 }
 
 /// What makes two sends with one random_id the same request: SHA-256 of the method's TL name
@@ -861,9 +869,9 @@ mod tests {
             offset: 4090,
             length: 10,
         });
-        let (parts, rid, _) =
+        let (parts, rid) =
             prepare(text(&s, Some(vec![bold])), Some(77), SERVICE).expect("prepared");
-        assert_eq!(rid, Some(77));
+        assert_eq!(rid.map(|i| i.random_id), Some(77));
         assert_eq!(parts.len(), 2);
         let DecryptedMessage::DecryptedMessage(a) = &parts[0] else {
             panic!()
@@ -892,8 +900,8 @@ mod tests {
 
     #[test]
     fn a_short_text_and_a_service_message_are_one_message() {
-        let (p, rid, _) = prepare(text("hi", None), None, SERVICE).expect("ok");
-        assert_eq!((p.len(), rid), (1, None));
+        let (p, rid) = prepare(text("hi", None), None, SERVICE).expect("ok");
+        assert_eq!((p.len(), rid.map(|i| i.random_id)), (1, None));
         assert_eq!(
             prepare(text("hi", None), Some(0), SERVICE).err(),
             Some(ServiceError::BadRandomId(0))
@@ -905,12 +913,22 @@ mod tests {
     #[test]
     fn a_request_digest_is_its_message_and_method_whatever_the_form() {
         let digest = |m: DecryptedMessage, rid: Option<i64>, method| {
-            prepare(m, rid, method).expect("prepared").2
+            prepare(m, rid, method)
+                .expect("prepared")
+                .1
+                .expect("a random_id")
+                .digest
         };
         let with_own_id = with_random_id(text("hi", None), 9);
         let first = digest(text("hi", None), Some(9), SERVICE);
         // The random_id as an option or inside the message; the message as TL or JSON.
         assert_eq!(digest(with_own_id.clone(), None, SERVICE), first);
+        assert!(
+            prepare(text("hi", None), None, SERVICE)
+                .expect("prepared")
+                .1
+                .is_none()
+        );
         assert_eq!(digest(with_own_id.clone(), Some(9), SERVICE), first);
         let json = message_from_json(&with_own_id.to_json()).expect("json");
         assert_eq!(digest(json, None, SERVICE), first);
