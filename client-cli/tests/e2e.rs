@@ -582,18 +582,7 @@ fn demo_sends_every_action_and_stops_everything() {
     let o = run(&["demo", "--bin-dir", dir.to_str().unwrap()]);
     let out = stdout(&o);
     assert!(o.status.success(), "{out}\n{}", stderr(&o));
-    for action in [
-        "SetMessageTTL",
-        "ReadMessages",
-        "DeleteMessages",
-        "ScreenshotMessages",
-        "FlushHistory",
-        "Typing",
-        "NotifyLayer",
-        "Noop",
-        "RequestKey",
-        "AbortKey",
-    ] {
+    for action in ipc_proto::ACTIONS {
         assert!(
             out.lines()
                 .any(|l| l.starts_with(action) && l.contains(" sent ")
