@@ -179,31 +179,27 @@ impl Service {
 
     /// Closes a chat (or declines a request).
     pub async fn discard(&self, chat_id: i32, delete_history: bool) -> Result<(), ServiceError> {
-        let actor = self.chat_actor(chat_id).await?;
-        actor
-            .send(actor::Discard { delete_history })
-            .await
-            .map_err(|e| ServiceError::Internal(e.to_string()))?
+        self.ask(chat_id, || actor::Discard { delete_history })
+            .await?
     }
 
     /// Forgets a closed chat: everything stored for it goes (its records, events and request
     /// results; see `chatstore::forget`). `WrongState` for an open chat, or one that still owes
     /// Telegram its `discardEncryption`.
     pub async fn forget_chat(&self, chat_id: i32) -> Result<(), ServiceError> {
-        // An actor that stopped before it took the command (idle, or a forget that just
-        // finished) is asked for again: the registry starts one, or finds no chat.
         for _ in 0..2 {
-            let actor = self.chat_actor(chat_id).await?;
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            match actor.send(actor::Forget(tx)).await {
-                Ok(()) => {}
-                Err(actix::MailboxError::Closed) => {
-                    self.forget_actor(chat_id);
-                    continue;
-                }
-                Err(e) => return Err(ServiceError::Internal(e.to_string())),
-            }
-            let Ok(forgotten) = rx.await else {
+            let mut answer = None;
+            self.ask(chat_id, || {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                answer = Some(rx);
+                actor::Forget(tx)
+            })
+            .await?;
+            // No answer: the actor stopped with the command in its mailbox; ask again.
+            let Some(Ok(forgotten)) = (match answer {
+                Some(rx) => Some(rx.await),
+                None => None,
+            }) else {
                 self.forget_actor(chat_id);
                 continue;
             };
@@ -219,11 +215,7 @@ impl Service {
 
     /// Accepts a requested chat.
     pub async fn accept(&self, chat_id: i32) -> Result<(), ServiceError> {
-        let actor = self.chat_actor(chat_id).await?;
-        actor
-            .send(actor::Accept)
-            .await
-            .map_err(|e| ServiceError::Internal(e.to_string()))?
+        self.ask(chat_id, || actor::Accept).await?
     }
 
     /// [`ServiceError::WrongState`] when the account is signed in: a login step then would
@@ -301,13 +293,11 @@ impl Service {
         if r.is_final() {
             return Ok(false);
         }
-        let actor = self.chat_actor(r.chat_id).await?;
-        let cancelled = actor
-            .send(actor::Cancel {
+        let cancelled = self
+            .ask(r.chat_id, || actor::Cancel {
                 handle: handle.to_owned(),
             })
-            .await
-            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+            .await?;
         if cancelled {
             // The actor queued the cancellation's batch before answering, and the store's
             // writer answers in queue order: once this empty batch is durable, so is the
@@ -466,6 +456,32 @@ impl Service {
         }
         actors.insert(chat_id, a.clone());
         Ok(a)
+    }
+
+    /// Sends `make()` to the chat's actor and waits for its answer. An actor that stopped
+    /// before it took the message (idle for 10 minutes, or forgotten) is asked for again once:
+    /// the registry starts another, or finds no chat (`NoSuchChat`).
+    async fn ask<M>(
+        &self,
+        chat_id: i32,
+        mut make: impl FnMut() -> M,
+    ) -> Result<M::Result, ServiceError>
+    where
+        M: actix::Message + Send + 'static,
+        M::Result: Send,
+        actor::ChatActor: actix::Handler<M>,
+    {
+        for _ in 0..2 {
+            let actor = self.chat_actor(chat_id).await?;
+            match actor.send(make()).await {
+                Ok(r) => return Ok(r),
+                Err(actix::MailboxError::Closed) => self.forget_actor(chat_id),
+                Err(e) => return Err(ServiceError::Internal(e.to_string())),
+            }
+        }
+        Err(ServiceError::Internal(format!(
+            "chat {chat_id}: its actor keeps stopping"
+        )))
     }
 
     fn cached_actor(&self, chat_id: i32) -> Option<Addr<actor::ChatActor>> {
