@@ -142,7 +142,17 @@ pub fn service_message(
         fields.entry("g_a").or_insert(Json::from(""));
     }
     fields.insert("_".into(), Json::from(name));
-    let action = action_from_json(Json::Object(fields))?;
+    let action = match action_from_json(Json::Object(fields)) {
+        Ok(a) => a,
+        // The protocol's own actions are refused whatever their fields (with good ones, the
+        // chat refuses them: `SendError::NotAllowed`).
+        Err(_) if !ipc_proto::ACTIONS.contains(&&name[ACTION_PREFIX.len()..]) => {
+            return Err(ServiceError::NotAllowed(format!(
+                "{name} cannot be sent: the protocol sends it itself"
+            )));
+        }
+        Err(e) => return Err(e),
+    };
     Ok(DecryptedMessage::Service(
         secret_core::tl::types::DecryptedMessageService {
             random_id: 0,
@@ -356,6 +366,11 @@ mod tests {
                 matches!(r, Err(ServiceError::InvalidArgument(_))),
                 "{a}: {r:?}"
             );
+        }
+        // The protocol's own actions are NotAllowed, whatever their fields.
+        for a in ["Resend", "AcceptKey", "commitkey"] {
+            let r = service_message(a, &params(vec![]));
+            assert!(matches!(r, Err(ServiceError::NotAllowed(_))), "{a}: {r:?}");
         }
     }
 
