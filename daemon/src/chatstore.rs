@@ -509,11 +509,11 @@ pub fn owes_calls(store: &Store, chat_id: i32) -> Result<bool, DaemonError> {
 
 /// Removes everything stored for a chat (`Manager1.ForgetChat`; its actor checked that it is
 /// closed and owes Telegram nothing, and stops after this). First its requests (each record,
-/// its random_id index entries and its handle index; a result not announced yet stays), in batches of
-/// [`FORGET_CHUNK`]; then, in one last batch, the chat's own records (Chats, Outbox, Gap,
-/// Inbox, Inbound), so the chat is gone at once. A crash in between leaves the chat with fewer
-/// of its results, and a repeat finishes. The owners of the random_ids its callers chose stay
-/// (Meta `r`): Telegram still refuses them.
+/// its random_id index entries and its handle index; a result not announced yet stays), in
+/// batches of [`FORGET_CHUNK`]; then, in one last batch, the chat's own records (Chats,
+/// Outbox, Gap, Inbox, Inbound), so the chat is gone at once. A crash in between leaves the
+/// chat with fewer of its results, and a repeat finishes. The owners of the random_ids its
+/// callers chose stay (Meta `r`): Telegram still refuses them.
 pub async fn forget(store: &std::sync::Arc<Store>, chat_id: i32) -> Result<(), DaemonError> {
     // The reads go off the runtime's threads (a chat may have many results).
     let reader = std::sync::Arc::clone(store);

@@ -207,13 +207,16 @@ pub async fn close(ctx: &Ctx, a: CloseArgs) -> Result<(), CliError> {
             o.handle,
             o.fields_text()
         )),
-        _ => match o.into_result() {
-            Err(e) => not(format!(
-                "it had ended already: {}: {}",
-                e.name(),
-                e.message()
-            )),
-            Ok(o) => not(format!("{} had ended already", o.handle)),
-        },
+        _ => {
+            let handle = o.handle.clone();
+            match o.into_result() {
+                Err(e) => not(format!(
+                    "{handle} had ended already: {}: {}",
+                    e.name(),
+                    e.message()
+                )),
+                Ok(_) => not(format!("{handle} had ended already")),
+            }
+        }
     }
 }
