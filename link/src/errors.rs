@@ -8,6 +8,16 @@
 //! | [`ErrorClass::LoggedOut`] | stop; the account must log in again | 401 (but `SESSION_PASSWORD_NEEDED`), `AUTH_KEY_DUPLICATED`, transport 404 (unknown auth key), a replaced auth key |
 //! | [`ErrorClass::TerminalRequest`] | this request will never succeed; what that means is the caller's rule | everything else (`USER_IS_BLOCKED`, `DATA_INVALID`, `ENCRYPTION_ALREADY_ACCEPTED`, 303 migrations outside login, …) |
 //!
+//! Within [`ErrorClass::LoggedOut`], [`authorization_ended`] names the answers that say the
+//! key's authorization itself is over (`AUTH_KEY_UNREGISTERED`, `SESSION_REVOKED`,
+//! `SESSION_EXPIRED`, `USER_DEACTIVATED`, `USER_DEACTIVATED_BAN`, from Telegram's list of 401
+//! errors), as when the user terminates the session from another device; Telegram discards
+//! the secret chats of an authorization that ends. The other logged-out answers
+//! (`AUTH_KEY_INVALID`, `AUTH_KEY_PERM_EMPTY`, `AUTH_KEY_DUPLICATED`, an unknown or replaced
+//! key, …) say that the key the client holds cannot be used, not that the account's chats are
+//! gone. (TDLib draws no such line: any 401 but `SESSION_PASSWORD_NEEDED` on the main DC
+//! drops all its data. The daemon closes chats only on the narrower evidence.)
+//!
 //! A wait is never a reason to give up: a FLOOD_WAIT of an hour is waited out (a secret chat's
 //! seq slot cannot be skipped), and nothing here closes a chat because a reconnect failed.
 //! What a terminal error means for a chat is the chat's rule: for a message, secret-core closes
@@ -114,6 +124,21 @@ pub fn classify_rpc(code: i32, name: &str, value: Option<u32>) -> ErrorClass {
     ErrorClass::TerminalRequest
 }
 
+/// The 401 names that say the authorization is over (see the module doc).
+const AUTHORIZATION_ENDED: &[&str] = &[
+    "AUTH_KEY_UNREGISTERED",
+    "SESSION_REVOKED",
+    "SESSION_EXPIRED",
+    "USER_DEACTIVATED",
+    "USER_DEACTIVATED_BAN",
+];
+
+/// Whether a logged-out answer says that the key's authorization ended (and with it the
+/// account's secret chats made with this key), not only that this key cannot be used.
+pub fn authorization_ended(class: ErrorClass, name: &str) -> bool {
+    class == ErrorClass::LoggedOut && AUTHORIZATION_ENDED.contains(&name)
+}
+
 /// The class of a failed grammers call.
 pub fn classify(e: &InvocationError) -> ErrorClass {
     use grammers_mtproto::transport::Error as Transport;
@@ -201,6 +226,24 @@ mod tests {
         );
         assert_eq!(c(406, "AUTH_KEY_DUPLICATED"), ErrorClass::LoggedOut);
         assert_eq!(c(303, "PHONE_MIGRATE_4"), ErrorClass::TerminalRequest);
+    }
+
+    #[test]
+    fn an_ended_authorization_is_told_from_an_unusable_key() {
+        let ended =
+            |code, name: &str| authorization_ended(TgError::parse(code, name).class(), name);
+        for name in AUTHORIZATION_ENDED {
+            assert!(ended(401, name), "{name}");
+        }
+        assert!(!ended(406, "AUTH_KEY_DUPLICATED"));
+        assert!(!ended(401, "AUTH_KEY_INVALID"));
+        assert!(!ended(401, "SESSION_PASSWORD_NEEDED"));
+        // Not a logged-out answer whatever its name.
+        assert!(!ended(400, "AUTH_KEY_UNREGISTERED"));
+        assert!(!authorization_ended(
+            ErrorClass::LoggedOut,
+            "AUTH_KEY_UNKNOWN"
+        ));
     }
 
     #[test]

@@ -18,6 +18,6 @@ pub mod errors;
 pub mod link;
 pub mod session;
 
-pub use errors::{ErrorClass, TgError, classify, classify_rpc};
+pub use errors::{ErrorClass, TgError, authorization_ended, classify, classify_rpc};
 pub use link::{CallError, LOGIN_ORDER, Link, LinkConfig, LoginStep, Updates};
 pub use session::{LinkSession, SessionError, SessionSnapshot, SessionStorage};

@@ -18,6 +18,7 @@
 //! | `state` | `account` | [`AccountState`]: the account's qts, pts and queues, and the address the server listens on |
 //! | `shutdown` | | `null`, then the server stops |
 //! | `close_connections` | `account` | how many connections serving the account were closed |
+//! | `log_out` | `account` | `null`: the account's device is signed out as if the user terminated its session from another device (its secret chats are discarded and the peers told; its key answers `401 AUTH_KEY_UNREGISTERED` to everything but the login calls) |
 //! | `add_peer` | `user_id`, `phone`, `first_name`, `behaviour` (optional, default `echo`) | `null`: the account (created if missing) becomes a simulated peer |
 //! | `set_behaviour` | `account`, `behaviour` | `null` |
 //! | `request_chat` | `peer`, `user_id` | the chat id: the peer requests a secret chat with `user_id` |
@@ -621,6 +622,17 @@ impl Admin {
                 self.existing(a.account)?;
                 Ok(self.server.close_connections(a.account).into())
             }
+            "log_out" => {
+                let a: AccountArg = args(req)?;
+                self.existing(a.account)?;
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| i32::try_from(d.as_secs()).unwrap_or(i32::MAX));
+                self.model
+                    .log_out(a.account, now)
+                    .map_err(|e| format!("cannot save state: {e}"))?;
+                Ok(Value::Null)
+            }
             "add_peer" | "set_behaviour" | "request_chat" | "peer_send" | "peer_chats"
             | "catch_up" | "set_faults" | "faults" => self.sim_dispatch(cmd, req),
             other => Err(format!("unknown command {other:?}")),
@@ -1019,6 +1031,13 @@ impl AdminClient {
     /// The fault configuration and counters.
     pub fn faults(&mut self) -> Result<FaultsReport, AdminError> {
         self.typed("faults", Value::Null)
+    }
+
+    /// Signs the device of `account` out, as the user does by terminating its session from
+    /// another device: its secret chats are discarded and the peers told.
+    pub fn log_out(&mut self, account: AccountId) -> Result<(), AdminError> {
+        self.call("log_out", json!({ "account": account }))
+            .map(drop)
     }
 
     /// Closes the connections serving `account` (clients reconnect); how many.

@@ -340,3 +340,39 @@ fn close_connections_drops_the_accounts_live_connections() {
     assert!(connect_and_get_state(addr, &key) >= 0);
     admin.shutdown().unwrap();
 }
+
+#[test]
+fn log_out_signs_the_device_out_as_a_terminated_session() {
+    let dir = temp_dir("log-out");
+    let tg = Tgsim::start(&dir, &[]);
+    let mut admin = tg.admin();
+    let key = admin.add_account(ALICE, "15550001", "Alice").unwrap();
+    let bob = admin.add_account(BOB, "15550002", "Bob").unwrap();
+    assert!(admin.log_out(4242).is_err(), "no such account");
+    let bytes = key.key_bytes().unwrap();
+    let addr = tg.addr;
+    runtime().block_on(async {
+        let mut sender = tokio::time::timeout(
+            WAIT,
+            connect_with_auth(Full::new(), ServerAddr::Tcp { address: addr }, bytes),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        invoke(&mut sender, &init_get_config()).await.unwrap();
+        invoke(&mut sender, &tl::functions::updates::GetState {})
+            .await
+            .unwrap();
+        admin.log_out(ALICE).unwrap();
+        match invoke(&mut sender, &tl::functions::updates::GetState {}).await {
+            Err(InvocationError::Rpc(e)) => {
+                assert_eq!((e.code, e.name.as_str()), (401, "AUTH_KEY_UNREGISTERED"));
+            }
+            other => panic!("expected 401 AUTH_KEY_UNREGISTERED, got {other:?}"),
+        }
+    });
+    // Another account's device is untouched.
+    assert!(connect_and_get_state(addr, &bob) >= 0);
+    admin.shutdown().unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}
