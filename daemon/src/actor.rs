@@ -56,7 +56,8 @@ use crate::store::{Batch, CommitOutcome, StoreError, Tree, keys};
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// The first pause.
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
-/// How long a call waits before it is tried again after the account was logged out.
+/// How long a call waits before it is tried again after the account was logged out (unless a
+/// login completes first).
 const LOGGED_OUT_PAUSE: Duration = Duration::from_secs(60);
 /// An actor with nothing to do stops after this long (the registry starts it again on demand),
 /// so memory goes only to active chats.
@@ -664,7 +665,7 @@ impl ChatActor {
             }
             (CallJob::Send(t), CallResult::Failed(e)) if e.class == ErrorClass::LoggedOut => {
                 self.calls.push_front(CallJob::Send(t));
-                self.pause_logged_out(ctx);
+                self.pause_logged_out(&e, ctx);
                 return;
             }
             (CallJob::Send(t), CallResult::Failed(e)) => {
@@ -679,7 +680,7 @@ impl ChatActor {
                     && !self.moot_after_logout()
                 {
                     self.calls.push_front(CallJob::Owed { n, call });
-                    self.pause_logged_out(ctx);
+                    self.pause_logged_out(e, ctx);
                     return;
                 }
                 chatstore::remove_call(&mut batch, self.id(), n);
@@ -732,17 +733,22 @@ impl ChatActor {
             )
     }
 
-    fn pause_logged_out(&mut self, ctx: &mut Context<Self>) {
-        if !self.shared.logged_out_since(self.call_epoch) {
+    fn pause_logged_out(&mut self, e: &CallError, ctx: &mut Context<Self>) {
+        if !self.shared.logged_out_since(self.call_epoch, e) {
             // A login completed while the call was out: try again now.
             self.pump_calls(ctx);
             return;
         }
         self.calling = true;
-        ctx.run_later(LOGGED_OUT_PAUSE, |act, ctx| {
+        // A completed login (or the key answering again) ends the pause early.
+        let shared = Arc::clone(&self.shared);
+        let pause = async move {
+            let _ = tokio::time::timeout(LOGGED_OUT_PAUSE, shared.until_logged_in()).await;
+        };
+        ctx.spawn(pause.into_actor(self).map(|(), act, ctx| {
             act.calling = false;
             act.pump_calls(ctx);
-        });
+        }));
     }
 
     // ---------------------------------------------------------------------------------------
@@ -859,7 +865,7 @@ async fn perform(shared: Arc<Shared>, chat_id: i32, access_hash: i64, job: CallJ
         };
         let e = match attempt {
             Ok(r) => {
-                shared.set_logged_out(false);
+                shared.answered();
                 return r;
             }
             Err(e) => e,

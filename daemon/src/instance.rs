@@ -298,7 +298,12 @@ impl Daemon {
         if let Some(d) = dbus {
             tokio::spawn(async move { d.announce_pending().await });
         }
-        daemon.updates = Some(tokio::spawn(run_updates(shared, link, registry)));
+        daemon.updates = Some(tokio::spawn(async move {
+            tokio::join!(
+                run_updates(Arc::clone(&shared), Arc::clone(&link), registry.clone()),
+                finish_ended_authorizations(shared, link, registry)
+            );
+        }));
         Ok(daemon)
     }
 
@@ -383,54 +388,108 @@ impl Daemon {
 /// was ending as the daemon stopped) before it leaves the store to close with them.
 const STOP_PATIENCE: Duration = Duration::from_secs(5);
 
-/// A logout was not finished before the daemon stopped (see [`crate::records::LOGOUT_KEY`]).
-/// Confirmed: close the chats the stop left open. Started: ask Telegram whether the key is
-/// still signed in (the session's cached self user would not tell): signed in, the logout
-/// never happened; `AUTH_KEY_UNREGISTERED`, close the chats; any other logged-out answer (a
-/// key Telegram does not know: perhaps a wrong key file) leaves the marker and closes nothing.
-async fn settle_unfinished_logout(shared: &Shared, link: &Link, registry: &Addr<Registry>) {
-    use crate::service::{close_chats_after_logout, forget_logout, logout_state};
-    let close = || async {
-        tracing::info!("finishing a logout a stop interrupted: closing the chats");
-        if let Err(e) = close_chats_after_logout(shared, registry).await {
-            tracing::error!(error = %e, "closing the chats after the logout");
-        }
-    };
-    match logout_state(shared) {
-        Ok(None) => return,
-        Ok(Some(crate::records::LOGOUT_CONFIRMED)) => return close().await,
-        Ok(Some(_)) => {}
-        Err(e) => {
-            tracing::error!(error = %e, "the logout marker cannot be read");
-            return;
-        }
-    }
+/// What Telegram says of the key, asked with `updates.getState` (retried while the answer is
+/// transient).
+enum KeyState {
+    /// Answered: the key is signed in.
+    SignedIn,
+    /// The authorization ended ([`tglink::authorization_ended`]).
+    Ended,
+    /// Another logged-out answer (an unknown, duplicated or replaced key).
+    Unusable(tglink::CallError),
+}
+
+async fn key_state(link: &Link) -> KeyState {
     let mut backoff = Duration::from_millis(200);
     loop {
-        let epoch = shared.login_epoch();
         match link
             .invoke(&grammers_tl_types::functions::updates::GetState {})
             .await
         {
-            Ok(_) => {
-                if let Err(e) = forget_logout(shared).await {
-                    tracing::error!(error = %e, "the logout marker stays");
-                }
-                return;
-            }
-            Err(e) if e.name == "AUTH_KEY_UNREGISTERED" => {
-                shared.logged_out_since(epoch);
-                return close().await;
-            }
-            Err(e) if e.class == tglink::ErrorClass::LoggedOut => {
-                tracing::warn!(error = %e, "an unfinished logout stays undecided");
-                return;
-            }
+            Ok(_) => return KeyState::SignedIn,
+            Err(e) if tglink::authorization_ended(e.class, &e.name) => return KeyState::Ended,
+            Err(e) if e.class == tglink::ErrorClass::LoggedOut => return KeyState::Unusable(e),
             Err(e) => {
                 tracing::debug!(error = %e, "is the key signed in: trying again");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
+        }
+    }
+}
+
+/// A logout was not finished before the daemon stopped (see [`crate::records::LOGOUT_KEY`]).
+/// Confirmed: close the chats the stop left open. Started: ask Telegram whether the key is
+/// still signed in (the session's cached self user would not tell): signed in, the logout
+/// never happened; the authorization ended, finish the logout; any other logged-out answer
+/// (a key Telegram does not know: perhaps a wrong key file) leaves the marker and closes
+/// nothing.
+async fn settle_unfinished_logout(shared: &Shared, link: &Link, registry: &Addr<Registry>) {
+    use crate::service::{close_chats_after_logout, finish_logout, forget_logout, logout_state};
+    let state = match logout_state(shared) {
+        Ok(None) => return,
+        Ok(Some(state)) => state,
+        Err(e) => {
+            tracing::error!(error = %e, "the logout marker cannot be read");
+            return;
+        }
+    };
+    tracing::info!("finishing a logout a stop interrupted");
+    let closed = match state {
+        crate::records::LOGOUT_CONFIRMED => close_chats_after_logout(shared, registry).await,
+        _ => match key_state(link).await {
+            KeyState::SignedIn => forget_logout(shared).await,
+            KeyState::Ended => {
+                shared.set_logged_out(true);
+                finish_logout(shared, registry).await
+            }
+            KeyState::Unusable(e) => {
+                tracing::warn!(error = %e, "an unfinished logout stays undecided");
+                return;
+            }
+        },
+    };
+    if let Err(e) = closed {
+        tracing::error!(error = %e, "the unfinished logout stays");
+    }
+}
+
+/// Finishes each authorization Telegram ends while the key is known to work (the user
+/// terminated the session from another device: see [`Shared::logged_out_since`]) as a
+/// confirmed logout: every chat closes (Telegram discarded them with the authorization), their
+/// open requests fail with `LOGGED_OUT`, and the account waits for a login. Telegram is asked
+/// again first (`updates.getState`): one answer is not enough for something this final. TDLib
+/// destroys all its data on the first such answer (`AuthManager::on_authorization_lost`).
+async fn finish_ended_authorizations(
+    shared: Arc<Shared>,
+    link: Arc<Link>,
+    registry: Addr<Registry>,
+) {
+    loop {
+        let at = shared.until_authorization_ended().await;
+        match key_state(&link).await {
+            KeyState::Ended => {}
+            KeyState::SignedIn => {
+                tracing::warn!("the key answers again: not logged out");
+                shared.set_logged_out(false);
+                shared.set_signed_in();
+                continue;
+            }
+            KeyState::Unusable(e) => {
+                tracing::warn!(error = %e, "the key is unusable: the chats stay until a login");
+                continue;
+            }
+        }
+        if shared.login_epoch() != at {
+            tracing::info!("a login completed meanwhile: the new authorization stays");
+            continue;
+        }
+        if !shared.take_key_worked() {
+            continue; // finished already
+        }
+        tracing::warn!("the account's authorization ended elsewhere: closing its chats");
+        if let Err(e) = crate::service::finish_logout(&shared, &registry).await {
+            tracing::error!(error = %e, "closing the chats of the ended authorization");
         }
     }
 }
@@ -452,11 +511,13 @@ async fn run_updates(shared: Arc<Shared>, link: Arc<Link>, registry: Addr<Regist
         };
         match learnt {
             Ok(_) => {
-                shared.set_signed_in();
+                shared.answered();
+                // The user id is known now (an actor's answer may have come first).
+                shared.announce.login_changed(false);
                 break;
             }
             Err(e) if e.class == tglink::ErrorClass::LoggedOut => {
-                if shared.logged_out_since(epoch) {
+                if shared.logged_out_since(epoch, &e) {
                     tracing::warn!(error = %e, "not logged in: no updates until login");
                 }
                 shared.until_logged_in().await;

@@ -239,16 +239,27 @@ pub const SESSION_KEY: &[u8] = b"snapshot";
 /// [`LOGOUT_CONFIRMED`], then the Unix time it was written (8 bytes big-endian).
 ///
 /// `Started` is written durably before `auth.logOut` is sent, `Confirmed` once Telegram
-/// answered it (or said the key is logged out already); it is removed once every chat is
+/// answered it (or said the authorization ended already), and also when Telegram ends the
+/// authorization of the key that worked ([`SIGNED_IN_KEY`]: the user terminated the session
+/// from another device), once a second call confirmed it; it is removed once every chat is
 /// closed after the logout, or when Telegram refused `auth.logOut` (a transient failure,
 /// after one retry, leaves `Started`: the call may have arrived). A completed login finds
 /// either state and closes the chats first (needing a login means the key was logged out).
 /// A start that finds `Confirmed` closes the chats a stop left open (Telegram has discarded
 /// them, even if the account logged in again since); a start that finds `Started` asks
-/// Telegram (`updates.getState`): signed in, the marker goes; `401 AUTH_KEY_UNREGISTERED`,
-/// the chats close; anything else leaves it. Without a marker a key that Telegram reports as
-/// logged out closes nothing (it may be a wrong key file, which the user can fix).
+/// Telegram (`updates.getState`): signed in, the marker goes; an answer that the
+/// authorization ended (`tglink::authorization_ended`), the chats close; anything else leaves
+/// it. Without a marker, a logged-out answer closes the chats only for the key named in
+/// [`SIGNED_IN_KEY`] (another key may be a wrong key file, which the user can fix).
 pub const LOGOUT_KEY: &[u8] = b"logout";
+
+/// Key of the signed-in key record (Session tree): the first 8 bytes of the SHA-256 of the
+/// home DC's auth key, written the first time an authorized call is answered with that key
+/// after its authorization began (a login, or the first start), removed with the logout
+/// marker once the chats of an ended authorization are closed. It tells a logged-out answer
+/// for the key that worked (its authorization ended: the chats close, even when the session
+/// was terminated while the daemon was stopped) from one for another key.
+pub const SIGNED_IN_KEY: &[u8] = b"signed-in-key";
 
 /// [`LOGOUT_KEY`] state: `auth.logOut` is about to be sent.
 pub const LOGOUT_STARTED: u8 = 0;

@@ -332,13 +332,16 @@ impl Service {
             // that first, so its marker is not overwritten.
             close_chats_after_logout(&self.shared, &self.registry).await?;
         }
+        // The logged-out answers other calls get from now on are this logout's doing.
+        let _logging_out = self.shared.logging_out();
+        let epoch = self.shared.login_epoch();
         set_logout_marker(&self.shared, Some(records::LOGOUT_STARTED)).await?;
         let mut retries = LOGOUT_RETRIES;
         loop {
             match self.shared.link.invoke(&LogOut {}).await {
                 // Logged out now, or already (a repeat after a lost answer lands here).
                 Ok(_) => break,
-                Err(e) if e.name == "AUTH_KEY_UNREGISTERED" => break,
+                Err(e) if tglink::authorization_ended(e.class, &e.name) => break,
                 Err(e) if e.class.is_retry() && retries > 0 => {
                     retries -= 1;
                     let wait = match e.class {
@@ -352,6 +355,12 @@ impl Service {
                 // Undecided (the call may have reached Telegram): the Started marker stays,
                 // for the next login or start to settle.
                 Err(e) if e.class.is_retry() => return Err(login_error(e)),
+                // The key is unusable (unknown, duplicated…): the Started marker stays (a login
+                // closes the chats first); nothing is signed in to log out.
+                Err(e) if e.class == tglink::ErrorClass::LoggedOut => {
+                    self.shared.logged_out_since(epoch, &e);
+                    return Err(ServiceError::NotLoggedIn);
+                }
                 // Refused: still signed in, nothing to finish.
                 Err(e) => {
                     set_logout_marker(&self.shared, None).await?;
@@ -359,9 +368,8 @@ impl Service {
                 }
             }
         }
-        set_logout_marker(&self.shared, Some(records::LOGOUT_CONFIRMED)).await?;
         self.shared.set_logged_out(true);
-        close_chats_after_logout(&self.shared, &self.registry).await
+        finish_logout(&self.shared, &self.registry).await
     }
 
     /// A chat as the outside world sees it (from the store: what is durable).
@@ -767,6 +775,26 @@ fn clip_entities(
         );
     }
     Ok(out)
+}
+
+/// Finishes a logout Telegram confirmed, by `Logout` or by ending the authorization
+/// ([`Shared::logged_out_since`]): the confirmed marker, then every chat closes and the marker
+/// goes (a stop in between is finished by the next start).
+pub(crate) async fn finish_logout(
+    shared: &Shared,
+    registry: &Addr<Registry>,
+) -> Result<(), ServiceError> {
+    let mut b = Batch::new();
+    b.put(
+        Tree::Session,
+        records::LOGOUT_KEY,
+        records::logout_marker(records::LOGOUT_CONFIRMED, crate::shared::now()),
+    );
+    // The key's authorization is over: until it works again (a login), a logged-out answer
+    // says nothing more about the chats.
+    b.remove(Tree::Session, records::SIGNED_IN_KEY);
+    shared.store.commit(b).await?;
+    close_chats_after_logout(shared, registry).await
 }
 
 /// How many chats a logout closes at a time.

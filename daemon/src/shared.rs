@@ -24,6 +24,12 @@ pub trait Announce: Send + Sync + 'static {
     /// The chat as it now durably is (after every commit that changed it, before the
     /// commit's events are announced). Must not block.
     fn chat_view(&self, _view: ChatView) {}
+    /// The login state changed: the account became logged out ([`Shared::logged_out`]) or
+    /// signed in again, or an authorized call was answered for the first time since the start
+    /// or the last logout (the user id is known then). `ended`: logged out because the
+    /// authorization ended (a `Logout`, or Telegram ended the authorization of the key that
+    /// worked), not only because a key was found logged out. Must not block.
+    fn login_changed(&self, _ended: bool) {}
 }
 
 /// A chat as the outside world sees it (the D-Bus properties): its records' summary and the
@@ -34,6 +40,26 @@ pub struct ChatView {
     pub summary: secret_core::chat::ChatSummary,
     /// The number the chat's next inbox event gets.
     pub next_event: u64,
+}
+
+/// A `Logout` under way ([`Shared::logging_out`]).
+pub struct LoggingOut<'a>(&'a Shared);
+
+impl Drop for LoggingOut<'_> {
+    fn drop(&mut self) {
+        self.0.logging_out.store(false, Ordering::SeqCst);
+    }
+}
+
+/// What names the home DC's auth key in [`records::SIGNED_IN_KEY`]: the first 8 bytes of its
+/// SHA-256 (not the key).
+fn key_digest(link: &Link) -> Option<[u8; 8]> {
+    let snap = link.session().snapshot();
+    let key = snap.dcs.iter().find(|d| d.id == snap.home_dc)?.auth_key?;
+    secret_core::crypto::sha256(&[&key])
+        .get(..8)?
+        .try_into()
+        .ok()
 }
 
 /// An announcer that tells nobody.
@@ -148,7 +174,19 @@ pub struct Shared {
     /// or last recorded a logout: the account is known to be signed in (at start it is not
     /// known either way until the first call).
     signed_in: std::sync::atomic::AtomicBool,
+    /// This key's authorization is known to have worked: an authorized call was answered with
+    /// it, in this run or an earlier one ([`records::SIGNED_IN_KEY`], which names the key), and
+    /// its authorization was not finished since. The evidence that lets a logged-out answer
+    /// mean "the authorization ended" ([`Shared::logged_out_since`]).
+    key_worked: std::sync::atomic::AtomicBool,
+    /// A `Logout` is under way: logged-out answers meanwhile are its own doing.
+    logging_out: std::sync::atomic::AtomicBool,
     logged_in: tokio::sync::Notify,
+    /// Telegram ended the authorization of the key that worked ([`Shared::logged_out_since`]):
+    /// the daemon finishes it as a logout ([`Shared::until_authorization_ended`]).
+    ended: tokio::sync::Notify,
+    /// The login epoch at which the last ended authorization was recorded.
+    ended_at: AtomicU64,
     fatal: Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>,
 }
 
@@ -167,6 +205,9 @@ impl Shared {
         accept: AcceptPolicy,
         fatal: tokio::sync::mpsc::UnboundedSender<String>,
     ) -> Result<Arc<Shared>, crate::error::DaemonError> {
+        let key_worked = key_digest(&link).is_some_and(|now| {
+            matches!(store.get(Tree::Session, records::SIGNED_IN_KEY), Ok(Some(v)) if v == now)
+        });
         Ok(Arc::new(Shared {
             store,
             link,
@@ -179,7 +220,11 @@ impl Shared {
             next_inbound: AtomicU64::new(now_micros()),
             login: AtomicU64::new(0),
             signed_in: std::sync::atomic::AtomicBool::new(false),
+            key_worked: std::sync::atomic::AtomicBool::new(key_worked),
+            logging_out: std::sync::atomic::AtomicBool::new(false),
             logged_in: tokio::sync::Notify::new(),
+            ended: tokio::sync::Notify::new(),
+            ended_at: AtomicU64::new(0),
             fatal: Mutex::new(Some(fatal)),
         }))
     }
@@ -293,40 +338,114 @@ impl Shared {
         self.login.load(Ordering::SeqCst) >> 1
     }
 
-    /// Records that the account is logged out (or in again; then whoever waits in
-    /// [`Shared::until_logged_in`] goes on).
+    /// Records that the account is logged out by `Logout` or a logout a stop interrupted (the
+    /// authorization ended), or in again by a completed login (then whoever waits in
+    /// [`Shared::until_logged_in`] goes on, and a logged-out answer to a call made before is
+    /// stale: see [`Shared::login_epoch`]).
     pub fn set_logged_out(&self, v: bool) {
         if v {
             self.signed_in.store(false, Ordering::SeqCst);
-            self.login.fetch_or(1, Ordering::SeqCst);
+            self.key_worked.store(false, Ordering::SeqCst);
+            let was = self.login.fetch_or(1, Ordering::SeqCst);
+            if was & 1 == 0 {
+                self.announce.login_changed(true);
+            }
         } else {
-            let _ = self
+            let was = self
                 .login
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| {
                     Some(((s >> 1) + 1) << 1)
-                });
+                })
+                .unwrap_or_else(|s| s);
             self.logged_in.notify_waiters();
+            if was & 1 == 1 {
+                self.announce.login_changed(false);
+            }
         }
     }
 
-    /// A call made at `epoch` ([`Shared::login_epoch`]) was answered "logged out": recorded
-    /// unless a login completed since (the answer is stale then). Whether it was recorded.
-    pub fn logged_out_since(&self, epoch: u64) -> bool {
-        let recorded = self
+    /// A call made at `epoch` ([`Shared::login_epoch`]) was answered "logged out" (`e`):
+    /// recorded unless a login completed since (the answer is stale then). Whether it was
+    /// recorded.
+    ///
+    /// When the answer says the authorization ended ([`tglink::authorization_ended`]), this key
+    /// is known to have worked (`key_worked`) and no `Logout` is under way, the authorization
+    /// ended elsewhere (the user terminated the session from another device) and Telegram
+    /// discarded its secret chats: whoever waits in [`Shared::until_authorization_ended`] is
+    /// woken to finish it as a logout. Without that evidence (a key that never answered here:
+    /// perhaps a wrong key file) nothing is concluded about the chats.
+    pub fn logged_out_since(&self, epoch: u64, e: &tglink::CallError) -> bool {
+        let Ok(was) = self
             .login
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| {
                 (s >> 1 == epoch).then_some(s | 1)
             })
-            .is_ok();
-        if recorded {
-            self.signed_in.store(false, Ordering::SeqCst);
+        else {
+            return false;
+        };
+        self.signed_in.store(false, Ordering::SeqCst);
+        let ended = tglink::authorization_ended(e.class, &e.name)
+            && self.key_worked.load(Ordering::SeqCst)
+            && !self.logging_out.load(Ordering::SeqCst);
+        if ended {
+            tracing::warn!(error = %e, "the account's authorization ended");
+            self.ended_at.store(epoch, Ordering::SeqCst);
+            self.ended.notify_one();
         }
-        recorded
+        if was & 1 == 0 || ended {
+            self.announce.login_changed(ended);
+        }
+        true
     }
 
-    /// Records that Telegram answered an authorized call (or a login completed).
+    /// Returns when an authorization ended ([`Shared::logged_out_since`]), with the login
+    /// epoch it ended at; a wake-up that came while nobody waited is kept for the next wait.
+    pub async fn until_authorization_ended(&self) -> u64 {
+        self.ended.notified().await;
+        self.ended_at.load(Ordering::SeqCst)
+    }
+
+    /// Takes the evidence that this key's authorization worked (see the field), once its end
+    /// is being finished: whether there was any (else it was finished already).
+    pub fn take_key_worked(&self) -> bool {
+        self.key_worked.swap(false, Ordering::SeqCst)
+    }
+
+    /// Marks a `Logout` under way until the guard drops (see [`Shared::logged_out_since`]).
+    pub fn logging_out(&self) -> LoggingOut<'_> {
+        self.logging_out.store(true, Ordering::SeqCst);
+        LoggingOut(self)
+    }
+
+    /// Records that Telegram answered an authorized call (or a login completed). The first
+    /// time since the start or a logout, the announcer is told (the user id is known now); the
+    /// first time since this key's authorization began, that is stored
+    /// ([`records::SIGNED_IN_KEY`]).
     pub fn set_signed_in(&self) {
-        self.signed_in.store(true, Ordering::SeqCst);
+        if !self.signed_in.swap(true, Ordering::SeqCst) {
+            self.announce.login_changed(false);
+        }
+        if !self.key_worked.swap(true, Ordering::SeqCst)
+            && let Some(digest) = key_digest(&self.link)
+        {
+            let mut b = crate::store::Batch::new();
+            b.put(Tree::Session, records::SIGNED_IN_KEY, digest);
+            // Queued at once; nothing waits for it (without it, an end is only not concluded).
+            drop(self.store.commit_then(b, |r| {
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "the signed-in key not recorded");
+                }
+            }));
+        }
+    }
+
+    /// Telegram answered an authorized call: the account is signed in, unless a logout was
+    /// recorded meanwhile (an answer to a call made before it says nothing after it; only a
+    /// login signs in again).
+    pub fn answered(&self) {
+        if !self.logged_out() {
+            self.set_signed_in();
+        }
     }
 
     /// Whether the account is known to be signed in: see the field. Login steps are refused

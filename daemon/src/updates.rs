@@ -41,6 +41,7 @@ pub async fn run(shared: Arc<Shared>, mut updates: Updates, registry: Addr<Regis
             }
             Ok(Ok(b)) => {
                 backoff = Duration::from_millis(200);
+                shared.answered();
                 b
             }
             Ok(Err(e)) => {
@@ -189,7 +190,7 @@ async fn wait_after(shared: &Shared, e: &CallError, epoch: u64, backoff: &mut Du
     match e.class {
         ErrorClass::RetryAfter(d) => tokio::time::sleep(d).await,
         ErrorClass::LoggedOut => {
-            if shared.logged_out_since(epoch) {
+            if shared.logged_out_since(epoch, e) {
                 tracing::warn!(error = %e, "the account is logged out: updates wait for a login");
                 shared.until_logged_in().await;
                 tracing::info!("logged in again: updates go on");

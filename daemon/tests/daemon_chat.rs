@@ -911,9 +911,10 @@ fn a_logout_a_crash_interrupted_is_finished_at_the_next_start() {
         drop(svc);
         d.stop().await;
 
-        // Without the marker, a key Telegram reports as logged out closes nothing (it may be
-        // the wrong key file).
-        let chat_b = {
+        // The session terminated while the daemon was stopped. A key found logged out at the
+        // next start closes nothing unless it is the key that worked: with the record naming
+        // another key (as after a wrong key file), the chat stays.
+        let (chat_b, worked) = {
             signed_in_at_server(&sim);
             let d = restart(dir, &sim, alice_key).await;
             let svc = d.service().clone();
@@ -922,11 +923,21 @@ fn a_logout_a_crash_interrupted_is_finished_at_the_next_start() {
                 svc.chat_status(c).unwrap() == Some(Status::Ready)
             })
             .await;
+            let worked = svc
+                .shared()
+                .store
+                .get(Tree::Session, tgsecretd::records::SIGNED_IN_KEY)
+                .unwrap()
+                .expect("the key that worked is recorded");
+            assert_eq!(worked.len(), 8);
             drop(svc);
             d.stop().await;
-            c
+            (c, worked)
         };
         sim.model().log_out(ALICE, now).unwrap();
+        write_store(dir, |b| {
+            b.put(Tree::Session, tgsecretd::records::SIGNED_IN_KEY, [0u8; 8]);
+        });
         let d = restart(dir, &sim, alice_key).await;
         let svc = d.service().clone();
         wait("the daemon to learn it is logged out", 20, || {
@@ -937,18 +948,149 @@ fn a_logout_a_crash_interrupted_is_finished_at_the_next_start() {
         assert_eq!(svc.chat_status(chat_b).unwrap(), Some(Status::Ready));
         drop(svc);
         d.stop().await;
-
-        // Crashed after Telegram confirmed the logout, and the account signed in again before
-        // the next start: Telegram discarded the chats all the same, so they close.
-        write_logout_marker(dir, tgsecretd::records::LOGOUT_CONFIRMED);
-        signed_in_at_server(&sim);
+        // The record names this key: its authorization ended, and the chat closes.
+        write_store(dir, |b| {
+            b.put(
+                Tree::Session,
+                tgsecretd::records::SIGNED_IN_KEY,
+                worked.clone(),
+            );
+        });
         let d = restart(dir, &sim, alice_key).await;
         let svc = d.service().clone();
-        wait("the chat to close after a confirmed logout", 20, || {
+        wait("the chat of the ended authorization to close", 20, || {
             svc.chat_status(chat_b).unwrap() == Some(LOGGED_OUT)
         })
         .await;
+        wait("the marker to go", 20, || !logout_marker(&svc)).await;
+        assert!(
+            svc.shared()
+                .store
+                .get(Tree::Session, tgsecretd::records::SIGNED_IN_KEY)
+                .unwrap()
+                .is_none(),
+            "the ended authorization's record goes with its chats"
+        );
+        drop(svc);
+        d.stop().await;
+
+        // Crashed after Telegram confirmed the logout, and the account signed in again before
+        // the next start: Telegram discarded the chats all the same, so they close.
+        let chat_c = {
+            signed_in_at_server(&sim);
+            let d = restart(dir, &sim, alice_key).await;
+            let svc = d.service().clone();
+            let c = svc.request_chat(BOB, 0).await.unwrap();
+            wait("a third chat", 20, || {
+                svc.chat_status(c).unwrap() == Some(Status::Ready)
+            })
+            .await;
+            drop(svc);
+            d.stop().await;
+            c
+        };
+        write_logout_marker(dir, tgsecretd::records::LOGOUT_CONFIRMED);
+        let d = restart(dir, &sim, alice_key).await;
+        let svc = d.service().clone();
+        wait("the chat to close after a confirmed logout", 20, || {
+            svc.chat_status(chat_c).unwrap() == Some(LOGGED_OUT)
+        })
+        .await;
         wait("the confirmed marker to go", 20, || !logout_marker(&svc)).await;
+        drop(svc);
+        d.stop().await;
+    });
+}
+
+/// The user terminates the daemon's session from another device while it runs and a send
+/// waits out a FLOOD_WAIT: the update loop's next getDifference is answered
+/// `AUTH_KEY_UNREGISTERED` for a key that worked, so the authorization ended and Telegram
+/// discarded the chats: after asking again, the daemon closes them as a logout does (the
+/// waiting request fails with `LOGGED_OUT`; no logout marker is left), and a restart keeps
+/// them closed.
+#[test]
+fn an_authorization_ended_while_signed_in_is_finished_as_a_logout() {
+    let dirs = Dirs::new("ended");
+    let (sim_dir, dir) = (&dirs.sim, &dirs.daemon);
+    runtime().block_on(async {
+        let (sim, alice_key, d, chat) = ready_chat(sim_dir, dir).await;
+        let svc = d.service().clone();
+        hold_sends(&sim);
+        let waiting = send_one(&svc, chat, ttl(7), "/ended/1").await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(status(&svc, waiting), RequestStatus::Pending);
+        assert!(!svc.shared().logged_out());
+
+        let now = i32::try_from(unix_now()).unwrap();
+        sim.model().log_out(ALICE, now).unwrap();
+        svc.shared().link.force_difference();
+        wait("the chat to close", 20, || {
+            svc.chat_status(chat).unwrap() == Some(LOGGED_OUT)
+        })
+        .await;
+        wait("the waiting request to fail", 10, || {
+            failed_with(&svc, waiting, "LOGGED_OUT")
+        })
+        .await;
+        wait("the marker to go", 10, || !logout_marker(&svc)).await;
+        assert!(svc.shared().logged_out());
+        drop(svc);
+        d.stop().await;
+
+        let d = restart(dir, &sim, alice_key).await;
+        let svc = d.service().clone();
+        wait("the daemon to learn it is logged out", 20, || {
+            svc.shared().logged_out()
+        })
+        .await;
+        assert_eq!(svc.chat_status(chat).unwrap(), Some(LOGGED_OUT));
+        assert!(failed_with(&svc, waiting, "LOGGED_OUT"));
+        drop(svc);
+        d.stop().await;
+    });
+}
+
+/// Logged-out answers that do not end the authorization close nothing: a send answered
+/// `401 AUTH_KEY_INVALID` (an unusable key, not an ended authorization), and a send answered
+/// `AUTH_KEY_UNREGISTERED` for a moment while the key still works (the daemon asks Telegram
+/// again before it closes anything, finds the key signed in, and the send goes out).
+#[test]
+fn a_logged_out_answer_that_does_not_end_the_authorization_closes_nothing() {
+    let dirs = Dirs::new("not-ended");
+    let (sim_dir, dir) = (&dirs.sim, &dirs.daemon);
+    runtime().block_on(async {
+        let (sim, _alice_key, d, chat) = ready_chat(sim_dir, dir).await;
+        let svc = d.service().clone();
+        let handler = &sim.simulation().handler;
+        let on_sends = |name: &str| {
+            handler.set_faults(support::faults_on_sends(ALICE, 1000, 401, name));
+        };
+        // A glitch: sends answered AUTH_KEY_UNREGISTERED for a moment, getState fine.
+        on_sends("AUTH_KEY_UNREGISTERED");
+        let sent = send_one(&svc, chat, ttl(9), "/not-ended/1").await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while handler.stats().1 == 0 {
+            assert!(Instant::now() < deadline, "no send met the glitch");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        handler.set_faults(tgsim::faults::Faults::none());
+        wait("the send to go out after the glitch", 20, || {
+            matches!(status(&svc, sent), RequestStatus::Sent)
+        })
+        .await;
+        assert_eq!(svc.chat_status(chat).unwrap(), Some(Status::Ready));
+        assert!(!svc.shared().logged_out());
+        assert!(!logout_marker(&svc));
+
+        // An unusable key: recorded as logged out, the chat stays, the request waits.
+        on_sends("AUTH_KEY_INVALID");
+        let waiting = send_one(&svc, chat, ttl(10), "/not-ended/2").await;
+        wait("the daemon to record it", 20, || svc.shared().logged_out()).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(svc.chat_status(chat).unwrap(), Some(Status::Ready));
+        assert_eq!(status(&svc, waiting), RequestStatus::Pending);
+        assert!(!logout_marker(&svc));
         drop(svc);
         d.stop().await;
     });
@@ -997,11 +1139,10 @@ fn a_login_finishes_a_logout_whose_closing_did_not() {
         let (sim, _alice_key, d, chat) = ready_chat(sim_dir, dir).await;
         let svc = d.service().clone();
         // Telegram logged the key out and the daemon recorded it, but the chats did not close
-        // (as when closing failed): the next completed login closes them first.
+        // (as when closing failed): the next completed login closes them first. (Recorded
+        // first, so that the daemon's own calls do not find the logout and finish it.)
         let now = unix_now();
-        sim.model()
-            .log_out(ALICE, i32::try_from(now).unwrap())
-            .unwrap();
+        svc.shared().set_logged_out(true);
         let mut b = Batch::new();
         b.put(
             Tree::Session,
@@ -1009,7 +1150,9 @@ fn a_login_finishes_a_logout_whose_closing_did_not() {
             tgsecretd::records::logout_marker(tgsecretd::records::LOGOUT_CONFIRMED, now),
         );
         svc.shared().store.commit(b).await.unwrap();
-        svc.shared().set_logged_out(true);
+        sim.model()
+            .log_out(ALICE, i32::try_from(now).unwrap())
+            .unwrap();
         assert_eq!(svc.chat_status(chat).unwrap(), Some(Status::Ready));
         svc.login_request_code("+999 661 5001").await.unwrap();
         assert_eq!(

@@ -860,6 +860,116 @@ fn logout_closes_the_chats_and_login_takes_the_code_and_the_password() {
     });
 }
 
+/// The `PropertiesChanged` of the manager's login properties: the changed values by name.
+fn login_changes(m: &zbus::Message) -> Option<HashMap<String, OwnedVariant>> {
+    let (iface, changed, _): (String, HashMap<String, OwnedVariant>, Vec<String>) =
+        m.body().deserialize().ok()?;
+    (iface == ipc_proto::MANAGER_INTERFACE).then_some(changed)
+}
+
+/// The user terminates the daemon's session from another device (tgsim's `log_out`): at the
+/// next call Telegram answers `AUTH_KEY_UNREGISTERED`, and the daemon does what a `Logout`
+/// does, because Telegram discarded the chats with the authorization: every chat closes
+/// (`Closed` by `logout`), the request that met the answer fails with `LOGGED_OUT`, and the
+/// manager says `logged_out` in a `PropertiesChanged`. After a restart all of it holds, and a
+/// login signs in again.
+#[test]
+fn a_session_ended_from_another_device_closes_the_chats_as_a_logout() {
+    runtime().block_on(async {
+        let tmp = Temp::new("dbus-ended");
+        let bus = Bus::start();
+        let sim = Sim::start(&tmp.0.join("sim"), &[(ALICE, "Alice")], &[(BOB, "echo")]);
+        let key = sim.key_file(ALICE, &tmp.0);
+        let mut d = Daemon::start(&tmp.0.join("d"), &bus.address, &sim, &key, "always");
+        let client = Client::connect(&bus.address).await;
+        client.wait_ready(30).await;
+        let m = client.manager().await;
+        let chats = [
+            m.request_chat(BOB, HashMap::new()).await.unwrap(),
+            m.request_chat(BOB, HashMap::new()).await.unwrap(),
+        ];
+        for &c in &chats {
+            client.wait_state(c, "ready", 30).await;
+        }
+        let responses = client.responses().await;
+        let signals = Signals::start(&client).await;
+        let ttl = |t: i32| {
+            let mut p: HashMap<&str, Variant<'_>> = HashMap::new();
+            p.insert("ttl_seconds", Variant::from(t));
+            p
+        };
+        // Signed in: a send goes through.
+        let h = m
+            .send_service_action(chats[0], "SetMessageTTL", ttl(5), opts("before"))
+            .await
+            .unwrap();
+        assert_eq!(responses.one(h.as_str(), 30).await.1, response::SENT);
+
+        sim.admin().log_out(ALICE).unwrap();
+        let h = m
+            .send_service_action(chats[0], "SetMessageTTL", ttl(6), opts("after"))
+            .await
+            .unwrap();
+        let r = responses.one(h.as_str(), 30).await;
+        assert_eq!(
+            (r.1, str_of(&r.2, "error")),
+            (response::FAILED, "LOGGED_OUT".to_owned())
+        );
+        for &c in &chats {
+            let by: String = signals
+                .wait(&ipc_proto::chat_path(c), "Closed", |msg| {
+                    msg.body()
+                        .deserialize::<(String, String)>()
+                        .ok()
+                        .map(|b| b.0)
+                })
+                .await;
+            assert_eq!(by, "logout", "chat {c}");
+            client.wait_state(c, "discarded", 10).await;
+        }
+        let state: String = signals
+            .wait(ipc_proto::MANAGER_PATH, "PropertiesChanged", |msg| {
+                let c = login_changes(msg)?;
+                String::try_from(c.get("AuthorizationState")?.try_clone().ok()?).ok()
+            })
+            .await;
+        assert_eq!(state, "logged_out");
+        let user: i64 = signals
+            .wait(ipc_proto::MANAGER_PATH, "PropertiesChanged", |msg| {
+                i64::try_from(login_changes(msg)?.get("SelfUserId")?).ok()
+            })
+            .await;
+        assert_eq!(user, 0);
+        assert_eq!(m.authorization_state().await.unwrap(), "logged_out");
+        // The peer saw the first message only.
+        let ttls: Vec<i64> = sim
+            .transcript(BOB, chats[0])
+            .iter()
+            .filter_map(ttl_of)
+            .collect();
+        assert_eq!(ttls, vec![5]);
+
+        // Durable: after a restart the chats stay closed, and a login is taken at once.
+        assert!(d.terminate().is_some_and(|s| s.success()));
+        d.restart();
+        let m = answering_manager(&client).await;
+        for &c in &chats {
+            assert_eq!(client.chat_state(c).await.as_deref(), Some("discarded"));
+        }
+        let step = m.login_phone(&format!("99966{ALICE}")).await.unwrap();
+        assert_eq!(str_of(&step, "next"), "code");
+        let step = m.login_code(tgsim::model::PHONE_CODE).await.unwrap();
+        assert_eq!(str_of(&step, "next"), "done");
+        wait_authorization(&m, "ready").await;
+        let chat = m.request_chat(BOB, HashMap::new()).await.unwrap();
+        client.wait_state(chat, "ready", 30).await;
+        for &c in &chats {
+            assert_eq!(client.chat_state(c).await.as_deref(), Some("discarded"));
+        }
+        assert!(d.terminate().is_some_and(|s| s.success()));
+    });
+}
+
 /// `ForgetChat`: refused for an open chat and for one whose `discardEncryption` Telegram has
 /// not taken yet; then everything stored for the chat goes (its object with `ChatRemoved`, its
 /// view, its results, its records in every tree), across a restart, while the random_id its

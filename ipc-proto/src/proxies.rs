@@ -79,7 +79,7 @@ pub trait Manager {
     fn get_chat(&self, chat_id: i32) -> Result<Dict, crate::Error>;
 
     /// The daemon's status: `version` (s), `authorization_state` (s), `logged_in` (b),
-    /// `self_user_id` (x, once known), `accept_policy` (s), and the store's counters since
+    /// `self_user_id` (x, once known, while logged in), `accept_policy` (s), and the store's counters since
     /// the start (t each): `store_batches`, `store_rounds`, `store_apply_wait_us`,
     /// `store_sync_wait_us`, `store_flush_us` (see the interface XML).
     fn get_status(&self) -> Result<Dict, crate::Error>;
@@ -120,11 +120,17 @@ pub trait Manager {
     #[zbus(property)]
     fn version(&self) -> zbus::Result<String>;
 
-    /// `wait_phone`, `wait_code`, `wait_password`, `ready`, `logged_out`.
+    /// `ready` (signed in; at start, as the stored session says, until Telegram says
+    /// otherwise), `wait_phone`, `wait_code`, `wait_password` (the next login step), or
+    /// `logged_out`: the account's authorization ended, by `Logout` or from another device
+    /// (the session terminated there, even while the daemon was stopped); Telegram discarded
+    /// its secret chats, and the daemon closes them (`Closed` by `logout`). After a restart a
+    /// logged-out account says `wait_phone`. `LoginPhone` signs in again. Every change is
+    /// signalled (`PropertiesChanged`, with `SelfUserId`).
     #[zbus(property)]
     fn authorization_state(&self) -> zbus::Result<String>;
 
-    /// Our user id (0 until known).
+    /// Our user id (0 until known, and while logged out).
     #[zbus(property)]
     fn self_user_id(&self) -> zbus::Result<i64>;
 

@@ -446,25 +446,22 @@ impl Manager {
     }
 
     /// The daemon's status: `version` (s), `authorization_state` (s), `logged_in` (b),
-    /// `self_user_id` (x, once known), `accept_policy` (s), and the store's counters since
+    /// `self_user_id` (x, once known, while logged in), `accept_policy` (s), and the store's counters since
     /// the start (t each): `store_batches` (batches answered), `store_rounds` (group flushes),
     /// `store_apply_wait_us` and `store_sync_wait_us` (summed over the batches: queued until
     /// applied, applied until durable), `store_flush_us` (summed over the rounds: flush and
     /// syncs). Cheap: it reads no chat (a store of 100,000 chats answers at once).
     async fn get_status(&self) -> Result<Results, Error> {
         let shared = self.service.shared();
-        let self_user = shared.link.session().self_user();
+        let (state, self_user) = self.hub.login_properties(shared);
         let mut d = Dict::default();
         d.put("version", string_variant(env!("CARGO_PKG_VERSION")))
+            .put("authorization_state", string_variant(state))
+            .put("logged_in", variant(self_user != 0))
             .put(
-                "authorization_state",
-                string_variant(self.hub.authorization_state(shared.logged_out())),
+                "self_user_id",
+                (self_user != 0).then_some(self_user).and_then(variant),
             )
-            .put(
-                "logged_in",
-                variant(self_user.is_some() && !shared.logged_out()),
-            )
-            .put("self_user_id", self_user.and_then(variant))
             .put("accept_policy", string_variant(&shared.accept.name()));
         let st = shared.store.stats();
         d.put(
@@ -542,8 +539,7 @@ impl Manager {
     ) -> Result<(), Error> {
         self.service.logout().await.map_err(to_dbus)?;
         self.hub.set_login(LoginStage::LoggedOut);
-        let _ = self.authorization_state_changed(&emitter).await;
-        let _ = self.self_user_id_changed(&emitter).await;
+        self.hub.announce_login(emitter.connection()).await;
         Ok(())
     }
 
@@ -577,22 +573,22 @@ impl Manager {
         env!("CARGO_PKG_VERSION").into()
     }
 
-    /// `wait_phone`, `wait_code`, `wait_password`, `ready`, `logged_out`.
+    /// `ready` (signed in; at start, as the stored session says, until Telegram says
+    /// otherwise), `wait_phone`, `wait_code`, `wait_password` (the next login step), or
+    /// `logged_out`: the account's authorization ended, by `Logout` or from another device
+    /// (the session terminated there, even while the daemon was stopped); Telegram discarded
+    /// its secret chats, and the daemon closes them (`Closed` by `logout`). After a restart a
+    /// logged-out account says `wait_phone`. `LoginPhone` signs in again. Every change is
+    /// signalled (`PropertiesChanged`, with `SelfUserId`).
     #[zbus(property)]
     async fn authorization_state(&self) -> String {
-        self.hub
-            .authorization_state(self.service.shared().logged_out())
-            .into()
+        self.hub.login_properties(self.service.shared()).0.into()
     }
 
-    /// Our user id (0 until known).
+    /// Our user id (0 until known, and while logged out).
     #[zbus(property)]
     async fn self_user_id(&self) -> i64 {
-        let shared = self.service.shared();
-        if shared.logged_out() {
-            return 0;
-        }
-        shared.link.session().self_user().unwrap_or(0)
+        self.hub.login_properties(self.service.shared()).1
     }
 
     /// What happens to a chat someone opens with us: `ask`, `never`, `always`, or the user
@@ -641,8 +637,7 @@ impl Manager {
                 ));
             }
         }
-        let _ = self.authorization_state_changed(emitter).await;
-        let _ = self.self_user_id_changed(emitter).await;
+        self.hub.announce_login(emitter.connection()).await;
         Ok(d.0)
     }
 }

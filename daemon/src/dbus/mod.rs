@@ -148,7 +148,17 @@ pub struct Hub {
     wake: tokio::sync::Notify,
     calls: Mutex<CallResults>,
     login: Mutex<LoginStage>,
+    /// The manager's login properties as last emitted (or as they were when the daemon began
+    /// to serve): `PropertiesChanged` carries only what differs. Held while one is emitted,
+    /// so that they go out in the order the values were read.
+    login_emitted: tokio::sync::Mutex<Option<LoginProperties>>,
+    /// The login state changed outside a login call ([`Announce::login_changed`]): the next
+    /// flush emits the login properties.
+    login_dirty: std::sync::atomic::AtomicBool,
 }
+
+/// `AuthorizationState` and `SelfUserId`.
+type LoginProperties = (&'static str, i64);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -171,6 +181,50 @@ impl Hub {
 
     fn set_login(&self, s: LoginStage) {
         *lock(&self.login) = s;
+    }
+
+    /// The manager's login properties as they are now.
+    fn login_properties(&self, shared: &crate::shared::Shared) -> LoginProperties {
+        let logged_out = shared.logged_out();
+        let user = if logged_out {
+            0
+        } else {
+            shared.link.session().self_user().unwrap_or(0)
+        };
+        (self.authorization_state(logged_out), user)
+    }
+
+    /// Emits `PropertiesChanged` for the manager's login properties that changed since they
+    /// were last emitted.
+    async fn announce_login(&self, conn: &Connection) {
+        let Some(service) = self.service() else {
+            return;
+        };
+        let mut emitted = self.login_emitted.lock().await;
+        let now = self.login_properties(service.shared());
+        if *emitted == Some(now) {
+            return;
+        }
+        let before = emitted.replace(now);
+        let mut changed: HashMap<&str, Variant<'_>> = HashMap::new();
+        if before.map(|b| b.0) != Some(now.0) {
+            changed.insert("AuthorizationState", Variant::from(now.0));
+        }
+        if before.map(|b| b.1) != Some(now.1) {
+            changed.insert("SelfUserId", Variant::from(now.1));
+        }
+        let (Ok(emitter), Ok(iface)) = (
+            SignalEmitter::new(conn, ipc_proto::MANAGER_PATH),
+            zbus::names::InterfaceName::try_from(ipc_proto::MANAGER_INTERFACE),
+        ) else {
+            return;
+        };
+        if let Err(e) =
+            zbus::fdo::Properties::properties_changed(&emitter, iface, changed, (&[][..]).into())
+                .await
+        {
+            tracing::debug!(error = %e, "the login properties' PropertiesChanged not emitted");
+        }
     }
 
     fn call_result(&self, handle: &str) -> Option<(u32, HashMap<String, OwnedVariant>)> {
@@ -347,6 +401,8 @@ impl DbusAnnounce {
             wake: tokio::sync::Notify::new(),
             calls: Mutex::new((HashMap::new(), Vec::new())),
             login: Mutex::new(LoginStage::None),
+            login_emitted: tokio::sync::Mutex::new(None),
+            login_dirty: std::sync::atomic::AtomicBool::new(false),
         });
         Arc::new(DbusAnnounce {
             conn,
@@ -360,6 +416,7 @@ impl DbusAnnounce {
     /// takes the bus name.
     pub async fn serve(&self, service: Service) -> Result<(), zbus::Error> {
         *lock(&self.hub.service) = Some(service.clone());
+        *self.hub.login_emitted.lock().await = Some(self.hub.login_properties(service.shared()));
         let server = self.conn.object_server();
         server
             .at(
@@ -402,6 +459,12 @@ impl DbusAnnounce {
                 hub.wake.notified().await;
                 tokio::time::sleep(FLUSH_EVERY).await;
                 hub.flush(&conn).await;
+                if hub
+                    .login_dirty
+                    .swap(false, std::sync::atomic::Ordering::SeqCst)
+                {
+                    hub.announce_login(&conn).await;
+                }
             }
         }));
         take_name(&self.conn).await
@@ -500,6 +563,16 @@ impl Announce for DbusAnnounce {
         lock(&self.hub.views)
             .pending
             .insert(view.summary.chat_id, view);
+        self.hub.wake.notify_one();
+    }
+
+    fn login_changed(&self, ended: bool) {
+        if ended {
+            self.hub.set_login(LoginStage::LoggedOut);
+        }
+        self.hub
+            .login_dirty
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         self.hub.wake.notify_one();
     }
 }
