@@ -115,6 +115,17 @@ async fn invoke<R: tl::RemoteCall>(
         .expect("no answer in time")
 }
 
+/// A grammers sender connected to `addr` with the auth key `key`.
+async fn connect(addr: SocketAddr, key: [u8; 256]) -> Sender<Full, Encrypted> {
+    tokio::time::timeout(
+        WAIT,
+        connect_with_auth(Full::new(), ServerAddr::Tcp { address: addr }, key),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+}
+
 /// What grammers sends first on a new connection.
 fn init_get_config()
 -> tl::functions::InvokeWithLayer<tl::functions::InitConnection<tl::functions::help::GetConfig>> {
@@ -140,13 +151,7 @@ fn init_get_config()
 fn connect_and_get_state(addr: SocketAddr, key: &ProvisionedKey) -> i32 {
     let key = key.key_bytes().unwrap();
     runtime().block_on(async {
-        let mut sender = tokio::time::timeout(
-            WAIT,
-            connect_with_auth(Full::new(), ServerAddr::Tcp { address: addr }, key),
-        )
-        .await
-        .unwrap()
-        .unwrap();
+        let mut sender = connect(addr, key).await;
         let tl::enums::Config::Config(config) =
             invoke(&mut sender, &init_get_config()).await.unwrap();
         assert_eq!(config.this_dc, 2);
@@ -323,13 +328,7 @@ fn close_connections_drops_the_accounts_live_connections() {
     let bytes = key.key_bytes().unwrap();
     let addr = tg.addr;
     runtime().block_on(async {
-        let mut sender = tokio::time::timeout(
-            WAIT,
-            connect_with_auth(Full::new(), ServerAddr::Tcp { address: addr }, bytes),
-        )
-        .await
-        .unwrap()
-        .unwrap();
+        let mut sender = connect(addr, bytes).await;
         invoke(&mut sender, &init_get_config()).await.unwrap();
         assert_eq!(admin.close_connections(BOB).unwrap(), 0);
         assert_eq!(admin.close_connections(ALICE).unwrap(), 1);
@@ -352,13 +351,7 @@ fn log_out_signs_the_device_out_as_a_terminated_session() {
     let bytes = key.key_bytes().unwrap();
     let addr = tg.addr;
     runtime().block_on(async {
-        let mut sender = tokio::time::timeout(
-            WAIT,
-            connect_with_auth(Full::new(), ServerAddr::Tcp { address: addr }, bytes),
-        )
-        .await
-        .unwrap()
-        .unwrap();
+        let mut sender = connect(addr, bytes).await;
         invoke(&mut sender, &init_get_config()).await.unwrap();
         invoke(&mut sender, &tl::functions::updates::GetState {})
             .await
