@@ -639,6 +639,7 @@ impl ChatActor {
             self.id(),
             access_hash,
             job.clone(),
+            self.call_epoch,
         );
         let owed = match &job {
             CallJob::Owed { n, .. } => Some(*n),
@@ -745,10 +746,13 @@ impl ChatActor {
         let pause = async move {
             let _ = tokio::time::timeout(LOGGED_OUT_PAUSE, shared.until_logged_in()).await;
         };
-        ctx.spawn(pause.into_actor(self).map(|(), act, ctx| {
+        // Held as the call in flight: the account's logout ends it with the chat.
+        let handle = ctx.spawn(pause.into_actor(self).map(|(), act, ctx| {
             act.calling = false;
+            act.flight = None;
             act.pump_calls(ctx);
         }));
+        self.flight = Some((handle, None));
     }
 
     // ---------------------------------------------------------------------------------------
@@ -844,7 +848,13 @@ pub fn failure_of(reason: &DiscardReason) -> (String, String) {
 }
 
 /// Performs one call, retrying by its error's class, until it succeeds or fails for good.
-async fn perform(shared: Arc<Shared>, chat_id: i32, access_hash: i64, job: CallJob) -> CallResult {
+async fn perform(
+    shared: Arc<Shared>,
+    chat_id: i32,
+    access_hash: i64,
+    job: CallJob,
+    epoch: u64,
+) -> CallResult {
     let link = Arc::clone(&shared.link);
     let mut backoff = FIRST_BACKOFF;
     loop {
@@ -865,7 +875,7 @@ async fn perform(shared: Arc<Shared>, chat_id: i32, access_hash: i64, job: CallJ
         };
         let e = match attempt {
             Ok(r) => {
-                shared.answered();
+                shared.answered(epoch);
                 return r;
             }
             Err(e) => e,

@@ -389,25 +389,28 @@ impl Daemon {
 const STOP_PATIENCE: Duration = Duration::from_secs(5);
 
 /// What Telegram says of the key, asked with `updates.getState` (retried while the answer is
-/// transient).
+/// transient), and the login epoch read before the answer that decided.
 enum KeyState {
     /// Answered: the key is signed in.
     SignedIn,
     /// The authorization ended ([`tglink::authorization_ended`]).
-    Ended,
+    Ended(u64),
     /// Another logged-out answer (an unknown, duplicated or replaced key).
     Unusable(tglink::CallError),
 }
 
-async fn key_state(link: &Link) -> KeyState {
+async fn key_state(shared: &Shared, link: &Link) -> KeyState {
     let mut backoff = Duration::from_millis(200);
     loop {
+        let epoch = shared.login_epoch();
         match link
             .invoke(&grammers_tl_types::functions::updates::GetState {})
             .await
         {
             Ok(_) => return KeyState::SignedIn,
-            Err(e) if tglink::authorization_ended(e.class, &e.name) => return KeyState::Ended,
+            Err(e) if tglink::authorization_ended(e.class, &e.name) => {
+                return KeyState::Ended(epoch);
+            }
             Err(e) if e.class == tglink::ErrorClass::LoggedOut => return KeyState::Unusable(e),
             Err(e) => {
                 tracing::debug!(error = %e, "is the key signed in: trying again");
@@ -421,9 +424,9 @@ async fn key_state(link: &Link) -> KeyState {
 /// A logout was not finished before the daemon stopped (see [`crate::records::LOGOUT_KEY`]).
 /// Confirmed: close the chats the stop left open. Started: ask Telegram whether the key is
 /// still signed in (the session's cached self user would not tell): signed in, the logout
-/// never happened; the authorization ended, finish the logout; any other logged-out answer
-/// (a key Telegram does not know: perhaps a wrong key file) leaves the marker and closes
-/// nothing.
+/// never happened; the authorization ended, finish the logout (unless a login completed
+/// meanwhile: it found the marker and closed the chats); any other logged-out answer (a key
+/// Telegram does not know: perhaps a wrong key file) leaves the marker and closes nothing.
 async fn settle_unfinished_logout(shared: &Shared, link: &Link, registry: &Addr<Registry>) {
     use crate::service::{close_chats_after_logout, finish_logout, forget_logout, logout_state};
     let state = match logout_state(shared) {
@@ -435,40 +438,56 @@ async fn settle_unfinished_logout(shared: &Shared, link: &Link, registry: &Addr<
         }
     };
     tracing::info!("finishing a logout a stop interrupted");
-    let closed = match state {
-        crate::records::LOGOUT_CONFIRMED => close_chats_after_logout(shared, registry).await,
-        _ => match key_state(link).await {
-            KeyState::SignedIn => forget_logout(shared).await,
-            KeyState::Ended => {
-                shared.set_logged_out(true);
-                finish_logout(shared, registry).await
-            }
-            KeyState::Unusable(e) => {
-                tracing::warn!(error = %e, "an unfinished logout stays undecided");
+    let answer = match state {
+        crate::records::LOGOUT_CONFIRMED => None,
+        _ => Some(key_state(shared, link).await),
+    };
+    let _login = shared.login_lock().await;
+    let done = match answer {
+        None => close_chats_after_logout(shared, registry).await,
+        Some(KeyState::SignedIn) => forget_logout(shared).await,
+        Some(KeyState::Ended(epoch)) => {
+            if !shared.confirm_logout_since(epoch) {
                 return;
             }
-        },
+            finish_logout(shared, registry).await
+        }
+        Some(KeyState::Unusable(e)) => {
+            tracing::warn!(error = %e, "an unfinished logout stays undecided");
+            return;
+        }
     };
-    if let Err(e) = closed {
+    if let Err(e) = done {
         tracing::error!(error = %e, "the unfinished logout stays");
     }
 }
 
-/// Finishes each authorization Telegram ends while the key is known to work (the user
-/// terminated the session from another device: see [`Shared::logged_out_since`]) as a
-/// confirmed logout: every chat closes (Telegram discarded them with the authorization), their
-/// open requests fail with `LOGGED_OUT`, and the account waits for a login. Telegram is asked
-/// again first (`updates.getState`): one answer is not enough for something this final. TDLib
-/// destroys all its data on the first such answer (`AuthManager::on_authorization_lost`).
+/// How long the daemon waits before it asks Telegram again whether an authorization ended (a
+/// logged-out answer of a moment is not an end).
+const ENDED_RECHECK_AFTER: Duration = Duration::from_secs(2);
+
+/// Finishes each authorization Telegram ends for the key that worked (the user terminated the
+/// session from another device: see [`Shared::logged_out_since`]) as a confirmed logout: every
+/// chat closes (Telegram discarded them with the authorization), their open requests fail with
+/// `LOGGED_OUT`, and the account waits for a login. Telegram is asked again first
+/// (`updates.getState`, after [`ENDED_RECHECK_AFTER`]): one answer is not enough for something
+/// this final. TDLib destroys all its data on the first 401 (`AuthManager::on_authorization_lost`).
+/// A login that completes first closes the chats itself (`Service::logged_in`).
 async fn finish_ended_authorizations(
     shared: Arc<Shared>,
     link: Arc<Link>,
     registry: Addr<Registry>,
 ) {
     loop {
-        let at = shared.until_authorization_ended().await;
-        match key_state(&link).await {
-            KeyState::Ended => {}
+        shared.until_authorization_ended().await;
+        tokio::time::sleep(ENDED_RECHECK_AFTER).await;
+        let answer = key_state(&shared, &link).await;
+        let _login = shared.login_lock().await;
+        if !shared.take_ended() {
+            continue; // a login completed first and closed the chats
+        }
+        match answer {
+            KeyState::Ended(_) => {}
             KeyState::SignedIn => {
                 tracing::warn!("the key answers again: not logged out");
                 shared.set_logged_out(false);
@@ -476,18 +495,13 @@ async fn finish_ended_authorizations(
                 continue;
             }
             KeyState::Unusable(e) => {
-                tracing::warn!(error = %e, "the key is unusable: the chats stay until a login");
+                tracing::warn!(error = %e, "the key is unusable, not ended: the chats stay");
+                shared.forget_key_worked();
                 continue;
             }
         }
-        if shared.login_epoch() != at {
-            tracing::info!("a login completed meanwhile: the new authorization stays");
-            continue;
-        }
-        if !shared.take_key_worked() {
-            continue; // finished already
-        }
         tracing::warn!("the account's authorization ended elsewhere: closing its chats");
+        shared.confirm_ended();
         if let Err(e) = crate::service::finish_logout(&shared, &registry).await {
             tracing::error!(error = %e, "closing the chats of the ended authorization");
         }
@@ -511,7 +525,7 @@ async fn run_updates(shared: Arc<Shared>, link: Arc<Link>, registry: Addr<Regist
         };
         match learnt {
             Ok(_) => {
-                shared.answered();
+                shared.answered(epoch);
                 // The user id is known now (an actor's answer may have come first).
                 shared.announce.login_changed(false);
                 break;

@@ -241,7 +241,7 @@ pub const SESSION_KEY: &[u8] = b"snapshot";
 /// `Started` is written durably before `auth.logOut` is sent, `Confirmed` once Telegram
 /// answered it (or said the authorization ended already), and also when Telegram ends the
 /// authorization of the key that worked ([`SIGNED_IN_KEY`]: the user terminated the session
-/// from another device), once a second call confirmed it; it is removed once every chat is
+/// from another device), once a second question confirmed it; it is removed once every chat is
 /// closed after the logout, or when Telegram refused `auth.logOut` (a transient failure,
 /// after one retry, leaves `Started`: the call may have arrived). A completed login finds
 /// either state and closes the chats first (needing a login means the key was logged out).
@@ -254,11 +254,14 @@ pub const SESSION_KEY: &[u8] = b"snapshot";
 pub const LOGOUT_KEY: &[u8] = b"logout";
 
 /// Key of the signed-in key record (Session tree): the first 8 bytes of the SHA-256 of the
-/// home DC's auth key, written the first time an authorized call is answered with that key
-/// after its authorization began (a login, or the first start), removed with the logout
-/// marker once the chats of an ended authorization are closed. It tells a logged-out answer
-/// for the key that worked (its authorization ended: the chats close, even when the session
-/// was terminated while the daemon was stopped) from one for another key.
+/// home DC's auth key. Written (queued, not waited for) at the first authorized answer of a
+/// run in which it was missing or named another key; removed in the batch that writes the
+/// `Confirmed` logout marker (by `Logout`, a logout a stop interrupted, or an ended
+/// authorization), before the chats close. It tells a logged-out answer for the key that
+/// worked from one for another key: only an answer that the authorization ended
+/// (`tglink::authorization_ended`) for this key, outside a `Logout`, confirmed by a second
+/// `updates.getState`, closes the chats without a marker (even when the session was
+/// terminated while the daemon was stopped).
 pub const SIGNED_IN_KEY: &[u8] = b"signed-in-key";
 
 /// [`LOGOUT_KEY`] state: `auth.logOut` is about to be sent.

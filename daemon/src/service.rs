@@ -269,16 +269,22 @@ impl Service {
         if !matches!(step, tglink::LoginStep::Done { .. }) {
             return;
         }
+        let _login = self.shared.login_lock().await;
         // A login after a logout was started means the key was logged out: confirmed or
-        // not, Telegram discarded the chats.
-        match logout_state(&self.shared) {
-            Ok(Some(_)) => {
-                if let Err(e) = close_chats_after_logout(&self.shared, &self.registry).await {
-                    tracing::error!(error = %e, "closing the chats of the last logout");
-                }
+        // not, Telegram discarded the chats. So did an end of the authorization the daemon
+        // recorded and had not finished yet.
+        let ended = self.shared.take_ended();
+        let marker = match logout_state(&self.shared) {
+            Ok(m) => m.is_some(),
+            Err(e) => {
+                tracing::error!(error = %e, "the logout marker cannot be read");
+                false
             }
-            Ok(None) => {}
-            Err(e) => tracing::error!(error = %e, "the logout marker cannot be read"),
+        };
+        if (ended || marker)
+            && let Err(e) = close_chats_after_logout(&self.shared, &self.registry).await
+        {
+            tracing::error!(error = %e, "closing the chats of the last logout");
         }
         self.shared.set_logged_out(false);
         self.shared.set_signed_in();
@@ -368,6 +374,7 @@ impl Service {
                 }
             }
         }
+        let _login = self.shared.login_lock().await;
         self.shared.set_logged_out(true);
         finish_logout(&self.shared, &self.registry).await
     }

@@ -185,8 +185,14 @@ pub struct Shared {
     /// Telegram ended the authorization of the key that worked ([`Shared::logged_out_since`]):
     /// the daemon finishes it as a logout ([`Shared::until_authorization_ended`]).
     ended: tokio::sync::Notify,
-    /// The login epoch at which the last ended authorization was recorded.
-    ended_at: AtomicU64,
+    /// An ended authorization was recorded and not yet finished (by the watcher, or by a
+    /// login that completed first: see [`Shared::take_ended`]).
+    ended_pending: std::sync::atomic::AtomicBool,
+    /// Held while the login state and the chats are changed together: a completed login (its
+    /// closing of an earlier logout's chats and its sign-in), the finishing of an ended
+    /// authorization, a logout a stop interrupted. One at a time, so that neither undoes the
+    /// other.
+    login_lock: tokio::sync::Mutex<()>,
     fatal: Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>,
 }
 
@@ -224,7 +230,8 @@ impl Shared {
             logging_out: std::sync::atomic::AtomicBool::new(false),
             logged_in: tokio::sync::Notify::new(),
             ended: tokio::sync::Notify::new(),
-            ended_at: AtomicU64::new(0),
+            ended_pending: std::sync::atomic::AtomicBool::new(false),
+            login_lock: tokio::sync::Mutex::new(()),
             fatal: Mutex::new(Some(fatal)),
         }))
     }
@@ -370,9 +377,11 @@ impl Shared {
     ///
     /// When the answer says the authorization ended ([`tglink::authorization_ended`]), this key
     /// is known to have worked (`key_worked`) and no `Logout` is under way, the authorization
-    /// ended elsewhere (the user terminated the session from another device) and Telegram
-    /// discarded its secret chats: whoever waits in [`Shared::until_authorization_ended`] is
-    /// woken to finish it as a logout. Without that evidence (a key that never answered here:
+    /// probably ended elsewhere (the user terminated the session from another device) and
+    /// Telegram discarded its secret chats: whoever waits in
+    /// [`Shared::until_authorization_ended`] is woken to confirm it and finish it as a logout
+    /// (announced as ended only then), and a login that completes first closes the chats
+    /// itself ([`Shared::take_ended`]). Without that evidence (a key that never answered here:
     /// perhaps a wrong key file) nothing is concluded about the chats.
     pub fn logged_out_since(&self, epoch: u64, e: &tglink::CallError) -> bool {
         let Ok(was) = self
@@ -387,28 +396,63 @@ impl Shared {
         let ended = tglink::authorization_ended(e.class, &e.name)
             && self.key_worked.load(Ordering::SeqCst)
             && !self.logging_out.load(Ordering::SeqCst);
-        if ended {
-            tracing::warn!(error = %e, "the account's authorization ended");
-            self.ended_at.store(epoch, Ordering::SeqCst);
+        if ended && !self.ended_pending.swap(true, Ordering::SeqCst) {
+            tracing::warn!(error = %e, "the account's authorization may have ended");
             self.ended.notify_one();
         }
-        if was & 1 == 0 || ended {
-            self.announce.login_changed(ended);
+        if was & 1 == 0 {
+            self.announce.login_changed(false);
         }
         true
     }
 
-    /// Returns when an authorization ended ([`Shared::logged_out_since`]), with the login
-    /// epoch it ended at; a wake-up that came while nobody waited is kept for the next wait.
-    pub async fn until_authorization_ended(&self) -> u64 {
+    /// Returns when an authorization ended ([`Shared::logged_out_since`]); a wake-up that came
+    /// while nobody waited is kept for the next wait.
+    pub async fn until_authorization_ended(&self) {
         self.ended.notified().await;
-        self.ended_at.load(Ordering::SeqCst)
     }
 
-    /// Takes the evidence that this key's authorization worked (see the field), once its end
-    /// is being finished: whether there was any (else it was finished already).
-    pub fn take_key_worked(&self) -> bool {
-        self.key_worked.swap(false, Ordering::SeqCst)
+    /// Takes the recorded, unfinished end of the authorization ([`Shared::logged_out_since`]):
+    /// whether there was one. Whoever takes it closes the chats (or decides that the end was
+    /// not one), holding [`Shared::login_lock`].
+    pub fn take_ended(&self) -> bool {
+        self.ended_pending.swap(false, Ordering::SeqCst)
+    }
+
+    /// The end of the authorization is confirmed (a second answer said so) and being
+    /// finished: the evidence that the key worked goes, and the announcer is told.
+    pub fn confirm_ended(&self) {
+        self.key_worked.store(false, Ordering::SeqCst);
+        self.announce.login_changed(true);
+    }
+
+    /// The key proved unusable (not ended): its evidence goes, so that its logged-out answers
+    /// no longer wake anyone until it works again.
+    pub fn forget_key_worked(&self) {
+        self.key_worked.store(false, Ordering::SeqCst);
+    }
+
+    /// A logout a stop interrupted is confirmed at `epoch` (the login epoch read before the
+    /// question): recorded as [`Shared::set_logged_out`] does, unless a login completed since
+    /// (then that login has closed the chats: it found the marker). Whether it was recorded.
+    pub fn confirm_logout_since(&self, epoch: u64) -> bool {
+        let recorded = self
+            .login
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| {
+                (s >> 1 == epoch).then_some(s | 1)
+            })
+            .is_ok();
+        if recorded {
+            self.signed_in.store(false, Ordering::SeqCst);
+            self.key_worked.store(false, Ordering::SeqCst);
+            self.announce.login_changed(true);
+        }
+        recorded
+    }
+
+    /// Serialises the changes of the login state that go with the chats (see the field).
+    pub async fn login_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.login_lock.lock().await
     }
 
     /// Marks a `Logout` under way until the guard drops (see [`Shared::logged_out_since`]).
@@ -439,11 +483,12 @@ impl Shared {
         }
     }
 
-    /// Telegram answered an authorized call: the account is signed in, unless a logout was
-    /// recorded meanwhile (an answer to a call made before it says nothing after it; only a
-    /// login signs in again).
-    pub fn answered(&self) {
-        if !self.logged_out() {
+    /// Telegram answered an authorized call made at login epoch `epoch`: the account is
+    /// signed in, unless a logout was recorded or a login completed since the call was made
+    /// (an answer to a call made before them says nothing after them; only a login signs in
+    /// again).
+    pub fn answered(&self, epoch: u64) {
+        if self.login.load(Ordering::SeqCst) == epoch << 1 {
             self.set_signed_in();
         }
     }

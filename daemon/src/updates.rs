@@ -41,7 +41,7 @@ pub async fn run(shared: Arc<Shared>, mut updates: Updates, registry: Addr<Regis
             }
             Ok(Ok(b)) => {
                 backoff = Duration::from_millis(200);
-                shared.answered();
+                shared.answered(epoch);
                 b
             }
             Ok(Err(e)) => {

@@ -733,22 +733,6 @@ fn close_cancels_what_never_left_and_the_peer_sees_no_hole() {
     });
 }
 
-/// The manager once the daemon answers a call (at most 30 s), whatever its login state.
-async fn answering_manager(client: &Client) -> ipc_proto::ManagerProxy<'static> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let m = client.manager().await;
-        if m.get_status().await.is_ok() {
-            return m;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the daemon did not come up"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Waits up to 10 s for `AuthorizationState` (the proxy's copy follows `PropertiesChanged`).
 async fn wait_authorization(m: &ipc_proto::ManagerProxy<'_>, want: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -871,8 +855,9 @@ fn login_changes(m: &zbus::Message) -> Option<HashMap<String, OwnedVariant>> {
 /// next call Telegram answers `AUTH_KEY_UNREGISTERED`, and the daemon does what a `Logout`
 /// does, because Telegram discarded the chats with the authorization: every chat closes
 /// (`Closed` by `logout`), the request that met the answer fails with `LOGGED_OUT`, and the
-/// manager says `logged_out` in a `PropertiesChanged`. After a restart all of it holds, and a
-/// login signs in again.
+/// manager says `wait_phone`, then `logged_out` once a second question confirmed the end, in
+/// `PropertiesChanged`. After a restart all of it holds, and a login signs in again; a second
+/// termination then closes the new chat.
 #[test]
 fn a_session_ended_from_another_device_closes_the_chats_as_a_logout() {
     runtime().block_on(async {
@@ -927,13 +912,25 @@ fn a_session_ended_from_another_device_closes_the_chats_as_a_logout() {
             assert_eq!(by, "logout", "chat {c}");
             client.wait_state(c, "discarded", 10).await;
         }
-        let state: String = signals
+        // Logged out at the first answer (`wait_phone`), ended once Telegram said so again.
+        let state_of = |msg: &zbus::Message| {
+            let c = login_changes(msg)?;
+            String::try_from(c.get("AuthorizationState")?.try_clone().ok()?).ok()
+        };
+        signals
             .wait(ipc_proto::MANAGER_PATH, "PropertiesChanged", |msg| {
-                let c = login_changes(msg)?;
-                String::try_from(c.get("AuthorizationState")?.try_clone().ok()?).ok()
+                state_of(msg).filter(|s| s == "logged_out")
             })
             .await;
-        assert_eq!(state, "logged_out");
+        let states: Vec<String> = signals
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| m.header().path().map(|p| p.as_str()) == Some(ipc_proto::MANAGER_PATH))
+            .filter_map(state_of)
+            .collect();
+        assert_eq!(states, ["wait_phone", "logged_out"]);
         let user: i64 = signals
             .wait(ipc_proto::MANAGER_PATH, "PropertiesChanged", |msg| {
                 i64::try_from(login_changes(msg)?.get("SelfUserId")?).ok()
@@ -966,6 +963,20 @@ fn a_session_ended_from_another_device_closes_the_chats_as_a_logout() {
         for &c in &chats {
             assert_eq!(client.chat_state(c).await.as_deref(), Some("discarded"));
         }
+        // The new authorization is the key that works now: terminated again, its chat closes.
+        let responses = client.responses().await;
+        sim.admin().log_out(ALICE).unwrap();
+        let h = m
+            .send_service_action(chat, "SetMessageTTL", ttl(7), opts("again"))
+            .await
+            .unwrap();
+        let r = responses.one(h.as_str(), 30).await;
+        assert_eq!(
+            (r.1, str_of(&r.2, "error")),
+            (response::FAILED, "LOGGED_OUT".to_owned())
+        );
+        client.wait_state(chat, "discarded", 10).await;
+        wait_authorization(&m, "logged_out").await;
         assert!(d.terminate().is_some_and(|s| s.success()));
     });
 }
@@ -1107,37 +1118,7 @@ fn forget_chat_removes_a_closed_chat_and_everything_stored_for_it() {
 
         // After a restart, still gone; and nothing of it is left in the store.
         assert!(d.terminate().is_some_and(|s| s.success()));
-        {
-            use tgsecretd::store::{Store, StoreOptions, Tree};
-            let store = Store::open(&tmp.0.join("d/store"), StoreOptions::default()).unwrap();
-            let prefix = tgsecretd::store::keys::key_i32(chat);
-            for tree in [
-                Tree::Chats,
-                Tree::Outbox,
-                Tree::Gap,
-                Tree::Inbox,
-                Tree::Inbound,
-                Tree::RequestIndex,
-            ] {
-                let left = store.scan_prefix(tree, &prefix).count();
-                assert_eq!(left, 0, "{tree:?} keeps {left} keys of the chat");
-            }
-            let left = store
-                .scan_prefix(Tree::Requests, &(chat as u32).to_be_bytes())
-                .count();
-            assert_eq!(left, 0, "Requests keeps {left} records of the chat");
-            assert!(
-                store
-                    .get(Tree::Meta, &tgsecretd::records::handle_key(h.as_str()))
-                    .unwrap()
-                    .is_none()
-            );
-            let other_left = store
-                .scan_prefix(Tree::Chats, &tgsecretd::store::keys::key_i32(other))
-                .count();
-            assert_eq!(other_left, 5, "the other chat's records");
-            store.close().unwrap();
-        }
+        assert_forgotten(&tmp.0.join("d/store"), chat, h.as_str(), other);
         d.restart();
         client.wait_ready(30).await;
         check_gone(client.manager().await).await;

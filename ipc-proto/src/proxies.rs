@@ -123,9 +123,10 @@ pub trait Manager {
     /// `ready` (signed in; at start, as the stored session says, until Telegram says
     /// otherwise), `wait_phone`, `wait_code`, `wait_password` (the next login step), or
     /// `logged_out`: the account's authorization ended, by `Logout` or from another device
-    /// (the session terminated there, even while the daemon was stopped); Telegram discarded
-    /// its secret chats, and the daemon closes them (`Closed` by `logout`). After a restart a
-    /// logged-out account says `wait_phone`. `LoginPhone` signs in again. Every change is
+    /// (the session terminated there, even while the daemon was stopped: `wait_phone` when the
+    /// daemon first finds the key logged out, `logged_out` once Telegram confirmed the end);
+    /// Telegram discarded its secret chats, and the daemon closes them (`Closed` by `logout`).
+    /// After a restart a logged-out account says `wait_phone`. `LoginPhone` signs in again. Every change is
     /// signalled (`PropertiesChanged`, with `SelfUserId`).
     #[zbus(property)]
     fn authorization_state(&self) -> zbus::Result<String>;

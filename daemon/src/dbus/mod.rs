@@ -115,7 +115,8 @@ pub enum LoginStage {
     WaitPassword,
     /// Logged in by a login here.
     Ready,
-    /// Logged out by `Logout`.
+    /// The authorization ended: by `Logout`, or elsewhere (confirmed: see
+    /// `Shared::confirm_ended`).
     LoggedOut,
 }
 

@@ -508,3 +508,54 @@ pub fn faults_on_sends(account: i64, share: u16, code: i32, name: &str) -> tgsim
     );
     f
 }
+
+/// Asserts that the stopped daemon's store in `store_dir` keeps nothing of `chat` (its records
+/// in every tree, its requests, the handle index of `handle`), and that `other` keeps its 5
+/// chat records.
+pub fn assert_forgotten(store_dir: &Path, chat: i32, handle: &str, other: i32) {
+    use tgsecretd::store::{Store, StoreOptions, Tree};
+    let store = Store::open(store_dir, StoreOptions::default()).unwrap();
+    let prefix = tgsecretd::store::keys::key_i32(chat);
+    for tree in [
+        Tree::Chats,
+        Tree::Outbox,
+        Tree::Gap,
+        Tree::Inbox,
+        Tree::Inbound,
+        Tree::RequestIndex,
+    ] {
+        let left = store.scan_prefix(tree, &prefix).count();
+        assert_eq!(left, 0, "{tree:?} keeps {left} keys of the chat");
+    }
+    let left = store
+        .scan_prefix(Tree::Requests, &(chat as u32).to_be_bytes())
+        .count();
+    assert_eq!(left, 0, "Requests keeps {left} records of the chat");
+    assert!(
+        store
+            .get(Tree::Meta, &tgsecretd::records::handle_key(handle))
+            .unwrap()
+            .is_none()
+    );
+    let other_left = store
+        .scan_prefix(Tree::Chats, &tgsecretd::store::keys::key_i32(other))
+        .count();
+    assert_eq!(other_left, 5, "the other chat's records");
+    store.close().unwrap();
+}
+
+/// The manager once the daemon answers a call (at most 30 s), whatever its login state.
+pub async fn answering_manager(client: &Client) -> ipc_proto::ManagerProxy<'static> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = client.manager().await;
+        if m.get_status().await.is_ok() {
+            return m;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon did not come up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
