@@ -4,7 +4,8 @@
 //! exactly once and in order; every handle got its one result (the same content if it was
 //! announced again after a restart); each random_id was relayed with one ciphertext.
 //!
-//! 10 rounds of 1,000 calls here; 100 under `--ignored`.
+//! 10 rounds of 1,000 calls here; 100 under `--ignored`. And a kill -9 in the middle of a
+//! `ForgetChat`, between its batches: the repeat finishes it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -30,6 +31,120 @@ fn kill_9_during_bursts_loses_and_duplicates_nothing() {
 #[ignore]
 fn kill_9_during_bursts_100_rounds() {
     rounds(100, 2);
+}
+
+/// `ForgetChat` removes a closed chat's 3,000 results in batches of 1,024 keys, then the
+/// chat's own records in one batch. Killed as soon as the first results are gone (its
+/// `GetResult` answers `NoSuchRequest`): after the restart the chat is still there, or gone if
+/// the forget had finished; a repeat `ForgetChat` finishes (or finds no chat), nothing of the
+/// chat is left in the store, and the other chat still sends.
+#[test]
+fn kill_9_during_a_forget_is_finished_by_a_repeat() {
+    const RESULTS: usize = 3000;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let tmp = Temp::new("kill-forget");
+        let bus = Bus::start();
+        let sim = Sim::start(&tmp.0.join("sim"), &[(ALICE, "Alice")], &[(BOB, "normal")]);
+        let key = sim.key_file(ALICE, &tmp.0);
+        let mut d = Daemon::start(&tmp.0.join("d"), &bus.address, &sim, &key, "always");
+        let client = Client::connect(&bus.address).await;
+        client.wait_ready(30).await;
+        let responses = client.responses().await;
+        let m = client.manager().await;
+        let chat = m.request_chat(BOB, HashMap::new()).await.unwrap();
+        let other = m.request_chat(BOB, HashMap::new()).await.unwrap();
+        client.wait_state(chat, "ready", 30).await;
+        client.wait_state(other, "ready", 30).await;
+        let mut handles = Vec::new();
+        for round in 0..RESULTS / 50 {
+            let calls = (0..50).map(|i| {
+                let m = m.clone();
+                async move {
+                    let mut o: HashMap<&str, zbus::Variant<'_>> = HashMap::new();
+                    o.insert("handle_token", zbus::Variant::from(format!("k{round}_{i}")));
+                    m.send_service_action(chat, "Noop", HashMap::new(), o)
+                        .await
+                        .unwrap()
+                }
+            });
+            handles.extend(futures_util::future::join_all(calls).await);
+        }
+        let got = responses.wait(120, |g| g.len() >= RESULTS).await;
+        assert_eq!(got.len(), RESULTS);
+        assert!(got.iter().all(|r| r.1 == ipc_proto::response::SENT));
+        m.discard_chat(chat, false).await.unwrap();
+        client.wait_state(chat, "discarded", 10).await;
+
+        // Forget (asked again while the discardEncryption is still owed), and kill -9 once the
+        // first results are gone.
+        let forget = {
+            let m = m.clone();
+            tokio::spawn(async move {
+                loop {
+                    match m.forget_chat(chat).await {
+                        Err(ipc_proto::Error::WrongState(w)) if w.contains("still owes") => {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        other => return other,
+                    }
+                }
+            })
+        };
+        let first = &handles[0];
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !matches!(
+            m.get_result(first).await,
+            Err(ipc_proto::Error::NoSuchRequest(_))
+        ) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the forget never began"
+            );
+        }
+        d.kill9();
+        let _ = forget.await;
+
+        d.restart();
+        let m = answering_manager(&client).await;
+        let mid_way = m.get_chat(chat).await.is_ok();
+        eprintln!(
+            "the kill left the chat {}",
+            if mid_way {
+                "half forgotten"
+            } else {
+                "forgotten"
+            }
+        );
+        match m.forget_chat(chat).await {
+            Ok(()) => assert!(mid_way),
+            Err(ipc_proto::Error::NoSuchChat(_)) => assert!(!mid_way),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            m.get_chat(chat).await,
+            Err(ipc_proto::Error::NoSuchChat(_))
+        ));
+        let last = &handles[RESULTS - 1];
+        assert!(matches!(
+            m.get_result(last).await,
+            Err(ipc_proto::Error::NoSuchRequest(_))
+        ));
+        let h = m
+            .send_service_action(other, "Noop", HashMap::new(), HashMap::new())
+            .await
+            .unwrap();
+        assert_eq!(
+            responses.one(h.as_str(), 30).await.1,
+            ipc_proto::response::SENT
+        );
+        assert!(d.terminate().is_some_and(|s| s.success()));
+        assert_forgotten(&tmp.0.join("d/store"), chat, last.as_str(), other);
+    });
 }
 
 fn rounds(n: usize, seed: u64) {
