@@ -384,12 +384,7 @@ impl Shared {
     /// itself ([`Shared::take_ended`]). Without that evidence (a key that never answered here:
     /// perhaps a wrong key file) nothing is concluded about the chats.
     pub fn logged_out_since(&self, epoch: u64, e: &tglink::CallError) -> bool {
-        let Ok(was) = self
-            .login
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| {
-                (s >> 1 == epoch).then_some(s | 1)
-            })
-        else {
+        let Some(was) = self.set_logged_out_bit_at(epoch) else {
             return false;
         };
         self.signed_in.store(false, Ordering::SeqCst);
@@ -404,6 +399,15 @@ impl Shared {
             self.announce.login_changed(false);
         }
         true
+    }
+
+    /// Sets the logged-out bit unless a login completed since `epoch`; the state before, if set.
+    fn set_logged_out_bit_at(&self, epoch: u64) -> Option<u64> {
+        self.login
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| {
+                (s >> 1 == epoch).then_some(s | 1)
+            })
+            .ok()
     }
 
     /// Returns when an authorization ended ([`Shared::logged_out_since`]); a wake-up that came
@@ -436,12 +440,7 @@ impl Shared {
     /// question): recorded as [`Shared::set_logged_out`] does, unless a login completed since
     /// (then that login has closed the chats: it found the marker). Whether it was recorded.
     pub fn confirm_logout_since(&self, epoch: u64) -> bool {
-        let recorded = self
-            .login
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| {
-                (s >> 1 == epoch).then_some(s | 1)
-            })
-            .is_ok();
+        let recorded = self.set_logged_out_bit_at(epoch).is_some();
         if recorded {
             self.signed_in.store(false, Ordering::SeqCst);
             self.key_worked.store(false, Ordering::SeqCst);
