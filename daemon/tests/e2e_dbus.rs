@@ -111,13 +111,14 @@ fn str_of(d: &HashMap<String, OwnedVariant>, k: &str) -> String {
 #[test]
 fn every_service_action_properties_signals_and_call() {
     runtime().block_on(async {
-        let tmp = Temp::new("dbusapi");
-        let bus = Bus::start();
-        let sim = Sim::start(&tmp.0.join("sim"), &[(ALICE, "Alice")], &[(BOB, "echo")]);
-        let key = sim.key_file(ALICE, &tmp.0);
-        let mut d = Daemon::start(&tmp.0.join("d"), &bus.address, &sim, &key, "ask");
-        let client = Client::connect(&bus.address).await;
-        client.wait_ready(30).await;
+        let Stack {
+            tmp: _tmp,
+            bus: _bus,
+            sim,
+            key: _,
+            mut d,
+            client,
+        } = Stack::start("dbusapi", ALICE, (BOB, "echo"), "ask").await;
         let signals = Signals::start(&client).await;
         let responses = client.responses().await;
         let m = client.manager().await;
@@ -539,13 +540,14 @@ fn every_service_action_properties_signals_and_call() {
 #[test]
 fn ask_waits_for_the_user_and_never_declines() {
     runtime().block_on(async {
-        let tmp = Temp::new("askpolicy");
-        let bus = Bus::start();
-        let sim = Sim::start(&tmp.0.join("sim"), &[(ALICE, "Alice")], &[(BOB, "normal")]);
-        let key = sim.key_file(ALICE, &tmp.0);
-        let mut d = Daemon::start(&tmp.0.join("d"), &bus.address, &sim, &key, "ask");
-        let client = Client::connect(&bus.address).await;
-        client.wait_ready(30).await;
+        let Stack {
+            tmp,
+            bus,
+            sim,
+            key,
+            mut d,
+            client,
+        } = Stack::start("askpolicy", ALICE, (BOB, "normal"), "ask").await;
         let signals = Signals::start(&client).await;
         let m = client.manager().await;
         assert_eq!(m.accept_policy().await.unwrap(), "ask");
@@ -620,13 +622,14 @@ fn ask_waits_for_the_user_and_never_declines() {
 #[test]
 fn close_cancels_what_never_left_and_the_peer_sees_no_hole() {
     runtime().block_on(async {
-        let tmp = Temp::new("cancel");
-        let bus = Bus::start();
-        let sim = Sim::start(&tmp.0.join("sim"), &[(ALICE, "Alice")], &[(BOB, "normal")]);
-        let key = sim.key_file(ALICE, &tmp.0);
-        let mut d = Daemon::start(&tmp.0.join("d"), &bus.address, &sim, &key, "ask");
-        let client = Client::connect(&bus.address).await;
-        client.wait_ready(30).await;
+        let Stack {
+            tmp: _tmp,
+            bus: _bus,
+            sim,
+            key: _,
+            mut d,
+            client,
+        } = Stack::start("cancel", ALICE, (BOB, "normal"), "ask").await;
         let responses = client.responses().await;
         let m = client.manager().await;
         let chat = m.request_chat(BOB, HashMap::new()).await.unwrap();
@@ -752,13 +755,14 @@ async fn wait_authorization(m: &ipc_proto::ManagerProxy<'_>, want: &str) {
 #[test]
 fn logout_closes_the_chats_and_login_takes_the_code_and_the_password() {
     runtime().block_on(async {
-        let tmp = Temp::new("dbus-login");
-        let bus = Bus::start();
-        let sim = Sim::start(&tmp.0.join("sim"), &[(ALICE, "Alice")], &[(BOB, "echo")]);
-        let key = sim.key_file(ALICE, &tmp.0);
-        let mut d = Daemon::start(&tmp.0.join("d"), &bus.address, &sim, &key, "always");
-        let client = Client::connect(&bus.address).await;
-        client.wait_ready(30).await;
+        let Stack {
+            tmp: _tmp,
+            bus: _bus,
+            sim,
+            key: _,
+            mut d,
+            client,
+        } = Stack::start("dbus-login", ALICE, (BOB, "echo"), "always").await;
         let m = client.manager().await;
         let chat = m.request_chat(BOB, HashMap::new()).await.unwrap();
         client.wait_state(chat, "ready", 30).await;
@@ -861,13 +865,14 @@ fn login_changes(m: &zbus::Message) -> Option<HashMap<String, OwnedVariant>> {
 #[test]
 fn a_session_ended_from_another_device_closes_the_chats_as_a_logout() {
     runtime().block_on(async {
-        let tmp = Temp::new("dbus-ended");
-        let bus = Bus::start();
-        let sim = Sim::start(&tmp.0.join("sim"), &[(ALICE, "Alice")], &[(BOB, "echo")]);
-        let key = sim.key_file(ALICE, &tmp.0);
-        let mut d = Daemon::start(&tmp.0.join("d"), &bus.address, &sim, &key, "always");
-        let client = Client::connect(&bus.address).await;
-        client.wait_ready(30).await;
+        let Stack {
+            tmp: _tmp,
+            bus: _bus,
+            sim,
+            key: _,
+            mut d,
+            client,
+        } = Stack::start("dbus-ended", ALICE, (BOB, "echo"), "always").await;
         let m = client.manager().await;
         let chats = [
             m.request_chat(BOB, HashMap::new()).await.unwrap(),
@@ -989,13 +994,14 @@ fn a_session_ended_from_another_device_closes_the_chats_as_a_logout() {
 fn forget_chat_removes_a_closed_chat_and_everything_stored_for_it() {
     use grammers_tl_types::Identifiable;
     runtime().block_on(async {
-        let tmp = Temp::new("forget");
-        let bus = Bus::start();
-        let sim = Sim::start(&tmp.0.join("sim"), &[(ALICE, "Alice")], &[(BOB, "normal")]);
-        let key = sim.key_file(ALICE, &tmp.0);
-        let mut d = Daemon::start(&tmp.0.join("d"), &bus.address, &sim, &key, "always");
-        let client = Client::connect(&bus.address).await;
-        client.wait_ready(30).await;
+        let Stack {
+            tmp,
+            bus: _bus,
+            sim,
+            key: _,
+            mut d,
+            client,
+        } = Stack::start("forget", ALICE, (BOB, "normal"), "always").await;
         let responses = client.responses().await;
         let signals = Signals::start(&client).await;
         let m = client.manager().await;

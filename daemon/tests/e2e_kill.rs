@@ -47,13 +47,14 @@ fn kill_9_during_a_forget_is_finished_by_a_repeat() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let tmp = Temp::new("kill-forget");
-        let bus = Bus::start();
-        let sim = Sim::start(&tmp.0.join("sim"), &[(ALICE, "Alice")], &[(BOB, "normal")]);
-        let key = sim.key_file(ALICE, &tmp.0);
-        let mut d = Daemon::start(&tmp.0.join("d"), &bus.address, &sim, &key, "always");
-        let client = Client::connect(&bus.address).await;
-        client.wait_ready(30).await;
+        let Stack {
+            tmp,
+            bus: _bus,
+            sim: _sim,
+            key: _,
+            mut d,
+            client,
+        } = Stack::start("kill-forget", ALICE, (BOB, "normal"), "always").await;
         let responses = client.responses().await;
         let m = client.manager().await;
         let chat = m.request_chat(BOB, HashMap::new()).await.unwrap();

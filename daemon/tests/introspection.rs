@@ -55,13 +55,14 @@ fn the_checked_in_interfaces_are_the_live_ones() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let tmp = Temp::new("introspect");
-        let bus = Bus::start();
-        let sim = Sim::start(&tmp.0.join("sim"), &[(ALICE, "Alice")], &[(BOB, "normal")]);
-        let key = sim.key_file(ALICE, &tmp.0);
-        let mut d = Daemon::start(&tmp.0.join("d"), &bus.address, &sim, &key, "ask");
-        let client = Client::connect(&bus.address).await;
-        client.wait_ready(30).await;
+        let Stack {
+            tmp: _tmp,
+            bus: _bus,
+            sim,
+            key: _,
+            mut d,
+            client,
+        } = Stack::start("introspect", ALICE, (BOB, "normal"), "ask").await;
         let m = client.manager().await;
         let chat = m.request_chat(BOB, HashMap::new()).await.unwrap();
         client.wait_state(chat, "ready", 30).await;

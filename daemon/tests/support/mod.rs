@@ -559,3 +559,38 @@ pub async fn answering_manager(client: &Client) -> ipc_proto::ManagerProxy<'stat
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The end-to-end tests' set-up: a private bus; tgsim with the account `alice` and one
+/// simulated peer `(user id, behaviour)`; tgsecretd with Alice's key and the accept policy
+/// `accept` (its key file at `key`); a client on the bus once the daemon answers. Destructure
+/// it in this order, `let Stack { tmp, bus, sim, key, mut d, client } = …`, so that the parts
+/// drop as separate locals would: the client first, the folder last (bind what a test does not
+/// use as `_name`, not `_`, except `key`: `_` drops the part at once).
+pub struct Stack {
+    pub tmp: Temp,
+    pub bus: Bus,
+    pub sim: Sim,
+    pub key: PathBuf,
+    pub d: Daemon,
+    pub client: Client,
+}
+
+impl Stack {
+    pub async fn start(name: &str, alice: i64, peer: (i64, &str), accept: &str) -> Stack {
+        let tmp = Temp::new(name);
+        let bus = Bus::start();
+        let sim = Sim::start(&tmp.0.join("sim"), &[(alice, "Alice")], &[peer]);
+        let key = sim.key_file(alice, &tmp.0);
+        let d = Daemon::start(&tmp.0.join("d"), &bus.address, &sim, &key, accept);
+        let client = Client::connect(&bus.address).await;
+        client.wait_ready(30).await;
+        Stack {
+            tmp,
+            bus,
+            sim,
+            key,
+            d,
+            client,
+        }
+    }
+}
