@@ -333,7 +333,7 @@ impl Daemon {
             let _ = c.release_name(ipc_proto::BUS_NAME).await;
             let _ = c
                 .object_server()
-                .remove::<crate::dbus::Manager, _>(ipc_proto::MANAGER_PATH)
+                .remove::<crate::dbus::ReadOnly<crate::dbus::Manager>, _>(ipc_proto::MANAGER_PATH)
                 .await;
             if let Some(d) = self.dbus.take() {
                 d.stop().await;

@@ -2,7 +2,8 @@
 //!
 //! * by hand, with systemd's `busctl` and GLib's `gdbus`: introspection, `RequestChat`,
 //!   `GetChat`/`ListChats`, `SendServiceAction`, `SendEncryptedService` with raw bytes, property
-//!   reads, `GetResult` and a typed error (the peer's transcript proves the sends);
+//!   reads, `Set` of a read-only property (`PropertyReadOnly`, nothing changes), `GetResult`
+//!   and a typed error (the peer's transcript proves the sends);
 //! * from Python, with dbus-fast: `examples/python/send_service.py` (the Response on the
 //!   predicted handle, then the echoing peer's `TtlChanged`);
 //! * 200 connections × 50 `SendServiceAction` calls at once: each handle gets exactly one
@@ -496,6 +497,61 @@ fn busctl_and_gdbus_call_the_service_by_hand() {
             assert!(out.as_u64().unwrap() >= 2, "OutSeqNo {out}");
             // Our own TTL change is the chat's TTL.
             assert_eq!(busctl_chat_property(addr, id, "TtlSeconds").await, 31);
+            // Every property is read-only: `set-property` is refused as such (the TTL is set
+            // by SetMessageTTL, not by assignment), a name the interface lacks is unknown, and
+            // nothing changes.
+            for (path, iface, name, sig, value, error) in [
+                (
+                    &*path,
+                    CHAT_INTERFACE,
+                    "TtlSeconds",
+                    "i",
+                    "5",
+                    "PropertyReadOnly",
+                ),
+                (
+                    MANAGER_PATH,
+                    MANAGER_INTERFACE,
+                    "AcceptPolicy",
+                    "s",
+                    "always",
+                    "PropertyReadOnly",
+                ),
+                (&*path, CHAT_INTERFACE, "Nope", "i", "5", "UnknownProperty"),
+            ] {
+                let o = run(
+                    addr,
+                    "busctl",
+                    strings(&[
+                        &format!("--address={addr}"),
+                        "set-property",
+                        BUS_NAME,
+                        path,
+                        iface,
+                        name,
+                        sig,
+                        value,
+                    ]),
+                    &[("SYSTEMD_LOG_LEVEL", "debug")],
+                )
+                .await;
+                assert!(!o.status.success(), "set-property {name}");
+                let want = format!("error-name=org.freedesktop.DBus.Error.{error}");
+                assert!(stderr(&o).contains(&want), "{name}: {}", stderr(&o));
+            }
+            assert_eq!(busctl_chat_property(addr, id, "TtlSeconds").await, 31);
+            let policy = busctl(
+                addr,
+                &[
+                    "get-property",
+                    BUS_NAME,
+                    MANAGER_PATH,
+                    MANAGER_INTERFACE,
+                    "AcceptPolicy",
+                ],
+            )
+            .await;
+            assert_eq!(stdout(&policy).trim(), "s \"never\"");
             // A typed error: busctl prints only the error's message; its debug log names it.
             let o = busctl(
                 addr,
@@ -617,6 +673,29 @@ fn busctl_and_gdbus_call_the_service_by_hand() {
             assert!(h3.ends_with("/g1"), "{r}");
             assert_eq!(responses.one(&h3, 30).await.1, response::SENT);
             want_ttls.push(32);
+            // Properties.Set of a read-only property: GDBus names the error.
+            let o = gdbus(
+                addr,
+                "call",
+                &[
+                    "--dest",
+                    BUS_NAME,
+                    "--object-path",
+                    &path,
+                    "--method",
+                    "org.freedesktop.DBus.Properties.Set",
+                    CHAT_INTERFACE,
+                    "TtlSeconds",
+                    "<int32 5>",
+                ],
+            )
+            .await;
+            assert!(!o.status.success());
+            assert!(
+                stderr(&o).contains("GDBus.Error:org.freedesktop.DBus.Error.PropertyReadOnly"),
+                "{}",
+                stderr(&o)
+            );
             let bytes = ttl_message(0, 33);
             let ay = format!(
                 "[{}]",

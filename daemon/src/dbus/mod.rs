@@ -19,12 +19,14 @@
 //! * a Response is recorded as announced after it went out; one whose result is final but not
 //!   recorded (the daemon was killed in between) is announced again after a restart, with the
 //!   same content, so clients take the first Response of a handle as final;
+//! * every property is read-only: `Properties.Set` answers `PropertyReadOnly` ([`readonly`]);
 //! * `PropertiesChanged` of a chat's properties is coalesced: at most one per chat every
 //!   [`FLUSH_EVERY`], carrying the properties that changed since the last one.
 
 pub mod chat;
 pub mod convert;
 pub mod manager;
+pub mod readonly;
 pub mod request;
 
 use std::collections::{HashMap, HashSet};
@@ -39,6 +41,7 @@ use zbus::{Connection, OwnedVariant, Variant};
 
 pub use chat::ChatObject;
 pub use manager::Manager;
+pub use readonly::ReadOnly;
 pub use request::{Request, response_of};
 
 use crate::chatstore;
@@ -275,10 +278,10 @@ impl Hub {
             }
         }
         let path = ipc_proto::chat_path(chat_id);
-        let object = ChatObject {
+        let object = ReadOnly(ChatObject {
             chat_id,
             store: Weak::clone(&self.store),
-        };
+        });
         if let Err(e) = conn.object_server().at(path.as_str(), object).await {
             tracing::warn!(chat_id, error = %e, "chat object not exported");
         }
@@ -286,7 +289,7 @@ impl Hub {
         if lock(&self.views).forgotten.contains(&chat_id) {
             let _ = conn
                 .object_server()
-                .remove::<ChatObject, _>(path.as_str())
+                .remove::<ReadOnly<ChatObject>, _>(path.as_str())
                 .await;
             return false;
         }
@@ -305,7 +308,7 @@ impl Hub {
         let path = ipc_proto::chat_path(chat_id);
         let _ = conn
             .object_server()
-            .remove::<ChatObject, _>(path.as_str())
+            .remove::<ReadOnly<ChatObject>, _>(path.as_str())
             .await;
     }
 
@@ -422,10 +425,10 @@ impl DbusAnnounce {
         server
             .at(
                 ipc_proto::MANAGER_PATH,
-                Manager {
+                ReadOnly(Manager {
                     service: service.clone(),
                     hub: Arc::clone(&self.hub),
-                },
+                }),
             )
             .await?;
         for path in service.shared().open_handle_paths() {
