@@ -2,7 +2,7 @@
 //!
 //! * by hand, with systemd's `busctl` and GLib's `gdbus`: introspection, `RequestChat`,
 //!   `GetChat`/`ListChats`, `SendServiceAction`, `SendEncryptedService` with raw bytes, property
-//!   reads, `Set` of a read-only property (`PropertyReadOnly`, nothing changes), `GetResult`
+//!   reads, the chats' `GetManagedObjects`, `Set` of a read-only property (`PropertyReadOnly`, nothing changes), `GetResult`
 //!   and a typed error (the peer's transcript proves the sends);
 //! * from Python, with dbus-fast: `examples/python/send_service.py` (the Response on the
 //!   predicted handle, then the echoing peer's `TtlChanged`);
@@ -402,6 +402,17 @@ fn busctl_and_gdbus_call_the_service_by_hand() {
             let o = busctl(addr, &["introspect", BUS_NAME, &path]).await;
             let got = busctl_members(&stdout(&o));
             assert_members("busctl", &got, CHAT_INTERFACE, &chat_members());
+            // The chats' ObjectManager lists the chat with its properties.
+            let om = busctl_call(
+                addr,
+                ipc_proto::CHATS_PATH,
+                "org.freedesktop.DBus.ObjectManager",
+                &["GetManagedObjects"],
+            )
+            .await;
+            let props = &om[0][path.as_str()][CHAT_INTERFACE];
+            assert_eq!(props["State"]["data"], "ready", "{om}");
+            assert_eq!(props["ChatId"]["data"], id, "{om}");
             // GetChat and ListChats.
             let g = busctl_call(
                 addr,

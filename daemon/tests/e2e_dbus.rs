@@ -7,7 +7,7 @@
 
 mod support;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -93,6 +93,34 @@ fn opts(token: &str) -> HashMap<&'static str, Variant<'static>> {
     let mut o = HashMap::new();
     o.insert("handle_token", Variant::from(token.to_owned()));
     o
+}
+
+/// The interfaces of an object with their properties, as `InterfacesAdded` carries them.
+type ManagedInterfaces = HashMap<String, HashMap<String, OwnedVariant>>;
+
+/// The chats' ObjectManager's objects: chat id -> `State`.
+async fn managed_chats(client: &Client) -> BTreeMap<i32, String> {
+    managed_chats_on(&client.conn).await
+}
+
+async fn managed_chats_on(conn: &zbus::Connection) -> BTreeMap<i32, String> {
+    let om = zbus::fdo::ObjectManagerProxy::builder(conn)
+        .destination(ipc_proto::BUS_NAME)
+        .path(ipc_proto::CHATS_PATH)
+        .build()
+        .await
+        .unwrap();
+    om.get_managed_objects()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(path, ifaces)| {
+            let props = &ifaces[ipc_proto::CHAT_INTERFACE];
+            let id = i32::try_from(&*props["ChatId"]).unwrap();
+            assert_eq!(path.as_str(), ipc_proto::chat_path(id));
+            (id, <&str>::try_from(&*props["State"]).unwrap().to_owned())
+        })
+        .collect()
 }
 
 fn i64_of(d: &HashMap<String, OwnedVariant>, k: &str) -> i64 {
@@ -1009,6 +1037,20 @@ fn forget_chat_removes_a_closed_chat_and_everything_stored_for_it() {
         let other = m.request_chat(BOB, HashMap::new()).await.unwrap();
         client.wait_state(chat, "ready", 30).await;
         client.wait_state(other, "ready", 30).await;
+        // The chats' ObjectManager announced both objects and lists them with their properties.
+        let path = ipc_proto::chat_path(chat);
+        let added: i32 = signals
+            .wait(ipc_proto::CHATS_PATH, "InterfacesAdded", |msg| {
+                let (p, ifaces): (zbus::OwnedObjectPath, ManagedInterfaces) =
+                    msg.body().deserialize().ok()?;
+                let props = ifaces.get(ipc_proto::CHAT_INTERFACE)?;
+                (p.as_str() == path).then(|| i32::try_from(&*props["ChatId"]).unwrap())
+            })
+            .await;
+        assert_eq!(added, chat);
+        let managed = managed_chats(&client).await;
+        assert_eq!(managed.get(&chat).map(String::as_str), Some("ready"));
+        assert_eq!(managed.get(&other).map(String::as_str), Some("ready"));
         let h = m
             .send_encrypted_service(chat, &ttl_message(0, 5), send_options("f1", 0x7001))
             .await
@@ -1063,7 +1105,6 @@ fn forget_chat_removes_a_closed_chat_and_everything_stored_for_it() {
                 other => panic!("{other:?}"),
             }
         }
-        let path = ipc_proto::chat_path(chat);
         let removed: i32 = signals
             .wait(ipc_proto::MANAGER_PATH, "ChatRemoved", |msg| {
                 let (id, p): (i32, zbus::OwnedObjectPath) = msg.body().deserialize().ok()?;
@@ -1071,6 +1112,14 @@ fn forget_chat_removes_a_closed_chat_and_everything_stored_for_it() {
             })
             .await;
         assert_eq!(removed, chat);
+        let ifaces: Vec<String> = signals
+            .wait(ipc_proto::CHATS_PATH, "InterfacesRemoved", |msg| {
+                let (p, ifaces): (zbus::OwnedObjectPath, Vec<String>) =
+                    msg.body().deserialize().ok()?;
+                (p.as_str() == path).then_some(ifaces)
+            })
+            .await;
+        assert_eq!(ifaces, [ipc_proto::CHAT_INTERFACE]);
         let gone = |d: &HashMap<String, OwnedVariant>| {
             i32::try_from(&**d.get("chat_id").unwrap()).unwrap() == chat
         };
@@ -1090,6 +1139,12 @@ fn forget_chat_removes_a_closed_chat_and_everything_stored_for_it() {
                 let chats = m.list_chats().await.unwrap();
                 assert!(!chats.iter().any(gone), "still listed");
                 assert_eq!(chats.len(), 1, "the other chat stays");
+                let managed = managed_chats_on(&conn).await;
+                assert_eq!(
+                    managed.keys().collect::<Vec<_>>(),
+                    [&other],
+                    "managed objects"
+                );
                 assert!(matches!(
                     m.get_result(&h).await,
                     Err(ipc_proto::Error::NoSuchRequest(_))

@@ -8,7 +8,7 @@
 
 mod support;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 
 use support::*;
@@ -35,6 +35,31 @@ fn interface_block(xml: &str, name: &str) -> Option<String> {
             .join("\n")
             + "\n",
     )
+}
+
+/// The names of the `<property name="…"` elements of an interface block.
+fn property_names(block: &str) -> BTreeSet<String> {
+    block
+        .lines()
+        .filter_map(|l| l.strip_prefix("<property name=\""))
+        .filter_map(|l| l.split('"').next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The property names `GetAll` gives for `iface` at `path`.
+async fn get_all_names(client: &Client, path: &str, iface: &str) -> BTreeSet<String> {
+    let p = zbus::fdo::PropertiesProxy::builder(&client.conn)
+        .destination(ipc_proto::BUS_NAME)
+        .path(path.to_owned())
+        .build()
+        .await
+        .unwrap();
+    p.get_all(iface.try_into().unwrap())
+        .await
+        .unwrap()
+        .into_keys()
+        .collect()
 }
 
 async fn introspect(client: &Client, path: &str) -> String {
@@ -99,6 +124,20 @@ fn the_checked_in_interfaces_are_the_live_ones() {
                 file.display()
             );
         }
+        // GetAll gives every property the interface lists, and only those (a chat's come from
+        // one read of its view, not from the generated getters).
+        for (path, iface) in [
+            (ipc_proto::MANAGER_PATH.to_owned(), ipc_proto::MANAGER_INTERFACE),
+            (ipc_proto::chat_path(chat), ipc_proto::CHAT_INTERFACE),
+        ] {
+            let xml = introspect(&client, &path).await;
+            let listed = property_names(&interface_block(&xml, iface).unwrap());
+            assert!(listed.len() >= 4, "{iface}: {listed:?}");
+            assert_eq!(get_all_names(&client, &path, iface).await, listed, "{iface}");
+        }
+        // The chats' parent serves the ObjectManager.
+        let xml = introspect(&client, ipc_proto::CHATS_PATH).await;
+        assert!(xml.contains("org.freedesktop.DBus.ObjectManager"), "{xml}");
         // The manager's document also lists the standard interfaces a generic client uses.
         let xml = introspect(&client, ipc_proto::MANAGER_PATH).await;
         for std_iface in [

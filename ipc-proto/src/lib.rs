@@ -12,6 +12,10 @@ pub use proxies::{Dict, ManagerProxy, RequestProxy, SecretChatProxy};
 pub const BUS_NAME: &str = "io.github.tgsecretd";
 /// Object path of the manager.
 pub const MANAGER_PATH: &str = "/io/github/tgsecretd";
+/// The chats' parent object: it serves `org.freedesktop.DBus.ObjectManager`, so
+/// `GetManagedObjects` lists every exported chat object with its properties, and
+/// `InterfacesAdded` / `InterfacesRemoved` follow chat objects as they come and go.
+pub const CHATS_PATH: &str = "/io/github/tgsecretd/chat";
 /// Manager interface.
 pub const MANAGER_INTERFACE: &str = "io.github.tgsecretd.Manager1";
 /// Per-chat interface.
@@ -40,9 +44,9 @@ pub const ACTIONS: [&str; 10] = [
 /// Object path of one secret chat: negative ids are written as `_` followed by the absolute value.
 pub fn chat_path(chat_id: i32) -> String {
     if chat_id < 0 {
-        format!("{MANAGER_PATH}/chat/_{}", chat_id.unsigned_abs())
+        format!("{CHATS_PATH}/_{}", chat_id.unsigned_abs())
     } else {
-        format!("{MANAGER_PATH}/chat/{chat_id}")
+        format!("{CHATS_PATH}/{chat_id}")
     }
 }
 

@@ -50,6 +50,18 @@ impl ChatObject {
     }
 }
 
+/// `GetAll` reads the chat's view once: the values are one stored state.
+impl super::readonly::AllProperties for ChatObject {
+    fn all_properties(&self) -> Option<zbus::fdo::Result<HashMap<String, OwnedVariant>>> {
+        Some(self.view().map(|v| {
+            view_values(&v, true)
+                .into_iter()
+                .map(|(k, val)| (k.to_owned(), val))
+                .collect()
+        }))
+    }
+}
+
 #[interface(name = "io.github.tgsecretd.SecretChat1")]
 impl ChatObject {
     /// Up to `limit` (at most 1000) inbox events numbered from `from`: (number, JSON). The

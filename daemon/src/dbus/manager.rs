@@ -36,6 +36,9 @@ pub struct Manager {
 
 type Results = HashMap<String, OwnedVariant>;
 
+/// The login properties are read one by one (each is one value in memory).
+impl super::readonly::AllProperties for Manager {}
+
 impl Manager {
     /// The handle path of a new request: the caller's token, or a fresh one.
     fn handle_path(&self, sender: &str, token: Option<String>) -> String {

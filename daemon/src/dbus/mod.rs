@@ -4,6 +4,7 @@
 //! | object | interface | module |
 //! | --- | --- | --- |
 //! | `/io/github/tgsecretd` | `io.github.tgsecretd.Manager1` | [`manager`] |
+//! | `/io/github/tgsecretd/chat` | `org.freedesktop.DBus.ObjectManager` (zbus's) | [`DbusAnnounce::serve`] |
 //! | `/io/github/tgsecretd/chat/<id>` (`_<id>` if negative) | `io.github.tgsecretd.SecretChat1` | [`chat`] |
 //! | `/io/github/tgsecretd/request/<SENDER>/<TOKEN>` | `io.github.tgsecretd.Request1` | [`request`] |
 //!
@@ -443,6 +444,11 @@ impl DbusAnnounce {
                 )
                 .await;
         }
+        // The chats' object manager, before any chat object: zbus then emits InterfacesAdded
+        // for each chat exported below it, and InterfacesRemoved when one goes.
+        server
+            .at(ipc_proto::CHATS_PATH, zbus::fdo::ObjectManager)
+            .await?;
         // Every stored chat's object when there are few (a desktop's), so that a path a client
         // kept from `ChatAdded` or `ListChats` answers after a restart too; beyond
         // EXPORT_AT_START, on first need (zbus spends about 3 KB per object).

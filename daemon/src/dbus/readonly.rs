@@ -9,6 +9,11 @@
 //! interface, passes everything else to it unchanged (the introspection XML included), and
 //! answers such a `Set` with `PropertyReadOnly`; a name the interface does not have stays
 //! `UnknownProperty`. Nothing is written either way.
+//!
+//! `GetAll` (and the property sets of `InterfacesAdded` and `GetManagedObjects`) comes from
+//! [`AllProperties`] when the interface can read every property at once: a chat's from one read
+//! of its stored view, so the values are one consistent state (the generated `GetAll` asks each
+//! getter, each its own store read, and a commit between two reads mixed two states).
 
 use std::collections::HashMap;
 
@@ -20,8 +25,17 @@ use zbus::{BoxDBusError, Connection, ObjectServer, OwnedVariant, Variant, fdo, m
 /// A zbus interface whose properties refuse `Set` as read-only (see the module doc).
 pub struct ReadOnly<I>(pub I);
 
+/// Every property of an interface read at once, for `GetAll`.
+pub trait AllProperties {
+    /// All the properties, by D-Bus name, from one consistent state; `None`: the interface
+    /// reads them one by one (its generated `GetAll`).
+    fn all_properties(&self) -> Option<fdo::Result<HashMap<String, OwnedVariant>>> {
+        None
+    }
+}
+
 #[async_trait::async_trait]
-impl<I: Interface> Interface for ReadOnly<I> {
+impl<I: Interface + AllProperties> Interface for ReadOnly<I> {
     fn name() -> InterfaceName<'static> {
         I::name()
     }
@@ -50,7 +64,10 @@ impl<I: Interface> Interface for ReadOnly<I> {
         header: Option<&Header<'_>>,
         emitter: &SignalEmitter<'_>,
     ) -> fdo::Result<HashMap<String, OwnedVariant>> {
-        self.0.get_all(server, connection, header, emitter).await
+        match self.0.all_properties() {
+            Some(all) => all,
+            None => self.0.get_all(server, connection, header, emitter).await,
+        }
     }
 
     fn set<'call>(
