@@ -1038,16 +1038,19 @@ fn forget_chat_removes_a_closed_chat_and_everything_stored_for_it() {
         client.wait_state(chat, "ready", 30).await;
         client.wait_state(other, "ready", 30).await;
         // The chats' ObjectManager announced both objects and lists them with their properties.
+        for id in [chat, other] {
+            let path = ipc_proto::chat_path(id);
+            let added: i32 = signals
+                .wait(ipc_proto::CHATS_PATH, "InterfacesAdded", |msg| {
+                    let (p, ifaces): (zbus::OwnedObjectPath, ManagedInterfaces) =
+                        msg.body().deserialize().ok()?;
+                    let props = ifaces.get(ipc_proto::CHAT_INTERFACE)?;
+                    (p.as_str() == path).then(|| i32::try_from(&*props["ChatId"]).unwrap())
+                })
+                .await;
+            assert_eq!(added, id);
+        }
         let path = ipc_proto::chat_path(chat);
-        let added: i32 = signals
-            .wait(ipc_proto::CHATS_PATH, "InterfacesAdded", |msg| {
-                let (p, ifaces): (zbus::OwnedObjectPath, ManagedInterfaces) =
-                    msg.body().deserialize().ok()?;
-                let props = ifaces.get(ipc_proto::CHAT_INTERFACE)?;
-                (p.as_str() == path).then(|| i32::try_from(&*props["ChatId"]).unwrap())
-            })
-            .await;
-        assert_eq!(added, chat);
         let managed = managed_chats(&client).await;
         assert_eq!(managed.get(&chat).map(String::as_str), Some("ready"));
         assert_eq!(managed.get(&other).map(String::as_str), Some("ready"));

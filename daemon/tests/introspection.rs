@@ -8,7 +8,7 @@
 
 mod support;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use support::*;
@@ -37,18 +37,22 @@ fn interface_block(xml: &str, name: &str) -> Option<String> {
     )
 }
 
-/// The names of the `<property name="…"` elements of an interface block.
-fn property_names(block: &str) -> BTreeSet<String> {
+/// The `<property name="…" type="…"` elements of an interface block: name -> D-Bus type.
+fn property_types(block: &str) -> BTreeMap<String, String> {
     block
         .lines()
         .filter_map(|l| l.strip_prefix("<property name=\""))
-        .filter_map(|l| l.split('"').next())
-        .map(str::to_owned)
+        .filter_map(|l| {
+            let mut parts = l.split('"');
+            let name = parts.next()?;
+            let ty = parts.nth(1)?;
+            Some((name.to_owned(), ty.to_owned()))
+        })
         .collect()
 }
 
-/// The property names `GetAll` gives for `iface` at `path`.
-async fn get_all_names(client: &Client, path: &str, iface: &str) -> BTreeSet<String> {
+/// What `GetAll` gives for `iface` at `path`: name -> the value's D-Bus type.
+async fn get_all_types(client: &Client, path: &str, iface: &str) -> BTreeMap<String, String> {
     let p = zbus::fdo::PropertiesProxy::builder(&client.conn)
         .destination(ipc_proto::BUS_NAME)
         .path(path.to_owned())
@@ -58,7 +62,8 @@ async fn get_all_names(client: &Client, path: &str, iface: &str) -> BTreeSet<Str
     p.get_all(iface.try_into().unwrap())
         .await
         .unwrap()
-        .into_keys()
+        .into_iter()
+        .map(|(k, v)| (k, v.value_signature().to_string()))
         .collect()
 }
 
@@ -124,16 +129,16 @@ fn the_checked_in_interfaces_are_the_live_ones() {
                 file.display()
             );
         }
-        // GetAll gives every property the interface lists, and only those (a chat's come from
-        // one read of its view, not from the generated getters).
+        // GetAll gives every property the interface lists, each of its listed type, and
+        // nothing else (a chat's come from one read of its view, not from the getters).
         for (path, iface) in [
             (ipc_proto::MANAGER_PATH.to_owned(), ipc_proto::MANAGER_INTERFACE),
             (ipc_proto::chat_path(chat), ipc_proto::CHAT_INTERFACE),
         ] {
             let xml = introspect(&client, &path).await;
-            let listed = property_names(&interface_block(&xml, iface).unwrap());
+            let listed = property_types(&interface_block(&xml, iface).unwrap());
             assert!(listed.len() >= 4, "{iface}: {listed:?}");
-            assert_eq!(get_all_names(&client, &path, iface).await, listed, "{iface}");
+            assert_eq!(get_all_types(&client, &path, iface).await, listed, "{iface}");
         }
         // The chats' parent serves the ObjectManager.
         let xml = introspect(&client, ipc_proto::CHATS_PATH).await;

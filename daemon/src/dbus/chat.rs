@@ -50,15 +50,17 @@ impl ChatObject {
     }
 }
 
-/// `GetAll` reads the chat's view once: the values are one stored state.
+/// `GetAll` reads the chat's view once: the values are one stored state. A view that cannot
+/// be read leaves it to the getters (see [`super::readonly`]).
 impl super::readonly::AllProperties for ChatObject {
-    fn all_properties(&self) -> Option<zbus::fdo::Result<HashMap<String, OwnedVariant>>> {
-        Some(self.view().map(|v| {
+    fn all_properties(&self) -> Option<HashMap<String, OwnedVariant>> {
+        let v = self.view().ok()?;
+        Some(
             view_values(&v, true)
                 .into_iter()
                 .map(|(k, val)| (k.to_owned(), val))
-                .collect()
-        }))
+                .collect(),
+        )
     }
 }
 

@@ -12,9 +12,11 @@
 //! * a chat's object exists from the start when the store holds at most [`EXPORT_AT_START`]
 //!   chats (a desktop's: a path kept from `ChatAdded` answers after a restart), else from its
 //!   first durable change since the daemon started, or from the first `GetChat` / `ListChats`
-//!   that names it, until the daemon stops (zbus spends about 3 KB per object, 300 MB for
-//!   100,000 chats); it is exported before any signal of the chat, and a new chat's
-//!   `Manager1.ChatAdded` follows its export;
+//!   that names it, until the daemon stops or `ForgetChat` removes the chat (zbus spends about
+//!   3 KB per object, 300 MB for 100,000 chats); it is exported before any signal of the chat,
+//!   and a new chat's `Manager1.ChatAdded` follows its export; each export is an
+//!   `InterfacesAdded` of the chats' ObjectManager (so the first `ListChats` of a store beyond
+//!   `EXPORT_AT_START` emits one per chat not yet exported);
 //! * what is announced is durable: a Response, an event signal or a `PropertiesChanged` goes out
 //!   only after the commit it reports (the actor calls [`Announce`] from its durable step);
 //! * a Response is recorded as announced after it went out; one whose result is final but not
@@ -284,7 +286,8 @@ impl Hub {
             store: Weak::clone(&self.store),
         });
         if let Err(e) = conn.object_server().at(path.as_str(), object).await {
-            tracing::warn!(chat_id, error = %e, "chat object not exported");
+            // Either the object is not there, or it is and its InterfacesAdded failed.
+            tracing::warn!(chat_id, error = %e, "chat object export");
         }
         // A forget that ran meanwhile removed the object before it was there: again now.
         if lock(&self.views).forgotten.contains(&chat_id) {

@@ -13,7 +13,10 @@
 //! `GetAll` (and the property sets of `InterfacesAdded` and `GetManagedObjects`) comes from
 //! [`AllProperties`] when the interface can read every property at once: a chat's from one read
 //! of its stored view, so the values are one consistent state (the generated `GetAll` asks each
-//! getter, each its own store read, and a commit between two reads mixed two states).
+//! getter, each its own store read, and a commit between two reads mixed two states). When that
+//! read fails (a chat being forgotten, the daemon stopping), the generated `GetAll` answers, as
+//! zbus means it to: a property whose getter fails is left out, and the call itself succeeds,
+//! so one such chat cannot fail `GetManagedObjects` for all of them.
 
 use std::collections::HashMap;
 
@@ -27,9 +30,9 @@ pub struct ReadOnly<I>(pub I);
 
 /// Every property of an interface read at once, for `GetAll`.
 pub trait AllProperties {
-    /// All the properties, by D-Bus name, from one consistent state; `None`: the interface
-    /// reads them one by one (its generated `GetAll`).
-    fn all_properties(&self) -> Option<fdo::Result<HashMap<String, OwnedVariant>>> {
+    /// All the properties, by D-Bus name, from one consistent state; `None` (it cannot, or
+    /// the read failed): the interface reads them one by one (its generated `GetAll`).
+    fn all_properties(&self) -> Option<HashMap<String, OwnedVariant>> {
         None
     }
 }
@@ -65,7 +68,7 @@ impl<I: Interface + AllProperties> Interface for ReadOnly<I> {
         emitter: &SignalEmitter<'_>,
     ) -> fdo::Result<HashMap<String, OwnedVariant>> {
         match self.0.all_properties() {
-            Some(all) => all,
+            Some(all) => Ok(all),
             None => self.0.get_all(server, connection, header, emitter).await,
         }
     }
