@@ -810,6 +810,54 @@ fn example(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
 }
 
+/// Runs `examples/python/chat_list.py --watch 5`, and once it listens (its initial list is
+/// printed), `act`; then its JSON lines once it ends, with what `act` returned.
+async fn chat_list_while<T, F, Fut>(bus: &str, act: F) -> (T, Vec<serde_json::Value>)
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    use tokio::io::AsyncBufReadExt;
+    let script = example("examples/python/chat_list.py");
+    let mut child = tokio::process::Command::new("python3")
+        .arg(&script)
+        .args(["--watch", "5"])
+        .env("DBUS_SESSION_BUS_ADDRESS", bus)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut docs = Vec::new();
+    let parse = |l: &str| -> serde_json::Value {
+        serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"))
+    };
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("chat_list.py listening within 30 s")
+            .unwrap()
+            .expect("chat_list.py ended before listening");
+        let doc = parse(&line);
+        let listening = doc["event"] == "listening";
+        docs.push(doc);
+        if listening {
+            break;
+        }
+    }
+    let value = act().await;
+    while let Some(line) = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("chat_list.py within 30 s")
+        .unwrap()
+    {
+        docs.push(parse(&line));
+    }
+    let status = child.wait().await.unwrap();
+    assert!(status.success(), "chat_list.py: {status}: {docs:?}");
+    (value, docs)
+}
+
 #[test]
 fn python_dbus_fast_example_sends_and_sees_the_echo() {
     let ok = have(
@@ -917,8 +965,38 @@ fn python_dbus_fast_example_sends_and_sees_the_echo() {
         .await;
         assert!(o.status.success(), "{}", stderr(&o));
         assert_eq!(wait_ttls(&sim, ECHO, chat, &[45, 46]).await, vec![45, 46]);
+
+        // chat_list.py: the chats through the ObjectManager, then a new chat appears (added,
+        // then changed to ready) while it follows the signals.
+        let docs = chat_list_while(&bus.address, || new_chat(&client, ECHO)).await;
+        let (added, docs) = docs;
+        let path = ipc_proto::chat_path(added);
+        let first = docs
+            .iter()
+            .find(|d| d["event"] == "chat")
+            .unwrap_or_else(|| panic!("no chat listed: {docs:?}"));
+        assert_eq!(first["path"], ipc_proto::chat_path(chat), "{docs:?}");
+        assert_eq!(first["properties"]["ChatId"], chat, "{first}");
+        assert_eq!(first["properties"]["State"], "ready", "{first}");
+        assert_eq!(first["properties"]["TtlSeconds"], 46, "{first}");
+        assert!(
+            docs.iter().any(|d| d["event"] == "added"
+                && d["path"] == path
+                && d["properties"]["ChatId"] == added),
+            "no InterfacesAdded of {path}: {docs:?}"
+        );
+        assert!(
+            docs.iter().any(|d| d["event"] == "changed"
+                && d["path"] == path
+                && d["changed"]["State"] == "ready"),
+            "no State change of {path}: {docs:?}"
+        );
+        let last = docs.last().unwrap();
+        assert_eq!(last["event"], "list", "{docs:?}");
+        assert_eq!(last["chats"][chat.to_string()], "ready", "{last}");
+        assert_eq!(last["chats"][added.to_string()], "ready", "{last}");
         assert!(d.terminate().is_some_and(|s| s.success()));
-        eprintln!("python example: {:.1} s", t0.elapsed().as_secs_f64());
+        eprintln!("python examples: {:.1} s", t0.elapsed().as_secs_f64());
     });
 }
 
