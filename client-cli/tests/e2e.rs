@@ -511,6 +511,22 @@ fn incoming_chats_accept_decline_discard_forget() {
             .any(|l| l.contains("ChatRequested") && l.contains(&a.to_string())),
         "{lines:?}"
     );
+    // Each chat's object came first, announced by the chats' ObjectManager.
+    let added: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|d| d["signal"] == "InterfacesAdded")
+        .collect();
+    for id in [a, b] {
+        let d = added
+            .iter()
+            .find(|d| d["args"]["object_path"] == ipc_proto::chat_path(id))
+            .unwrap_or_else(|| panic!("no InterfacesAdded of chat {id}: {lines:?}"));
+        assert_eq!(d["path"], ipc_proto::CHATS_PATH, "{d}");
+        let props = &d["args"]["interfaces_and_properties"][ipc_proto::CHAT_INTERFACE];
+        assert_eq!(props["ChatId"], id, "{d}");
+        assert_eq!(props["State"], "requested", "{d}");
+    }
     assert_eq!(watch.interrupt(), Some(0));
     t.wait_state(a, "requested");
     t.wait_state(b, "requested");

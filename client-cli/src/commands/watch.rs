@@ -1,6 +1,7 @@
 //! `watch [CHAT]`: every signal the daemon sends under `/io/github/tgsecretd` (the manager's
-//! `ChatRequested`, the chats' `SecretChat1` signals and `PropertiesChanged`, the requests'
-//! `Response`), or only one chat's, one line each until Ctrl-C.
+//! `ChatRequested`, the chats' `SecretChat1` signals and `PropertiesChanged`, the chats'
+//! ObjectManager's `InterfacesAdded` / `InterfacesRemoved`, the requests' `Response`), or only
+//! one chat's, one line each until Ctrl-C.
 
 use futures_util::StreamExt;
 use serde_json::{Map, Value as J, json};
@@ -25,6 +26,9 @@ pub fn arg_names(member: &str) -> &'static [&'static str] {
         "StateChanged" => &["state"],
         "Response" => &["code", "results"],
         "PropertiesChanged" => &["interface", "changed", "invalidated"],
+        // org.freedesktop.DBus.ObjectManager's, by the specification's names.
+        "InterfacesAdded" => &["object_path", "interfaces_and_properties"],
+        "InterfacesRemoved" => &["object_path", "interfaces"],
         _ => &[],
     }
 }
@@ -85,6 +89,7 @@ pub fn signal_text(doc: &J) -> String {
     let whence = match doc.get("chat_id") {
         Some(id) => format!("chat {id}"),
         None if path == ipc_proto::MANAGER_PATH => "manager".into(),
+        None if path == ipc_proto::CHATS_PATH => "chats".into(),
         None => format!("request {}", path.rsplit('/').next().unwrap_or(path)),
     };
     let args: Vec<String> = doc["args"]
@@ -131,5 +136,32 @@ fn print_signal(ctx: &Ctx, m: &Message) {
         crate::output::say(doc);
     } else {
         crate::output::say(signal_text(&doc));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_chats_object_manager_signals_are_named_and_placed() {
+        assert_eq!(
+            arg_names("InterfacesAdded"),
+            ["object_path", "interfaces_and_properties"]
+        );
+        assert_eq!(
+            arg_names("InterfacesRemoved"),
+            ["object_path", "interfaces"]
+        );
+        let doc = json!({
+            "signal": "InterfacesRemoved",
+            "path": ipc_proto::CHATS_PATH,
+            "args": {"object_path": ipc_proto::chat_path(7), "interfaces": [ipc_proto::CHAT_INTERFACE]},
+        });
+        assert_eq!(
+            signal_text(&doc),
+            "[chats] InterfacesRemoved interfaces=[\"io.github.tgsecretd.SecretChat1\"] \
+             object_path=/io/github/tgsecretd/chat/7"
+        );
     }
 }
