@@ -88,6 +88,12 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// The program failed, and its stderr says `want`.
+fn assert_refused(o: &Output, want: &str) {
+    assert!(!o.status.success(), "succeeded; wanted {want}");
+    assert!(stderr(o).contains(want), "wanted {want}: {}", stderr(o));
+}
+
 fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| (*s).to_owned()).collect()
 }
@@ -546,9 +552,10 @@ fn busctl_and_gdbus_call_the_service_by_hand() {
                     &[("SYSTEMD_LOG_LEVEL", "debug")],
                 )
                 .await;
-                assert!(!o.status.success(), "set-property {name}");
-                let want = format!("error-name=org.freedesktop.DBus.Error.{error}");
-                assert!(stderr(&o).contains(&want), "{name}: {}", stderr(&o));
+                assert_refused(
+                    &o,
+                    &format!("error-name=org.freedesktop.DBus.Error.{error}"),
+                );
             }
             assert_eq!(busctl_chat_property(addr, id, "TtlSeconds").await, 31);
             let policy = busctl(
@@ -577,12 +584,7 @@ fn busctl_and_gdbus_call_the_service_by_hand() {
                 ],
             )
             .await;
-            assert!(!o.status.success());
-            assert!(
-                stderr(&o).contains("no secret chat with id 999999"),
-                "{}",
-                stderr(&o)
-            );
+            assert_refused(&o, "no secret chat with id 999999");
             let o = run(
                 addr,
                 "busctl",
@@ -605,12 +607,7 @@ fn busctl_and_gdbus_call_the_service_by_hand() {
                 &[("SYSTEMD_LOG_LEVEL", "debug")],
             )
             .await;
-            assert!(!o.status.success());
-            assert!(
-                stderr(&o).contains("error-name=io.github.tgsecretd.Error.NoSuchChat"),
-                "{}",
-                stderr(&o)
-            );
+            assert_refused(&o, "error-name=io.github.tgsecretd.Error.NoSuchChat");
         }
 
         if has_gdbus {
@@ -701,11 +698,9 @@ fn busctl_and_gdbus_call_the_service_by_hand() {
                 ],
             )
             .await;
-            assert!(!o.status.success());
-            assert!(
-                stderr(&o).contains("GDBus.Error:org.freedesktop.DBus.Error.PropertyReadOnly"),
-                "{}",
-                stderr(&o)
+            assert_refused(
+                &o,
+                "GDBus.Error:org.freedesktop.DBus.Error.PropertyReadOnly",
             );
             let bytes = ttl_message(0, 33);
             let ay = format!(
@@ -782,12 +777,7 @@ fn busctl_and_gdbus_call_the_service_by_hand() {
                 ],
             )
             .await;
-            assert!(!o.status.success());
-            assert!(
-                stderr(&o).contains("GDBus.Error:io.github.tgsecretd.Error.NoSuchChat"),
-                "{}",
-                stderr(&o)
-            );
+            assert_refused(&o, "GDBus.Error:io.github.tgsecretd.Error.NoSuchChat");
             chat = Some(id);
         }
 

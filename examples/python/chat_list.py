@@ -37,36 +37,15 @@ import asyncio
 import sys
 from typing import Any
 
-from dbus_fast import BusType, Message, MessageType
-from dbus_fast.aio import MessageBus
-from dbus_fast.errors import DBusError
+from dbus_fast import Message, MessageType
 
-from send_service import BUS_NAME, CHAT_INTERFACE, MANAGER_PATH, emit, plain
+from send_service import (
+    BUS_NAME, CHAT_INTERFACE, MANAGER_PATH, add_match, call, connect, emit, plain, run_main,
+)
 
 CHATS_PATH = f"{MANAGER_PATH}/chat"
 OBJECT_MANAGER = "org.freedesktop.DBus.ObjectManager"
 PROPERTIES = "org.freedesktop.DBus.Properties"
-
-
-async def call(bus: MessageBus, msg: Message) -> list[Any]:
-    """A method call's reply body; a D-Bus error is raised."""
-    reply = await bus.call(msg)
-    if reply is None:
-        return []
-    if reply.message_type == MessageType.ERROR:
-        raise DBusError(reply.error_name, str(reply.body[0] if reply.body else ""), reply)
-    return reply.body
-
-
-async def add_match(bus: MessageBus, rule: str) -> None:
-    await call(bus, Message(
-        destination="org.freedesktop.DBus",
-        path="/org/freedesktop/DBus",
-        interface="org.freedesktop.DBus",
-        member="AddMatch",
-        signature="s",
-        body=[rule],
-    ))
 
 
 class ChatList:
@@ -105,10 +84,7 @@ class ChatList:
 
 
 async def run(args: argparse.Namespace) -> int:
-    if args.address:
-        bus = await MessageBus(bus_address=args.address).connect()
-    else:
-        bus = await MessageBus(bus_type=BusType.SESSION).connect()
+    bus = await connect(args.address)
     chats = ChatList()
     bus.add_message_handler(chats.on_message)
 
@@ -151,14 +127,7 @@ def main() -> int:
     p.add_argument("--address", help="D-Bus address (default: the session bus)")
     p.add_argument("--watch", type=float, default=0,
                    help="seconds to follow the chats' changes after the list (default: 0)")
-    args = p.parse_args()
-    try:
-        return asyncio.run(run(args))
-    except (OSError, DBusError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 1
+    return run_main(run, p.parse_args())
 
 
 if __name__ == "__main__":

@@ -111,31 +111,57 @@ def parse_param(text: str) -> tuple[str, Variant]:
     raise argparse.ArgumentTypeError(f"{text!r}: signature {sig!r} is not one of i x u t s b ai ax")
 
 
+async def call(bus: MessageBus, msg: Message) -> list[Any]:
+    """A method call's reply body; a D-Bus error is raised."""
+    reply = await bus.call(msg)
+    if reply is None:
+        return []
+    if reply.message_type == MessageType.ERROR:
+        raise DBusError(reply.error_name, str(reply.body[0] if reply.body else ""), reply)
+    return reply.body
+
+
+async def add_match(bus: MessageBus, rule: str) -> None:
+    """Asks the bus for the signals that match `rule`."""
+    await call(bus, Message(
+        destination="org.freedesktop.DBus",
+        path="/org/freedesktop/DBus",
+        interface="org.freedesktop.DBus",
+        member="AddMatch",
+        signature="s",
+        body=[rule],
+    ))
+
+
+async def connect(address: str | None) -> MessageBus:
+    """The bus at `address`, else the session bus."""
+    if address:
+        return await MessageBus(bus_address=address).connect()
+    return await MessageBus(bus_type=BusType.SESSION).connect()
+
+
+def run_main(run: Any, args: argparse.Namespace) -> int:
+    """Runs `run(args)`; a bus that cannot be reached or a D-Bus error is exit status 1."""
+    try:
+        return asyncio.run(run(args))
+    except (OSError, DBusError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 1
+
+
 async def watch_response(bus: MessageBus, handle: str) -> None:
     """Asks the bus for the Response signal of `handle` (a match rule)."""
-    rule = (
+    await add_match(
+        bus,
         f"type='signal',sender='{BUS_NAME}',interface='{REQUEST_INTERFACE}',"
-        f"member='Response',path='{handle}'"
+        f"member='Response',path='{handle}'",
     )
-    reply = await bus.call(
-        Message(
-            destination="org.freedesktop.DBus",
-            path="/org/freedesktop/DBus",
-            interface="org.freedesktop.DBus",
-            member="AddMatch",
-            signature="s",
-            body=[rule],
-        )
-    )
-    if reply is not None and reply.message_type == MessageType.ERROR:
-        raise DBusError(reply.error_name, str(reply.body[0] if reply.body else ""), reply)
 
 
 async def run(args: argparse.Namespace) -> int:
-    if args.address:
-        bus = await MessageBus(bus_address=args.address).connect()
-    else:
-        bus = await MessageBus(bus_type=BusType.SESSION).connect()
+    bus = await connect(args.address)
 
     token = args.token or f"py{os.getpid()}_{secrets.token_hex(4)}"
     handle = request_path(bus.unique_name, token)
@@ -241,14 +267,7 @@ def main() -> int:
     p.add_argument("--timeout", type=float, default=60, help="seconds to wait for the Response")
     p.add_argument("--listen", type=float, default=3,
                    help="seconds to print the chat's signals after the Response (default: 3)")
-    args = p.parse_args()
-    try:
-        return asyncio.run(run(args))
-    except (OSError, DBusError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 1
+    return run_main(run, p.parse_args())
 
 
 if __name__ == "__main__":
