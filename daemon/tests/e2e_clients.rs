@@ -297,6 +297,13 @@ async fn gdbus(bus: &str, sub: &str, args: &[&str]) -> Output {
 
 /// `gdbus call` of a method of the service; the reply as GVariant text.
 async fn gdbus_call(bus: &str, path: &str, method: &str, args: &[&str]) -> String {
+    let o = gdbus_call_output(bus, path, method, args).await;
+    assert!(o.status.success(), "gdbus {method}: {}", stderr(&o));
+    stdout(&o).trim().to_owned()
+}
+
+/// `gdbus call` of a method of the service, succeeded or not.
+async fn gdbus_call_output(bus: &str, path: &str, method: &str, args: &[&str]) -> Output {
     let mut a = vec![
         "--dest",
         BUS_NAME,
@@ -306,9 +313,7 @@ async fn gdbus_call(bus: &str, path: &str, method: &str, args: &[&str]) -> Strin
         method,
     ];
     a.extend_from_slice(args);
-    let o = gdbus(bus, "call", &a).await;
-    assert!(o.status.success(), "gdbus {method}: {}", stderr(&o));
-    stdout(&o).trim().to_owned()
+    gdbus(bus, "call", &a).await
 }
 
 /// The first single-quoted string of GVariant text (`(objectpath '/a/b',)` → `/a/b`).
@@ -682,20 +687,11 @@ fn busctl_and_gdbus_call_the_service_by_hand() {
             assert_eq!(responses.one(&h3, 30).await.1, response::SENT);
             want_ttls.push(32);
             // Properties.Set of a read-only property: GDBus names the error.
-            let o = gdbus(
+            let o = gdbus_call_output(
                 addr,
-                "call",
-                &[
-                    "--dest",
-                    BUS_NAME,
-                    "--object-path",
-                    &path,
-                    "--method",
-                    "org.freedesktop.DBus.Properties.Set",
-                    CHAT_INTERFACE,
-                    "TtlSeconds",
-                    "<int32 5>",
-                ],
+                &path,
+                "org.freedesktop.DBus.Properties.Set",
+                &[CHAT_INTERFACE, "TtlSeconds", "<int32 5>"],
             )
             .await;
             assert_refused(
@@ -763,18 +759,11 @@ fn busctl_and_gdbus_call_the_service_by_hand() {
             .await;
             assert_eq!(p, "(<33>,)");
             // A typed error, named in gdbus's message.
-            let o = gdbus(
+            let o = gdbus_call_output(
                 addr,
-                "call",
-                &[
-                    "--dest",
-                    BUS_NAME,
-                    "--object-path",
-                    MANAGER_PATH,
-                    "--method",
-                    "io.github.tgsecretd.Manager1.GetChat",
-                    "999999",
-                ],
+                MANAGER_PATH,
+                "io.github.tgsecretd.Manager1.GetChat",
+                &["999999"],
             )
             .await;
             assert_refused(&o, "GDBus.Error:io.github.tgsecretd.Error.NoSuchChat");
