@@ -512,16 +512,24 @@ fn incoming_chats_accept_decline_discard_forget() {
         "{lines:?}"
     );
     // Each chat's object came first, announced by the chats' ObjectManager.
-    let added: Vec<Value> = lines
+    let docs: Vec<Value> = lines
         .iter()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|d| d["signal"] == "InterfacesAdded")
         .collect();
     for id in [a, b] {
-        let d = added
-            .iter()
-            .find(|d| d["args"]["object_path"] == ipc_proto::chat_path(id))
-            .unwrap_or_else(|| panic!("no InterfacesAdded of chat {id}: {lines:?}"));
+        let at = |signal: &str, arg: &str, want: Value| {
+            docs.iter()
+                .position(|d| d["signal"] == signal && d["args"][arg] == want)
+                .unwrap_or_else(|| panic!("no {signal} of chat {id}: {lines:?}"))
+        };
+        let added = at(
+            "InterfacesAdded",
+            "object_path",
+            ipc_proto::chat_path(id).into(),
+        );
+        let requested = at("ChatRequested", "chat_id", id.into());
+        assert!(added < requested, "{lines:?}");
+        let d = &docs[added];
         assert_eq!(d["path"], ipc_proto::CHATS_PATH, "{d}");
         let props = &d["args"]["interfaces_and_properties"][ipc_proto::CHAT_INTERFACE];
         assert_eq!(props["ChatId"], id, "{d}");

@@ -2,10 +2,12 @@
 //!
 //! * by hand, with systemd's `busctl` and GLib's `gdbus`: introspection, `RequestChat`,
 //!   `GetChat`/`ListChats`, `SendServiceAction`, `SendEncryptedService` with raw bytes, property
-//!   reads, the chats' `GetManagedObjects`, `Set` of a read-only property (`PropertyReadOnly`, nothing changes), `GetResult`
-//!   and a typed error (the peer's transcript proves the sends);
+//!   reads, the chats' `GetManagedObjects`, `Set` of a read-only property (`PropertyReadOnly`,
+//!   nothing changes), `GetResult` and a typed error (the peer's transcript proves the sends);
 //! * from Python, with dbus-fast: `examples/python/send_service.py` (the Response on the
-//!   predicted handle, then the echoing peer's `TtlChanged`);
+//!   predicted handle, then the echoing peer's `TtlChanged`) and `examples/python/chat_list.py`
+//!   (the chats through the ObjectManager: a new chat added then ready, a daemon restart that
+//!   takes the chats away and brings them back, SIGTERM printing the final list);
 //! * 200 connections × 50 `SendServiceAction` calls at once: each handle gets exactly one
 //!   Response, on its own connection's path only, and the peer gets every action once;
 //! * a table of bad input: each call gets its typed error, the daemon keeps serving and the store
@@ -789,52 +791,68 @@ fn example(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
 }
 
-/// Runs `examples/python/chat_list.py --watch 5`, and once it listens (its initial list is
-/// printed), `act`; then its JSON lines once it ends, with what `act` returned.
-async fn chat_list_while<T, F, Fut>(bus: &str, act: F) -> (T, Vec<serde_json::Value>)
-where
-    F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = T>,
-{
-    use tokio::io::AsyncBufReadExt;
-    let script = example("examples/python/chat_list.py");
-    let mut child = tokio::process::Command::new("python3")
-        .arg(&script)
-        .args(["--watch", "5"])
-        .env("DBUS_SESSION_BUS_ADDRESS", bus)
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut docs = Vec::new();
-    let parse = |l: &str| -> serde_json::Value {
-        serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"))
-    };
-    loop {
-        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+/// `examples/python/chat_list.py --watch 120` as a child, its JSON lines read as they come.
+struct ChatListScript {
+    child: tokio::process::Child,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    /// Every line so far.
+    docs: Vec<serde_json::Value>,
+}
+
+impl ChatListScript {
+    /// Started, and listening (its first list printed).
+    async fn start(bus: &str) -> ChatListScript {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new("python3")
+            .arg(example("examples/python/chat_list.py"))
+            .args(["--watch", "120"])
+            .env("DBUS_SESSION_BUS_ADDRESS", bus)
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut script = ChatListScript {
+            child,
+            lines,
+            docs: Vec::new(),
+        };
+        script.until(|d| d["event"] == "listening").await;
+        script
+    }
+
+    /// The next line as JSON; `None` once the script ended. Panics after 30 s.
+    async fn next(&mut self) -> Option<serde_json::Value> {
+        let line = tokio::time::timeout(Duration::from_secs(30), self.lines.next_line())
             .await
-            .expect("chat_list.py listening within 30 s")
-            .unwrap()
-            .expect("chat_list.py ended before listening");
-        let doc = parse(&line);
-        let listening = doc["event"] == "listening";
-        docs.push(doc);
-        if listening {
-            break;
+            .unwrap_or_else(|_| panic!("chat_list.py silent for 30 s after {:?}", self.docs))
+            .unwrap()?;
+        let doc: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        self.docs.push(doc.clone());
+        Some(doc)
+    }
+
+    /// Lines until one for which `pred` holds; that one.
+    async fn until(&mut self, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        loop {
+            match self.next().await {
+                Some(d) if pred(&d) => return d,
+                Some(_) => {}
+                None => panic!("chat_list.py ended: {:?}", self.docs),
+            }
         }
     }
-    let value = act().await;
-    while let Some(line) = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-        .await
-        .expect("chat_list.py within 30 s")
-        .unwrap()
-    {
-        docs.push(parse(&line));
+
+    /// SIGTERM ends the watch: the rest of its lines, and it exits 0.
+    async fn stop(mut self) -> Vec<serde_json::Value> {
+        let pid = self.child.id().unwrap().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        while self.next().await.is_some() {}
+        let status = self.child.wait().await.unwrap();
+        assert!(status.success(), "chat_list.py: {status}: {:?}", self.docs);
+        self.docs
     }
-    let status = child.wait().await.unwrap();
-    assert!(status.success(), "chat_list.py: {status}: {docs:?}");
-    (value, docs)
 }
 
 #[test]
@@ -945,31 +963,42 @@ fn python_dbus_fast_example_sends_and_sees_the_echo() {
         assert!(o.status.success(), "{}", stderr(&o));
         assert_eq!(wait_ttls(&sim, ECHO, chat, &[45, 46]).await, vec![45, 46]);
 
-        // chat_list.py: the chats through the ObjectManager, then a new chat appears (added,
-        // then changed to ready) while it follows the signals.
-        let docs = chat_list_while(&bus.address, || new_chat(&client, ECHO)).await;
-        let (added, docs) = docs;
-        let path = ipc_proto::chat_path(added);
-        let first = docs
-            .iter()
-            .find(|d| d["event"] == "chat")
-            .unwrap_or_else(|| panic!("no chat listed: {docs:?}"));
-        assert_eq!(first["path"], ipc_proto::chat_path(chat), "{docs:?}");
+        // chat_list.py: the chats through the ObjectManager; a new chat appears (added, then
+        // changed to ready); the daemon restarts (its chats leave the list, then come back
+        // with the daemon); SIGTERM ends the watch with the final list.
+        let mut list = ChatListScript::start(&bus.address).await;
+        let first = &list.docs[0];
+        assert_eq!(first["event"], "chat", "{:?}", list.docs);
+        assert_eq!(first["path"], ipc_proto::chat_path(chat), "{first}");
         assert_eq!(first["properties"]["ChatId"], chat, "{first}");
         assert_eq!(first["properties"]["State"], "ready", "{first}");
         assert_eq!(first["properties"]["TtlSeconds"], 46, "{first}");
-        assert!(
-            docs.iter().any(|d| d["event"] == "added"
-                && d["path"] == path
-                && d["properties"]["ChatId"] == added),
-            "no InterfacesAdded of {path}: {docs:?}"
-        );
-        assert!(
-            docs.iter().any(|d| d["event"] == "changed"
-                && d["path"] == path
-                && d["changed"]["State"] == "ready"),
-            "no State change of {path}: {docs:?}"
-        );
+        let added = new_chat(&client, ECHO).await;
+        let path = ipc_proto::chat_path(added);
+        let a = list
+            .until(|d| d["event"] == "added" && d["path"] == path)
+            .await;
+        assert_eq!(a["properties"]["ChatId"], added, "{a}");
+        list.until(|d| {
+            d["event"] == "changed" && d["path"] == path && d["changed"]["State"] == "ready"
+        })
+        .await;
+        d.restart();
+        list.until(|d| d["event"] == "daemon" && d["owner"] == "")
+            .await;
+        list.until(|d| d["event"] == "daemon" && d["owner"] != "")
+            .await;
+        // Both again, in either order.
+        let mut again = BTreeMap::new();
+        while again.len() < 2 {
+            let d = list.until(|d| d["event"] == "added").await;
+            again.insert(d["path"].as_str().unwrap().to_owned(), d);
+        }
+        for id in [chat, added] {
+            let d = &again[&ipc_proto::chat_path(id)];
+            assert_eq!(d["properties"]["State"], "ready", "{d}");
+        }
+        let docs = list.stop().await;
         let last = docs.last().unwrap();
         assert_eq!(last["event"], "list", "{docs:?}");
         assert_eq!(last["chats"][chat.to_string()], "ready", "{last}");

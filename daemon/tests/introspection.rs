@@ -1,6 +1,8 @@
 //! The interfaces checked in as introspection XML (`ipc-proto/interfaces/*.xml`) are what the
 //! live service serves: the manager, a chat object and a pending request's handle are
-//! introspected on a private bus and each interface's XML is compared with its file.
+//! introspected on a private bus and each interface's XML is compared with its file. `GetAll`
+//! of the manager and of the chat gives exactly the properties the XML lists, each of its
+//! type, and the chats' parent serves `org.freedesktop.DBus.ObjectManager`.
 //!
 //! After a deliberate change of the D-Bus API, regenerate the files with
 //! `UPDATE_INTERFACES=1 cargo test --release -p daemon --test introspection` and review the diff.

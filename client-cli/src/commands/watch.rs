@@ -1,7 +1,8 @@
 //! `watch [CHAT]`: every signal the daemon sends under `/io/github/tgsecretd` (the manager's
 //! `ChatRequested`, the chats' `SecretChat1` signals and `PropertiesChanged`, the chats'
 //! ObjectManager's `InterfacesAdded` / `InterfacesRemoved`, the requests' `Response`), or only
-//! one chat's, one line each until Ctrl-C.
+//! the signals on one chat's object (not its `InterfacesAdded` / `InterfacesRemoved`, which
+//! come from the chats' parent), one line each until Ctrl-C.
 
 use futures_util::StreamExt;
 use serde_json::{Map, Value as J, json};

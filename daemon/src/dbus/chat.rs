@@ -54,7 +54,17 @@ impl ChatObject {
 /// be read leaves it to the getters (see [`super::readonly`]).
 impl super::readonly::AllProperties for ChatObject {
     fn all_properties(&self) -> Option<HashMap<String, OwnedVariant>> {
-        let v = self.view().ok()?;
+        let v = match self.view() {
+            Ok(v) => v,
+            Err(e) => {
+                // A chat forgotten a moment ago, or the daemon stopping, is no news.
+                let gone = matches!(e, zbus::fdo::Error::UnknownObject(_));
+                if !gone && self.store.strong_count() > 0 {
+                    tracing::warn!(chat_id = self.chat_id, error = %e, "chat properties not read");
+                }
+                return None;
+            }
+        };
         Some(
             view_values(&v, true)
                 .into_iter()

@@ -17,6 +17,10 @@
 //! read fails (a chat being forgotten, the daemon stopping), the generated `GetAll` answers, as
 //! zbus means it to: a property whose getter fails is left out, and the call itself succeeds,
 //! so one such chat cannot fail `GetManagedObjects` for all of them.
+//!
+//! zbus documents its `Interface` trait as unstable across minor versions and implemented by
+//! its macro: the workspace pins zbus to `~6.2` for this wrapper; a zbus upgrade re-checks it
+//! (every method passed through, `Set` of a read-only property, `GetAll`).
 
 use std::collections::HashMap;
 
