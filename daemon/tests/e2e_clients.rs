@@ -8,14 +8,17 @@
 //!   predicted handle, then the echoing peer's `TtlChanged`) and `examples/python/chat_list.py`
 //!   (the chats through the ObjectManager: a new chat added then ready, a daemon restart that
 //!   takes the chats away and brings them back, SIGTERM printing the final list);
+//! * GLib's own `Gio.DBusObjectManagerClient` (PyGObject, `tests/clients/glib_object_manager.py`):
+//!   the chats listed with their cached properties, a new chat's object added, then ready;
 //! * 200 connections × 50 `SendServiceAction` calls at once: each handle gets exactly one
 //!   Response, on its own connection's path only, and the peer gets every action once;
 //! * a table of bad input: each call gets its typed error, the daemon keeps serving and the store
 //!   stays byte-identical; a client that disconnects before its Response costs nothing.
 //!
 //! busctl (package `systemd`), gdbus (`libglib2.0-bin`), python3 and dbus-fast (pip
-//! `dbus-fast`) are installed by `.ci/run`: missing there (`CI` set) they fail the test,
-//! elsewhere the part that needs them is skipped with a line saying so.
+//! `dbus-fast`), Debian's python3 with PyGObject (`python3-gi`) are installed by `.ci/run`:
+//! missing there (`CI` set) they fail the test, elsewhere the part that needs them is skipped
+//! with a line saying so.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -791,28 +794,29 @@ fn example(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
 }
 
-/// `examples/python/chat_list.py --watch 120` as a child, its JSON lines read as they come.
-struct ChatListScript {
+/// A client program printing JSON lines (`examples/python/chat_list.py`, GLib's ObjectManager
+/// client), its lines read as they come.
+struct JsonLines {
     child: tokio::process::Child,
     lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
     /// Every line so far.
     docs: Vec<serde_json::Value>,
 }
 
-impl ChatListScript {
-    /// Started, and listening (its first list printed).
-    async fn start(bus: &str) -> ChatListScript {
+impl JsonLines {
+    /// Started with the private bus as the session bus, and listening (it printed
+    /// `{"event": "listening"}` after its first list).
+    async fn start(bus: &str, program: &str, args: &[&str]) -> JsonLines {
         use tokio::io::AsyncBufReadExt;
-        let mut child = tokio::process::Command::new("python3")
-            .arg(example("examples/python/chat_list.py"))
-            .args(["--watch", "120"])
+        let mut child = tokio::process::Command::new(program)
+            .args(args)
             .env("DBUS_SESSION_BUS_ADDRESS", bus)
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .unwrap();
+            .unwrap_or_else(|e| panic!("{program}: {e}"));
         let lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut script = ChatListScript {
+        let mut script = JsonLines {
             child,
             lines,
             docs: Vec::new(),
@@ -845,12 +849,17 @@ impl ChatListScript {
     }
 
     /// SIGTERM ends the watch: the rest of its lines, and it exits 0.
-    async fn stop(mut self) -> Vec<serde_json::Value> {
+    async fn stop(self) -> Vec<serde_json::Value> {
         let pid = self.child.id().unwrap().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        self.finish().await
+    }
+
+    /// The rest of its lines once it ends by itself, with status 0.
+    async fn finish(mut self) -> Vec<serde_json::Value> {
         while self.next().await.is_some() {}
         let status = self.child.wait().await.unwrap();
-        assert!(status.success(), "chat_list.py: {status}: {:?}", self.docs);
+        assert!(status.success(), "{status}: {:?}", self.docs);
         self.docs
     }
 }
@@ -966,7 +975,9 @@ fn python_dbus_fast_example_sends_and_sees_the_echo() {
         // chat_list.py: the chats through the ObjectManager; a new chat appears (added, then
         // changed to ready); the daemon restarts (its chats leave the list, then come back
         // with the daemon); SIGTERM ends the watch with the final list.
-        let mut list = ChatListScript::start(&bus.address).await;
+        let script = example("examples/python/chat_list.py");
+        let script = script.to_str().unwrap();
+        let mut list = JsonLines::start(&bus.address, "python3", &[script, "--watch", "120"]).await;
         let first = &list.docs[0];
         assert_eq!(first["event"], "chat", "{:?}", list.docs);
         assert_eq!(first["path"], ipc_proto::chat_path(chat), "{first}");
@@ -1005,6 +1016,65 @@ fn python_dbus_fast_example_sends_and_sees_the_echo() {
         assert_eq!(last["chats"][added.to_string()], "ready", "{last}");
         assert!(d.terminate().is_some_and(|s| s.success()));
         eprintln!("python examples: {:.1} s", t0.elapsed().as_secs_f64());
+    });
+}
+
+/// GLib's own ObjectManager client (`Gio.DBusObjectManagerClient`, through PyGObject on
+/// Debian's Python: `daemon/tests/clients/glib_object_manager.py`) lists the chats with their
+/// cached properties, then reports a new chat's object and its change to ready.
+#[test]
+fn glib_object_manager_client_follows_the_chats() {
+    const PYTHON: &str = "/usr/bin/python3";
+    let ok = have(
+        "Debian's python3 with PyGObject",
+        Command::new(PYTHON).args([
+            "-c",
+            "import gi; gi.require_version('Gio', '2.0'); from gi.repository import Gio",
+        ]),
+        "python3-gi",
+    );
+    if !ok {
+        return;
+    }
+    runtime().block_on(async {
+        let Stack {
+            tmp: _tmp,
+            bus,
+            sim: _sim,
+            key: _,
+            mut d,
+            client,
+        } = Stack::start("clients-glib", ALICE, (ECHO, "echo"), "never").await;
+        let chat = new_chat(&client, ECHO).await;
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/glib_object_manager.py");
+        let glib = JsonLines::start(
+            &bus.address,
+            PYTHON,
+            &[script.to_str().unwrap(), &bus.address],
+        )
+        .await;
+        assert_eq!(
+            glib.docs[0],
+            serde_json::json!({"event": "chat", "path": ipc_proto::chat_path(chat),
+                "chat_id": chat, "state": "ready"}),
+            "{:?}",
+            glib.docs
+        );
+        let added = new_chat(&client, ECHO).await;
+        let docs = glib.finish().await;
+        let path = ipc_proto::chat_path(added);
+        assert!(
+            docs.iter()
+                .any(|d| d["event"] == "added" && d["path"] == path && d["chat_id"] == added),
+            "{docs:?}"
+        );
+        assert_eq!(
+            docs.last().unwrap(),
+            &serde_json::json!({"event": "changed", "path": path, "state": "ready"}),
+            "{docs:?}"
+        );
+        assert!(d.terminate().is_some_and(|s| s.success()));
     });
 }
 
