@@ -21,6 +21,8 @@ use tgsim::peer::Behaviour;
 
 mod support;
 
+use support::runtime;
+
 const ALICE: i64 = 5001;
 const BOB: i64 = 5002;
 
@@ -114,14 +116,6 @@ fn service(action: A) -> DecryptedMessage {
         random_id: 0,
         action,
     })
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 /// The daemon in `dir` as Alice again.

@@ -42,14 +42,6 @@ const BOB: i64 = 8602;
 /// A peer that sends back every action it gets (`echo`).
 const ECHO: i64 = 8603;
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// Whether an external tool is there: missing under CI (env `CI`) fails the test, elsewhere the
 /// caller skips (a line says so).
 fn have(what: &str, probe: &mut Command, package: &str) -> bool {

@@ -18,14 +18,6 @@ use zbus::{MessageStream, OwnedVariant, Variant};
 const ALICE: i64 = 8401;
 const BOB: i64 = 8402;
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// Signals of the daemon from now on (a reader task keeps the connection flowing).
 struct Signals(std::sync::Arc<std::sync::Mutex<Vec<zbus::Message>>>);
 

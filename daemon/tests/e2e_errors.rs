@@ -18,14 +18,6 @@ use zbus::Variant;
 const ALICE: i64 = 8301;
 const BOB: i64 = 8302;
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 async fn new_chat(client: &Client) -> i32 {
     let chat = client
         .manager()

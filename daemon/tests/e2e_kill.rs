@@ -41,11 +41,7 @@ fn kill_9_during_bursts_100_rounds() {
 #[test]
 fn kill_9_during_a_forget_is_finished_by_a_repeat() {
     const RESULTS: usize = 3000;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(async {
         let Stack {
             tmp,
@@ -149,11 +145,7 @@ fn kill_9_during_a_forget_is_finished_by_a_repeat() {
 }
 
 fn rounds(n: usize, seed: u64) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(run(n, seed));
 }
 

@@ -26,11 +26,7 @@ fn n() -> i32 {
 
 #[test]
 fn a_thousand_messages_each_way_through_a_lossy_server() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(run());
 }
 

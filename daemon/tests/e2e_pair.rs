@@ -96,14 +96,6 @@ async fn bob_ttls(bob: &Client) -> tokio::sync::mpsc::UnboundedReceiver<i64> {
     rx
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 #[test]
 fn tgsim_killed_and_restarted_mid_burst() {
     runtime().block_on(async {

@@ -81,11 +81,7 @@ async fn introspect(client: &Client, path: &str) -> String {
 
 #[test]
 fn the_checked_in_interfaces_are_the_live_ones() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(async {
         let Stack {
             tmp: _tmp,

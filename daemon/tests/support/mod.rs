@@ -560,6 +560,15 @@ pub async fn answering_manager(client: &Client) -> ipc_proto::ManagerProxy<'stat
     }
 }
 
+/// The tests' runtime: two workers, I/O and timers.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// The end-to-end tests' set-up: a private bus; tgsim with the account `alice` and one
 /// simulated peer `(user id, behaviour)`; tgsecretd with Alice's key and the accept policy
 /// `accept` (its key file at `key`); a client on the bus once the daemon answers. Destructure
