@@ -42,20 +42,6 @@ const BOB: i64 = 8602;
 /// A peer that sends back every action it gets (`echo`).
 const ECHO: i64 = 8603;
 
-/// Whether an external tool is there: missing under CI (env `CI`) fails the test, elsewhere the
-/// caller skips (a line says so).
-fn have(what: &str, probe: &mut Command, package: &str) -> bool {
-    let ok = probe.output().is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{what} is needed under CI (install {package}; .ci/run does)"
-        );
-        eprintln!("SKIP: {what} not found (install {package}); its part of this test is skipped");
-    }
-    ok
-}
-
 /// Runs a program with the private bus as the session bus.
 async fn run(bus: &str, program: &str, args: Vec<String>, envs: &[(&str, &str)]) -> Output {
     let mut c = Command::new(program);

@@ -3,7 +3,9 @@
 //! the daemon, the installer writes, substitutes and removes its files, and the binary
 //! speaks the notification protocol the unit relies on (`Type=notify`, `WatchdogSec=`,
 //! `StateDirectory=`, `ConfigurationDirectory=`) to a fake service manager: real processes
-//! (a private dbus-daemon, tgsim, tgsecretd) and a datagram socket as `NOTIFY_SOCKET`.
+//! (a private dbus-daemon, tgsim, tgsecretd) and a datagram socket as `NOTIFY_SOCKET`. And
+//! D-Bus activation through the installed file: a call by busctl or gdbus to the name starts
+//! the daemon on a bus without systemd.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -14,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{Bus, Sim, Temp};
+use support::{Bus, Sim, Temp, have};
 
 const UNIT: &str = "tgsecretd.service";
 const DBUS_FILE: &str = "io.github.tgsecretd.service";
@@ -91,17 +93,12 @@ fn unit_and_dbus_file_agree_with_each_other_and_the_daemon() {
 /// `systemd-analyze`, or `None` after printing why the test is skipped; fails instead when
 /// `CI` is set (CI installs it: .ci/run).
 fn systemd_analyze() -> Option<&'static str> {
-    match Command::new("systemd-analyze").arg("--version").output() {
-        Ok(o) if o.status.success() => Some("systemd-analyze"),
-        other => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "systemd-analyze is needed under CI (apt package systemd): {other:?}"
-            );
-            eprintln!("skipped: systemd-analyze is not installed (apt package systemd)");
-            None
-        }
-    }
+    have(
+        "systemd-analyze",
+        Command::new("systemd-analyze").arg("--version"),
+        "systemd",
+    )
+    .then_some("systemd-analyze")
 }
 
 /// Runs `systemd-analyze [--user] verify` on `unit` in an environment of its own under
@@ -636,4 +633,288 @@ fn the_daemon_notifies_ready_watchdog_and_stopping_as_a_notify_unit() {
         "STOPPING=1 more than once"
     );
     assert!(store.is_dir(), "the store went away on stop");
+}
+
+// --- D-Bus activation ---------------------------------------------------------------------
+
+/// A peer that accepts and acknowledges.
+const BOB: i64 = 8902;
+
+/// A private bus of the session type whose only service directory is `services`, listening on
+/// `DIR/bus`. It runs with a clean environment plus `env`, which is what it passes on to a
+/// service it activates; its stderr, which an activated service inherits, goes to `log`.
+struct ActivatingBus {
+    child: Child,
+    address: String,
+}
+
+impl ActivatingBus {
+    fn start(dir: &Path, services: &Path, env: &[(&str, PathBuf)], log: &Path) -> ActivatingBus {
+        let socket = dir.join("bus");
+        let conf = dir.join("bus.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:path={}</listen>
+  <servicedir>{}</servicedir>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+"#,
+                socket.display(),
+                services.display()
+            ),
+        )
+        .unwrap();
+        let mut c = Command::new("dbus-daemon");
+        c.arg(format!("--config-file={}", conf.display()))
+            .arg("--nofork")
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap());
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let child = c
+            .spawn()
+            .expect("dbus-daemon (apt package dbus-daemon) is needed");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            assert!(Instant::now() < deadline, "the bus did not listen in 10 s");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        ActivatingBus {
+            child,
+            address: format!("unix:path={}", socket.display()),
+        }
+    }
+}
+
+impl Drop for ActivatingBus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The pid of io.github.tgsecretd's owner, if it has one.
+async fn owner_pid(conn: &zbus::Connection) -> Option<u32> {
+    let dbus = zbus::fdo::DBusProxy::new(conn).await.unwrap();
+    dbus.get_connection_unix_process_id(ipc_proto::BUS_NAME.try_into().unwrap())
+        .await
+        .ok()
+}
+
+/// SIGTERM to the activated daemon (a child of the bus, not of the test); waits until it has
+/// left the bus.
+async fn stop_activated(conn: &zbus::Connection, pid: u32, log: &Path) {
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid as i32).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while owner_pid(conn).await.is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "still on the bus 60 s after SIGTERM\nlog:\n{}",
+            log_tail(log)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A call by hand (busctl, else gdbus) to the manager on the bus at `address`, which may
+/// activate the daemon; its standard output. `None` when neither tool is there (outside CI).
+fn call_by_hand(address: &str, tool: &str, method: &str) -> Option<String> {
+    let mut c = match tool {
+        "busctl" => {
+            let mut c = Command::new("busctl");
+            c.arg(format!("--address={address}")).args([
+                "call",
+                ipc_proto::BUS_NAME,
+                ipc_proto::MANAGER_PATH,
+                "io.github.tgsecretd.Manager1",
+                method,
+            ]);
+            c
+        }
+        _ => {
+            let mut c = Command::new("gdbus");
+            c.args([
+                "call",
+                "--address",
+                address,
+                "--dest",
+                ipc_proto::BUS_NAME,
+                "--object-path",
+                ipc_proto::MANAGER_PATH,
+                "--method",
+                &format!("io.github.tgsecretd.Manager1.{method}"),
+            ]);
+            c
+        }
+    };
+    let probe = match tool {
+        "busctl" => have("busctl", Command::new("busctl").arg("--version"), "systemd"),
+        _ => have("gdbus", Command::new("gdbus").arg("help"), "libglib2.0-bin"),
+    };
+    if !probe {
+        return None;
+    }
+    let o = c.env_remove("DBUS_SESSION_BUS_ADDRESS").output().unwrap();
+    assert!(o.status.success(), "{tool} {method}: {}", show(&o));
+    Some(String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+/// D-Bus activation as a bus without systemd does it, through the file the installer wrote
+/// (`Exec=`): a private session-type bus whose only service directory is the installed one;
+/// the daemon's settings only in `$XDG_CONFIG_HOME/tgsecretd/config.toml`, its state in the
+/// XDG default. busctl's call to the name, with nothing running, starts the daemon and is
+/// answered; the daemon is the installed binary, signs in, and a chat it opens sends a service
+/// message. After a SIGTERM, gdbus's call starts it again on the same store: the chat is
+/// still there and ready. The bus logs one activation for each.
+#[test]
+fn a_call_to_the_name_starts_the_daemon_through_the_installed_activation_file() {
+    let tmp = Temp::new("systemd-activation");
+    let sim = Sim::start(&tmp.0.join("sim"), &[(ALICE, "Alice")], &[(BOB, "normal")]);
+    let key = sim.key_file(ALICE, &tmp.0);
+    let root = tmp.0.join("root");
+    let o = installer(
+        &tmp.0.join("home"),
+        None,
+        &tmp.0.join("nowhere"),
+        &[
+            "--bindir",
+            bin_dir().to_str().unwrap(),
+            "--dest-root",
+            root.to_str().unwrap(),
+            "--no-reload",
+        ],
+    );
+    assert!(o.status.success(), "install: {}", show(&o));
+    let xdg_config = tmp.0.join("xdg-config");
+    std::fs::create_dir_all(xdg_config.join("tgsecretd")).unwrap();
+    std::fs::write(
+        xdg_config.join("tgsecretd/config.toml"),
+        format!(
+            "server = \"{}\"\nauth_key_file = \"{}\"\napi_id = 1\napi_hash = \"x\"\n\
+             accept = \"always\"\ncall_timeout = 5\nlog = \"debug\"\n",
+            sim.addr,
+            key.display()
+        ),
+    )
+    .unwrap();
+    let xdg_state = tmp.0.join("xdg-state");
+    let log = tmp.0.join("bus.log");
+    let bus = ActivatingBus::start(
+        &tmp.0,
+        &root.join("dbus-1/services"),
+        &[
+            ("HOME", tmp.0.join("home")),
+            ("XDG_CONFIG_HOME", xdg_config),
+            ("XDG_STATE_HOME", xdg_state.clone()),
+        ],
+        &log,
+    );
+    let rt = support::runtime();
+    let client = rt.block_on(support::Client::connect(&bus.address));
+    let conn = client.conn.clone();
+    assert_eq!(
+        rt.block_on(owner_pid(&conn)),
+        None,
+        "running before any call"
+    );
+
+    // busctl starts it (zbus's proxies when busctl is not there: they auto-start too).
+    match call_by_hand(&bus.address, "busctl", "GetStatus") {
+        Some(out) => assert!(
+            out.starts_with("a{sv} ") && out.contains("\"version\" s "),
+            "GetStatus by busctl: {out}"
+        ),
+        None => {
+            rt.block_on(async { client.manager().await.get_status().await.unwrap() });
+        }
+    }
+    let first = rt
+        .block_on(owner_pid(&conn))
+        .expect("nobody owns the name after the call");
+    let exe = std::fs::read_link(format!("/proc/{first}/exe")).unwrap();
+    assert_eq!(
+        exe.canonicalize().unwrap(),
+        Path::new(env!("CARGO_BIN_EXE_tgsecretd"))
+            .canonicalize()
+            .unwrap(),
+        "the name's owner is not the installed daemon"
+    );
+    let chat = rt.block_on(async {
+        client.wait_ready(60).await;
+        let responses = client.responses().await;
+        let m = client.manager().await;
+        let chat = m
+            .request_chat(BOB, std::collections::HashMap::new())
+            .await
+            .unwrap();
+        client.wait_state(chat, "ready", 60).await;
+        let h = m
+            .send_encrypted_service(
+                chat,
+                &support::ttl_message(0, 42),
+                support::send_options("act1", 0x5eed),
+            )
+            .await
+            .unwrap();
+        let (_, code, _) = responses.one(h.as_str(), 60).await;
+        assert_eq!(code, ipc_proto::response::SENT, "log:\n{}", log_tail(&log));
+        stop_activated(&conn, first, &log).await;
+        chat
+    });
+    let ttls: Vec<i64> = sim
+        .transcript(BOB, chat)
+        .iter()
+        .filter_map(support::ttl_of)
+        .collect();
+    assert_eq!(ttls, [42], "Bob's transcript");
+    let store = xdg_state.join("tgsecretd/store");
+    assert!(store.is_dir(), "no store in {}", store.display());
+
+    // gdbus starts it again, on the same store.
+    let listed = match call_by_hand(&bus.address, "gdbus", "ListChats") {
+        Some(out) => out,
+        None => format!(
+            "{:?}",
+            rt.block_on(async { client.manager().await.list_chats().await.unwrap() })
+        ),
+    };
+    assert!(
+        listed.contains(&chat.to_string()) && listed.contains("ready"),
+        "ListChats after the second activation: {listed}"
+    );
+    let second = rt.block_on(owner_pid(&conn)).expect("nobody owns the name");
+    assert_ne!(first, second, "the same process answered after its SIGTERM");
+    rt.block_on(stop_activated(&conn, second, &log));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        text.matches("Successfully activated service 'io.github.tgsecretd'")
+            .count(),
+        2,
+        "log:\n{}",
+        log_tail(&log)
+    );
+    assert_eq!(
+        text.matches("SIGTERM: stopping").count(),
+        2,
+        "log:\n{}",
+        log_tail(&log)
+    );
+    assert!(!text.contains("panicked"), "log:\n{}", log_tail(&log));
 }

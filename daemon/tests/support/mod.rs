@@ -13,6 +13,20 @@ use futures_util::StreamExt;
 use tgsim::admin::AdminClient;
 use zbus::{Connection, MessageStream, OwnedVariant, Variant};
 
+/// Whether an external tool is there: missing under CI (env `CI`) fails the test, elsewhere the
+/// caller skips (a line says so).
+pub fn have(what: &str, probe: &mut Command, package: &str) -> bool {
+    let ok = probe.output().is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{what} is needed under CI (install {package}; .ci/run does)"
+        );
+        eprintln!("SKIP: {what} not found (install {package}); its part of this test is skipped");
+    }
+    ok
+}
+
 /// A directory removed on drop.
 pub struct Temp(pub PathBuf);
 
