@@ -326,6 +326,19 @@ impl Daemon {
         }
     }
 
+    /// Resolves when the daemon's bus connection has closed: the bus went away (the session
+    /// ended) or dropped the daemon, so no client can reach it any more. Never without a bus.
+    /// The returned future holds the connection, not the daemon.
+    pub fn bus_closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let conn = self.conn.clone();
+        async move {
+            match conn {
+                Some(c) => c.closed().await,
+                None => std::future::pending().await,
+            }
+        }
+    }
+
     /// Stops everything; queued commits are made durable before the store closes.
     pub async fn stop(mut self) {
         if let Some(c) = self.conn.take() {

@@ -39,6 +39,9 @@ const _: () = assert!(DEFAULT_CALL_TIMEOUT < 25);
 /// STOPPING=1 when it stops, and WATCHDOG=1 every WATCHDOG_USEC/2 when the unit has
 /// WatchdogSec=.
 ///
+/// It stops (exit 0) on SIGTERM or Ctrl-C, and when its bus goes away; a stop keeps everything
+/// pending, which resumes at the next start.
+///
 /// Example, against a local tgsim: tgsecretd --server 127.0.0.1:4430 --auth-key-file alice.key
 /// --api-id 1 --api-hash x --accept always
 #[derive(Parser, Debug)]
@@ -256,8 +259,14 @@ async fn run(opts: Options) -> ExitCode {
     tracing::info!("serving");
     notify.ready(&format!("serving {}", ipc_proto::BUS_NAME));
     let watchdog = notify.spawn_watchdog();
+    // The bus going away ends the session the daemon serves: it stops as after a SIGTERM, exit
+    // 0 (Restart=on-failure would only start it again without a bus), and so releases the
+    // store for the daemon of the next session (D-Bus activation starts one there). What was
+    // pending resumes then.
+    let bus_closed = daemon.bus_closed();
     let code = tokio::select! {
         _ = term.recv() => { tracing::info!("SIGTERM: stopping"); ExitCode::SUCCESS }
+        _ = bus_closed => { tracing::warn!("the bus went away: stopping"); ExitCode::SUCCESS }
         _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted: stopping"); ExitCode::SUCCESS }
         why = daemon.failed() => { tracing::error!(%why, "cannot continue"); ExitCode::FAILURE }
     };

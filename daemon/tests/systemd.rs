@@ -918,3 +918,72 @@ fn a_call_to_the_name_starts_the_daemon_through_the_installed_activation_file() 
     );
     assert!(!text.contains("panicked"), "log:\n{}", log_tail(&log));
 }
+
+/// When its bus goes away (the session ended), the daemon stops as after a SIGTERM: exit 0 (so
+/// `Restart=on-failure` does not start it again into a session that is gone), the store
+/// closed and unlocked. A daemon on the next session's bus opens the same store: the chat is
+/// still there and ready, and sends. Before, the daemon went on without a bus, holding the
+/// store's lock, and the next session's daemon could not start (`Locked`).
+#[test]
+fn the_daemon_stops_when_its_bus_goes_away_and_leaves_the_store_to_the_next() {
+    let rt = support::runtime();
+    let tmp = Temp::new("systemd-bus-gone");
+    let sim = Sim::start(&tmp.0.join("sim"), &[(ALICE, "Alice")], &[(BOB, "normal")]);
+    let key = sim.key_file(ALICE, &tmp.0);
+    let state = tmp.0.join("d");
+    let bus = Bus::start();
+    let mut d = support::Daemon::start(&state, &bus.address, &sim, &key, "always");
+    let chat = rt.block_on(async {
+        let client = support::Client::connect(&bus.address).await;
+        client.wait_ready(60).await;
+        let chat = client
+            .manager()
+            .await
+            .request_chat(BOB, std::collections::HashMap::new())
+            .await
+            .unwrap();
+        client.wait_state(chat, "ready", 60).await;
+        chat
+    });
+    drop(bus); // kills the dbus-daemon
+    let status = d.exit_within(30);
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "after its bus went away: {status:?}\nlog:\n{}",
+        log_tail(&d.log)
+    );
+    let text = std::fs::read_to_string(&d.log).unwrap();
+    assert!(
+        text.contains("the bus went away: stopping"),
+        "log:\n{}",
+        log_tail(&d.log)
+    );
+
+    let bus = Bus::start();
+    let mut d = support::Daemon::start(&state, &bus.address, &sim, &key, "always");
+    rt.block_on(async {
+        let client = support::Client::connect(&bus.address).await;
+        client.wait_ready(60).await;
+        assert_eq!(client.chat_state(chat).await.as_deref(), Some("ready"));
+        let responses = client.responses().await;
+        let h = client
+            .manager()
+            .await
+            .send_encrypted_service(
+                chat,
+                &support::ttl_message(0, 7),
+                support::send_options("gone1", 0x60e),
+            )
+            .await
+            .unwrap();
+        let (_, code, _) = responses.one(h.as_str(), 60).await;
+        assert_eq!(code, ipc_proto::response::SENT);
+    });
+    let ttls: Vec<i64> = sim
+        .transcript(BOB, chat)
+        .iter()
+        .filter_map(support::ttl_of)
+        .collect();
+    assert_eq!(ttls, [7], "Bob's transcript");
+    assert!(d.terminate().is_some_and(|s| s.success()));
+}

@@ -291,7 +291,14 @@ impl Daemon {
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
         let c = self.child.as_mut()?;
         let _ = Command::new("kill").arg(c.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(20);
+        self.exit_within(20)
+    }
+
+    /// Waits up to `secs` for the process to end by itself; its exit status (`None` if it
+    /// still runs, or was not running).
+    pub fn exit_within(&mut self, secs: u64) -> Option<std::process::ExitStatus> {
+        let c = self.child.as_mut()?;
+        let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
             if let Ok(Some(s)) = c.try_wait() {
                 self.child = None;
