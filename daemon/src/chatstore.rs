@@ -621,6 +621,19 @@ pub fn chats_with_work(store: &Store) -> Result<Vec<i32>, DaemonError> {
     Ok(ids.into_iter().collect())
 }
 
+/// The chat updates the update loop stored and no chat has applied yet (each is removed in the
+/// batch that applies it), in the order they came: `(update seq, update)`. Their batch also
+/// stored the update state past them, so Telegram will not send them again: a stop between
+/// storing and applying leaves them to the next start. A key of another length is skipped.
+pub fn stored_updates(store: &Store) -> Result<Vec<(u64, records::ChatUpdate)>, DaemonError> {
+    Ok(
+        scan::<records::ChatUpdate>(store, Tree::Meta, records::UPDATE_PREFIX)?
+            .into_iter()
+            .filter_map(|(k, u)| records::decode_update_key(&k).map(|seq| (seq, u)))
+            .collect(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;

@@ -143,6 +143,12 @@ pub fn update_key(seq: u64) -> Vec<u8> {
 /// Prefix of the pending chat updates.
 pub const UPDATE_PREFIX: &[u8] = b"u";
 
+/// The seq of an [`update_key`]; `None` for a key of another shape.
+pub fn decode_update_key(k: &[u8]) -> Option<u64> {
+    let b: [u8; 8] = k.strip_prefix(UPDATE_PREFIX)?.try_into().ok()?;
+    Some(u64::from_be_bytes(b))
+}
+
 /// Key of a pending call in the Meta tree.
 pub fn call_key(chat_id: i32, seq: u64) -> Vec<u8> {
     let mut k = b"c".to_vec();
@@ -325,6 +331,16 @@ pub enum ChatUpdateKind {
     },
     /// `encryptedChatWaiting` / `encryptedChat` / `encryptedChatDiscarded`.
     Remote(RemoteChat),
+}
+
+impl ChatUpdateKind {
+    /// A word for the logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ChatUpdateKind::Requested { .. } => "requested",
+            ChatUpdateKind::Remote(_) => "remote",
+        }
+    }
 }
 
 /// A call that is not a message (those are the outbox's), kept until the server answered it:
@@ -526,6 +542,17 @@ impl SessionRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_update_key_decodes_to_its_seq_and_sorts_in_arrival_order() {
+        for seq in [0, 1, 255, 256, u64::MAX] {
+            assert_eq!(decode_update_key(&update_key(seq)), Some(seq));
+        }
+        assert!(update_key(255) < update_key(256));
+        assert_eq!(decode_update_key(b"u1234567"), None);
+        assert_eq!(decode_update_key(b"u123456789"), None);
+        assert_eq!(decode_update_key(&call_key(1, 2)), None);
+    }
 
     #[test]
     fn a_random_id_owner_reads_with_its_digest_or_without_one_as_first_stored() {

@@ -156,6 +156,17 @@ impl Handler<StartPending> for Registry {
         for id in &ids {
             self.actor(*id, ctx)?;
         }
+        // Chat updates stored and not yet applied when the daemon stopped: Telegram will not
+        // send them again (the same batch stored the update state past them), so they are
+        // applied now, in order, before any update the loop takes (it starts after this).
+        let stored = chatstore::stored_updates(&self.shared.store)?;
+        if !stored.is_empty() {
+            tracing::info!(
+                updates = stored.len(),
+                "applying chat updates stored before the stop"
+            );
+            self.handle(Updates(stored), ctx);
+        }
         Ok(ids.len())
     }
 }

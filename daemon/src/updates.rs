@@ -5,7 +5,10 @@
 //! stored once), the chat updates to the Meta tree, and grammers' update state (staged, see
 //! `tglink::session`) into **the same** commit; only once it is durable is the qts acknowledged
 //! (`messages.receivedQueue`) and the next batch read. A crash before the commit replays the
-//! batch; after it, nothing repeats and nothing is lost. Then the chats are told.
+//! batch; after it, nothing repeats and nothing is lost. Then the chats are told: each chat
+//! update's record is removed in the batch that applies it, and a record a stop left is
+//! applied at the next start (`registry::StartPending`), since the stored update state is past
+//! it and Telegram will not send it again.
 //!
 //! `updateEncryption` has no sequence number, so a lost one is only found through
 //! getDifference: the loop forces one when it has been idle for [`IDLE_DIFFERENCE`] (and the
@@ -137,6 +140,12 @@ fn take(shared: &Shared, updates: &[enums::Update], update_seq: &mut u64) -> Tak
                     kind,
                 };
                 if let Ok(b) = records::encode(&cu) {
+                    tracing::debug!(
+                        chat = cu.chat_id,
+                        update = *update_seq,
+                        kind = cu.kind.name(),
+                        "chat update taken"
+                    );
                     t.batch.put(Tree::Meta, records::update_key(*update_seq), b);
                     t.updates.push((*update_seq, cu));
                     *update_seq += 1;

@@ -5,7 +5,9 @@
 //! announced again after a restart); each random_id was relayed with one ciphertext.
 //!
 //! 10 rounds of 1,000 calls here; 100 under `--ignored`. And a kill -9 in the middle of a
-//! `ForgetChat`, between its batches: the repeat finishes it.
+//! `ForgetChat`, between its batches: the repeat finishes it. And kills while chats are made
+//! both ways (the peer asks, the daemon accepts; callers ask, the peer accepts): every chat
+//! ends ready on both sides with one key.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -141,6 +143,187 @@ fn kill_9_during_a_forget_is_finished_by_a_repeat() {
         );
         assert!(d.terminate().is_some_and(|s| s.success()));
         assert_forgotten(&tmp.0.join("d/store"), chat, last.as_str(), other);
+    });
+}
+
+/// Rounds of [`kill_9_while_chats_are_made_both_ways`], and the chats each side asks for in
+/// one.
+const CHAT_ROUNDS: usize = 8;
+const CHATS_EACH_WAY: usize = 4;
+
+/// kill -9 at a random moment while secret chats are being made both ways: Bob (tgsim's
+/// simulated peer) asks Alice for chats, which her daemon accepts at once (`always`), and
+/// Alice's callers ask Bob for chats with `RequestChat` (a call lost with the daemon is made
+/// again once it is back). After each restart:
+/// - every chat Bob asked for and every chat `RequestChat` answered is listed, and every listed
+///   chat becomes ready;
+/// - Alice's chats with Bob are exactly Bob's chats with Alice, each ready on both sides with
+///   the same key fingerprint (nothing half made, nothing made twice for one request);
+/// - a message sent in each chat new this round is what Bob decrypts in it.
+#[test]
+fn kill_9_while_chats_are_made_both_ways() {
+    let rt = runtime();
+    rt.block_on(async {
+        let tmp = Temp::new("kill-chats");
+        let bus = Bus::start();
+        let sim = Sim::start(&tmp.0.join("sim"), &[(ALICE, "Alice")], &[(BOB, "normal")]);
+        let key = sim.key_file(ALICE, &tmp.0);
+        let daemon = Arc::new(Mutex::new(Daemon::start(
+            &tmp.0.join("d"),
+            &bus.address,
+            &sim,
+            &key,
+            "always",
+        )));
+        let client = Client::connect(&bus.address).await;
+        client.wait_ready(30).await;
+        let responses = client.responses().await;
+        let mut rng = SeededRandom::new(3);
+        let mut asked: Vec<i32> = Vec::new();
+        let mut checked: std::collections::HashSet<i32> = std::collections::HashSet::new();
+        for round in 0..CHAT_ROUNDS {
+            let kill_after = Duration::from_millis(20 + rng.below(400));
+            let d2 = Arc::clone(&daemon);
+            let killer = tokio::spawn(async move {
+                tokio::time::sleep(kill_after).await;
+                d2.lock().unwrap().restart();
+            });
+            // Bob asks from tgsim, which is not killed.
+            let mut admin = sim.admin();
+            let bob = tokio::task::spawn_blocking(move || {
+                (0..CHATS_EACH_WAY)
+                    .map(|_| {
+                        std::thread::sleep(Duration::from_millis(40));
+                        admin.request_chat(BOB, ALICE).unwrap()
+                    })
+                    .collect::<Vec<i32>>()
+            });
+            let alice = (0..CHATS_EACH_WAY).map(|i| {
+                let conn = client.conn.clone();
+                async move {
+                    tokio::time::sleep(Duration::from_millis(40 * i as u64)).await;
+                    let m = ipc_proto::ManagerProxy::new(&conn).await.unwrap();
+                    let mut tries = 0;
+                    loop {
+                        match m.request_chat(BOB, HashMap::new()).await {
+                            Ok(chat) => return chat,
+                            Err(e) => {
+                                tries += 1;
+                                assert!(tries < 600, "RequestChat: {e}");
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                            }
+                        }
+                    }
+                }
+            });
+            asked.extend(futures_util::future::join_all(alice).await);
+            asked.extend(bob.await.unwrap());
+            killer.await.unwrap();
+            client.wait_ready(30).await;
+
+            // Every chat asked for is listed; every listed chat becomes ready.
+            let m = client.manager().await;
+            let deadline = std::time::Instant::now() + Duration::from_secs(90);
+            let alices = loop {
+                let list = m.list_chats().await.unwrap();
+                let states: BTreeMap<i32, (String, i64)> = list
+                    .iter()
+                    .map(|c| {
+                        let id = i32::try_from(&c["chat_id"]).unwrap();
+                        let state = String::try_from(c["state"].try_clone().unwrap()).unwrap();
+                        let fp = i64::try_from(&c["key_fingerprint"]).unwrap_or(0);
+                        (id, (state, fp))
+                    })
+                    .collect();
+                let done = asked.iter().all(|c| states.contains_key(c))
+                    && states.values().all(|(s, _)| s == "ready");
+                if done {
+                    break states;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "round {round}: not all ready: {states:?}, asked {asked:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
+            // Alice's chats are Bob's, with the same keys (Bob takes Alice's answers a moment
+            // after she has them).
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                let bobs: BTreeMap<i32, (String, i64)> = sim
+                    .admin()
+                    .peer_chats(BOB)
+                    .unwrap()
+                    .into_iter()
+                    .map(|c| (c.chat_id, (c.status, c.key_fingerprint.unwrap_or(0))))
+                    .collect();
+                if bobs == alices {
+                    break;
+                }
+                if std::time::Instant::now() > deadline {
+                    let differ: Vec<_> = alices
+                        .keys()
+                        .chain(bobs.keys())
+                        .filter(|c| alices.get(c) != bobs.get(c))
+                        .map(|c| (c, alices.get(c), bobs.get(c)))
+                        .collect();
+                    panic!("round {round}: Alice's chats and Bob's differ: {differ:?}");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            // A message in each new chat, decrypted by Bob.
+            let fresh: Vec<i32> = alices
+                .keys()
+                .copied()
+                .filter(|c| !checked.contains(c))
+                .collect();
+            for (i, &chat) in fresh.iter().enumerate() {
+                let ttl = (round * 100 + i + 1) as i32;
+                let h = m
+                    .send_encrypted_service(
+                        chat,
+                        &ttl_message(0, ttl),
+                        send_options(&format!("r{round}c{i}"), i64::from(ttl)),
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    responses.one(h.as_str(), 60).await.1,
+                    ipc_proto::response::SENT,
+                    "round {round}: chat {chat}"
+                );
+                let deadline = std::time::Instant::now() + Duration::from_secs(60);
+                loop {
+                    let got: Vec<i64> = sim
+                        .transcript(BOB, chat)
+                        .iter()
+                        .filter_map(ttl_of)
+                        .collect();
+                    if !got.is_empty() {
+                        assert_eq!(got, [i64::from(ttl)], "round {round}: chat {chat}");
+                        break;
+                    }
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "round {round}: Bob never got chat {chat}'s message"
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                checked.insert(chat);
+            }
+            println!(
+                "round {round}: killed after {} ms; {} chats, all ready with Bob's keys",
+                kill_after.as_millis(),
+                alices.len()
+            );
+        }
+        assert!(
+            daemon
+                .lock()
+                .unwrap()
+                .terminate()
+                .is_some_and(|s| s.success())
+        );
     });
 }
 
