@@ -150,6 +150,8 @@ fn kill_9_during_a_forget_is_finished_by_a_repeat() {
 /// one.
 const CHAT_ROUNDS: usize = 8;
 const CHATS_EACH_WAY: usize = 4;
+/// The actions Bob sends in each of up to three older chats per round of it.
+const BOB_SENDS_PER_CHAT: usize = 12;
 
 /// kill -9 at a random moment while secret chats are being made both ways: Bob (tgsim's
 /// simulated peer) asks Alice for chats, which her daemon accepts at once (`always`), and
@@ -159,7 +161,8 @@ const CHATS_EACH_WAY: usize = 4;
 ///   chat becomes ready;
 /// - Alice's chats with Bob are exactly Bob's chats with Alice, each ready on both sides with
 ///   the same key fingerprint (nothing half made, nothing made twice for one request);
-/// - a message sent in each chat new this round is what Bob decrypts in it.
+/// - a message sent in each chat new this round is what Bob decrypts in it;
+/// - the actions Bob sent meanwhile in older chats are each in Alice's inbox once, in order.
 #[test]
 fn kill_9_while_chats_are_made_both_ways() {
     let rt = runtime();
@@ -180,7 +183,9 @@ fn kill_9_while_chats_are_made_both_ways() {
         let responses = client.responses().await;
         let mut rng = SeededRandom::new(3);
         let mut asked: Vec<i32> = Vec::new();
-        let mut checked: std::collections::HashSet<i32> = std::collections::HashSet::new();
+        let mut checked: std::collections::BTreeSet<i32> = std::collections::BTreeSet::new();
+        // The TTLs Bob sent, by chat, in order.
+        let mut bob_sent: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
         for round in 0..CHAT_ROUNDS {
             let kill_after = Duration::from_millis(20 + rng.below(400));
             let d2 = Arc::clone(&daemon);
@@ -188,15 +193,36 @@ fn kill_9_while_chats_are_made_both_ways() {
                 tokio::time::sleep(kill_after).await;
                 d2.lock().unwrap().restart();
             });
-            // Bob asks from tgsim, which is not killed.
+            // Bob asks from tgsim, which is not killed, and meanwhile sends in the chats made
+            // in earlier rounds (at most three of them).
             let mut admin = sim.admin();
+            let talk: Vec<i32> = checked.iter().copied().take(3).collect();
+            let plan: Vec<(i32, i32)> = (0..BOB_SENDS_PER_CHAT)
+                .flat_map(|n| {
+                    let ttl = (round * 1000 + n + 1) as i32;
+                    talk.iter().map(move |&c| (c, ttl))
+                })
+                .collect();
+            for &(c, ttl) in &plan {
+                bob_sent.entry(c).or_default().push(i64::from(ttl));
+            }
             let bob = tokio::task::spawn_blocking(move || {
-                (0..CHATS_EACH_WAY)
-                    .map(|_| {
-                        std::thread::sleep(Duration::from_millis(40));
-                        admin.request_chat(BOB, ALICE).unwrap()
-                    })
-                    .collect::<Vec<i32>>()
+                let mut made = Vec::new();
+                for (i, (c, ttl)) in plan.into_iter().enumerate() {
+                    let action = serde_json::json!({
+                        "_": "decryptedMessageActionSetMessageTTL", "ttl_seconds": ttl
+                    });
+                    admin.peer_send(BOB, c, action).unwrap();
+                    std::thread::sleep(Duration::from_millis(5));
+                    if i % 8 == 0 && made.len() < CHATS_EACH_WAY {
+                        made.push(admin.request_chat(BOB, ALICE).unwrap());
+                    }
+                }
+                while made.len() < CHATS_EACH_WAY {
+                    std::thread::sleep(Duration::from_millis(40));
+                    made.push(admin.request_chat(BOB, ALICE).unwrap());
+                }
+                made
             });
             let alice = (0..CHATS_EACH_WAY).map(|i| {
                 let conn = client.conn.clone();
@@ -311,10 +337,46 @@ fn kill_9_while_chats_are_made_both_ways() {
                 }
                 checked.insert(chat);
             }
+            // Alice has every action Bob sent, once each and in order, in her chats' inboxes.
+            for (&chat, want) in &bob_sent {
+                let c = ipc_proto::SecretChatProxy::builder(&client.conn)
+                    .path(ipc_proto::chat_path(chat))
+                    .build()
+                    .await
+                    .unwrap();
+                let deadline = std::time::Instant::now() + Duration::from_secs(60);
+                loop {
+                    let got: Vec<i64> = c
+                        .events(0, 1000)
+                        .await
+                        .unwrap()
+                        .iter()
+                        .filter_map(|(_, j)| {
+                            let e: serde_json::Value = serde_json::from_str(j).ok()?;
+                            (e["event"] == ipc_proto::events::ACTION)
+                                .then(|| e["action"]["ttl_seconds"].as_i64())?
+                        })
+                        .collect();
+                    if &got == want {
+                        break;
+                    }
+                    assert!(
+                        got.len() < want.len() && want.starts_with(&got),
+                        "round {round}: chat {chat}: Alice has {got:?}, Bob sent {want:?}"
+                    );
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "round {round}: chat {chat}: Alice has {got:?} of {want:?}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
             println!(
-                "round {round}: killed after {} ms; {} chats, all ready with Bob's keys",
+                "round {round}: killed after {} ms; {} chats, all ready with Bob's keys; \
+                 Bob's {} actions in Alice's inboxes",
                 kill_after.as_millis(),
-                alices.len()
+                alices.len(),
+                bob_sent.values().map(Vec::len).sum::<usize>()
             );
         }
         assert!(
