@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use grammers_tl_types::functions;
+use secret_core::Role;
 use secret_core::chat::{Chat, ChatRequest, Output};
 use secret_core::dh::DhConfig;
 use secret_core::rand::SystemRandom;
@@ -333,12 +334,43 @@ pub struct RequestChat {
     pub user_id: i64,
     /// Their access hash (0 if unknown).
     pub access_hash: i64,
+    /// The chat id the caller chose (`requestEncryption`'s `random_id`), so that a retry after
+    /// a lost answer finds the chat it made instead of opening another; `None`: a fresh one.
+    pub chat_id: Option<i32>,
+}
+
+/// What a chat id the caller chose says before anything is created: `Ok(Some(id))` when it is
+/// already this caller's chat (the same request again), `Ok(None)` when it is free, an error
+/// when it is another chat or is being created right now.
+fn chosen_chat(act: &Registry, id: i32, user_id: i64) -> Result<Option<i32>, ServiceError> {
+    if act.creating.contains(&id) {
+        return Err(ServiceError::WrongState(format!(
+            "chat {id} is being created: ask again in a moment"
+        )));
+    }
+    let Some(view) = chatstore::load_view(&act.shared.store, id)? else {
+        return Ok(None);
+    };
+    let s = &view.summary;
+    if s.role == Role::Creator && s.peer_user_id == user_id {
+        Ok(Some(id))
+    } else {
+        Err(ServiceError::InvalidArgument(format!(
+            "chat id {id} is another chat's"
+        )))
+    }
 }
 
 impl Handler<RequestChat> for Registry {
     type Result = ResponseActFuture<Self, Result<i32, ServiceError>>;
 
     fn handle(&mut self, r: RequestChat, _ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(id) = r.chat_id {
+            match chosen_chat(self, id, r.user_id) {
+                Ok(None) => {}
+                done => return Box::pin(fut::ready(done.map(|c| c.unwrap_or(id)))),
+            }
+        }
         let shared = Arc::clone(&self.shared);
         let dh = async move {
             let self_id = who_am_i(&shared).await?;
@@ -350,13 +382,23 @@ impl Handler<RequestChat> for Registry {
                 Err(e) => return Box::pin(fut::ready(Err(e))) as ResponseActFuture<Self, _>,
             };
             let mut rng = SystemRandom::new();
-            let mut id = secret_core::chat::random_chat_id(&mut rng);
-            while act.chats.contains_key(&id)
-                || act.creating.contains(&id)
-                || chatstore::exists(&act.shared.store, id).unwrap_or(true)
-            {
-                id = secret_core::chat::random_chat_id(&mut rng);
-            }
+            let id = match r.chat_id {
+                // Asked again while this call waited for the DH parameters?
+                Some(id) => match chosen_chat(act, id, r.user_id) {
+                    Ok(None) => id,
+                    done => return Box::pin(fut::ready(done.map(|c| c.unwrap_or(id)))),
+                },
+                None => {
+                    let mut id = secret_core::chat::random_chat_id(&mut rng);
+                    while act.chats.contains_key(&id)
+                        || act.creating.contains(&id)
+                        || chatstore::exists(&act.shared.store, id).unwrap_or(true)
+                    {
+                        id = secret_core::chat::random_chat_id(&mut rng);
+                    }
+                    id
+                }
+            };
             let created = Chat::request(id, self_id, r.user_id, dh, &random, now(), &mut rng);
             let (chat, req, out) = match created {
                 Ok(c) => c,

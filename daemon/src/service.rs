@@ -137,12 +137,21 @@ impl Service {
     }
 
     /// Opens a secret chat with a user; the chat id once its creation is durable.
-    pub async fn request_chat(&self, user_id: i64, access_hash: i64) -> Result<i32, ServiceError> {
+    pub async fn request_chat(
+        &self,
+        user_id: i64,
+        access_hash: i64,
+        chat_id: Option<i32>,
+    ) -> Result<i32, ServiceError> {
         self.check_new_chat(user_id)?;
+        if let Some(id) = chat_id {
+            check_chosen_chat_id(id)?;
+        }
         self.registry
             .send(registry::RequestChat {
                 user_id,
                 access_hash,
+                chat_id,
             })
             .await
             .map_err(|e| ServiceError::Internal(e.to_string()))?
@@ -892,6 +901,18 @@ pub(crate) fn logout_state(shared: &Shared) -> Result<Option<u8>, ServiceError> 
 /// Forgets a logout that never happened (Telegram still knows the key).
 pub(crate) async fn forget_logout(shared: &Shared) -> Result<(), ServiceError> {
     set_logout_marker(shared, None).await
+}
+
+/// A chat id a caller chose for `RequestChat` (`requestEncryption`'s `random_id`): positive, as
+/// the daemon's own (31 random bits, not 0).
+pub fn check_chosen_chat_id(id: i32) -> Result<(), ServiceError> {
+    if id > 0 {
+        Ok(())
+    } else {
+        Err(ServiceError::InvalidArgument(format!(
+            "chat_id {id}: a chat id the caller chooses is positive (1 to 2147483647)"
+        )))
+    }
 }
 
 #[cfg(test)]

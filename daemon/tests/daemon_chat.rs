@@ -133,7 +133,7 @@ async fn ready_chat(sim_dir: &Path, dir: &Path) -> (Tgsim, [u8; 256], Daemon, i3
     let d = Daemon::start(daemon_opts(dir, sim.local_addr(), alice_key))
         .await
         .unwrap();
-    let chat = d.service().request_chat(BOB, 0).await.unwrap();
+    let chat = d.service().request_chat(BOB, 0, None).await.unwrap();
     let svc = d.service().clone();
     wait("the chat to be ready", 20, || {
         svc.chat_status(chat).unwrap() == Some(Status::Ready)
@@ -718,7 +718,7 @@ fn logout_closes_every_chat_and_a_password_login_signs_in_again() {
         // More open chats, closed together (the logout closes several at a time).
         let mut others = Vec::new();
         for _ in 0..40 {
-            others.push(svc.request_chat(BOB, 0).await.unwrap());
+            others.push(svc.request_chat(BOB, 0, None).await.unwrap());
         }
         for &c in &others {
             wait("another chat to be ready", 20, || {
@@ -755,7 +755,7 @@ fn logout_closes_every_chat_and_a_password_login_signs_in_again() {
         assert!(peers.transcript(BOB, chat).is_empty());
         for refused in [
             svc.logout().await.err(),
-            svc.request_chat(BOB, 0).await.err(),
+            svc.request_chat(BOB, 0, None).await.err(),
         ] {
             assert!(
                 matches!(
@@ -791,7 +791,7 @@ fn logout_closes_every_chat_and_a_password_login_signs_in_again() {
             LoginStep::Done { user_id: ALICE }
         );
         // A new chat works; the old one stays closed.
-        let chat2 = svc.request_chat(BOB, 0).await.unwrap();
+        let chat2 = svc.request_chat(BOB, 0, None).await.unwrap();
         wait("the new chat to be ready", 20, || {
             svc.chat_status(chat2).unwrap() == Some(Status::Ready)
         })
@@ -912,7 +912,7 @@ fn a_logout_a_crash_interrupted_is_finished_at_the_next_start() {
             signed_in_at_server(&sim);
             let d = restart(dir, &sim, alice_key).await;
             let svc = d.service().clone();
-            let c = svc.request_chat(BOB, 0).await.unwrap();
+            let c = svc.request_chat(BOB, 0, None).await.unwrap();
             wait("a second chat", 20, || {
                 svc.chat_status(c).unwrap() == Some(Status::Ready)
             })
@@ -974,7 +974,7 @@ fn a_logout_a_crash_interrupted_is_finished_at_the_next_start() {
             signed_in_at_server(&sim);
             let d = restart(dir, &sim, alice_key).await;
             let svc = d.service().clone();
-            let c = svc.request_chat(BOB, 0).await.unwrap();
+            let c = svc.request_chat(BOB, 0, None).await.unwrap();
             wait("a third chat", 20, || {
                 svc.chat_status(c).unwrap() == Some(Status::Ready)
             })

@@ -1184,3 +1184,98 @@ fn forget_chat_removes_a_closed_chat_and_everything_stored_for_it() {
         assert!(d.terminate().is_some_and(|s| s.success()));
     });
 }
+
+/// `RequestChat` with a chat id the caller chose (option `chat_id`; `Call`'s `random_id`, as
+/// Telegram's requestEncryption has it) can be asked again after an answer that was lost: the
+/// same id and user return the chat it made, before and after a restart, and Bob has one chat
+/// per id. Another user under that id, or an id that is not positive, is refused, and nothing
+/// is made.
+#[test]
+fn a_chat_requested_under_a_chosen_id_is_made_once_however_often_it_is_asked() {
+    const ID: i32 = 777_001;
+    const CALL_ID: i32 = 777_002;
+    runtime().block_on(async {
+        let Stack {
+            tmp: _tmp,
+            bus: _bus,
+            sim,
+            key: _,
+            mut d,
+            client,
+        } = Stack::start("dbus-chosen-id", ALICE, (BOB, "normal"), "always").await;
+        let responses = client.responses().await;
+        let m = client.manager().await;
+        let with_id = |id: i32| HashMap::from([("chat_id", Variant::from(id))]);
+        assert_eq!(m.request_chat(BOB, with_id(ID)).await.unwrap(), ID);
+        assert_eq!(m.request_chat(BOB, with_id(ID)).await.unwrap(), ID);
+        client.wait_state(ID, "ready", 30).await;
+        assert_eq!(m.request_chat(BOB, with_id(ID)).await.unwrap(), ID);
+
+        // Refused, and nothing made: another user under the id, ids that are not positive, a
+        // wrong type.
+        for (user, options) in [
+            (BOB + 1, with_id(ID)),
+            (BOB, with_id(0)),
+            (BOB, with_id(-5)),
+            (BOB, HashMap::from([("chat_id", Variant::from("7"))])),
+        ] {
+            let e = m.request_chat(user, options).await;
+            assert!(
+                matches!(e, Err(ipc_proto::Error::InvalidArgument(_))),
+                "{e:?}"
+            );
+        }
+        // The same through Call's random_id.
+        for token in ["r1", "r2"] {
+            let h = m
+                .call(
+                    "messages.requestEncryption",
+                    &serde_json::json!({"user_id": BOB, "random_id": CALL_ID}).to_string(),
+                    opts(token),
+                )
+                .await
+                .unwrap();
+            let r = responses.one(h.as_str(), 30).await;
+            assert_eq!(r.1, response::SENT, "{r:?}");
+            let j: serde_json::Value = serde_json::from_str(&str_of(&r.2, "json")).unwrap();
+            assert_eq!(j["chat_id"], CALL_ID);
+        }
+        let e = m
+            .call(
+                "messages.requestEncryption",
+                &serde_json::json!({"user_id": BOB, "random_id": 0}).to_string(),
+                opts("r3"),
+            )
+            .await;
+        assert!(
+            matches!(e, Err(ipc_proto::Error::InvalidArgument(_))),
+            "{e:?}"
+        );
+        client.wait_state(CALL_ID, "ready", 30).await;
+        let ids = |list: Vec<HashMap<String, OwnedVariant>>| -> Vec<i32> {
+            let mut v: Vec<i32> = list
+                .iter()
+                .map(|c| i32::try_from(&c["chat_id"]).unwrap())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(ids(m.list_chats().await.unwrap()), [ID, CALL_ID]);
+        let mut bobs: Vec<i32> = sim
+            .admin()
+            .peer_chats(BOB)
+            .unwrap()
+            .iter()
+            .map(|c| c.chat_id)
+            .collect();
+        bobs.sort();
+        assert_eq!(bobs, [ID, CALL_ID], "Bob's chats");
+
+        // After a restart the same request still finds its chat.
+        d.restart();
+        let m = answering_manager(&client).await;
+        assert_eq!(m.request_chat(BOB, with_id(ID)).await.unwrap(), ID);
+        assert_eq!(ids(m.list_chats().await.unwrap()), [ID, CALL_ID]);
+        assert_eq!(sim.admin().peer_chats(BOB).unwrap().len(), 2);
+    });
+}

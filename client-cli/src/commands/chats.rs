@@ -67,8 +67,9 @@ pub async fn chat(ctx: &Ctx, c: ChatCommand) -> Result<(), CliError> {
         ChatCommand::Request {
             user_id,
             access_hash,
+            chat_id,
             wait,
-        } => request(ctx, user_id, access_hash, wait).await,
+        } => request(ctx, user_id, access_hash, chat_id, wait).await,
         ChatCommand::Accept { chat } => {
             ctx.client().await?.manager.accept_chat(chat).await?;
             done(ctx, chat, "accepted")
@@ -140,12 +141,13 @@ fn show_text(doc: &J, viz: &[u8], block: &[String]) -> String {
     out
 }
 
-/// `chat request USER_ID [--access-hash H] [--wait]`: prints the chat id (with `--wait`, once
-/// the chat is ready).
+/// `chat request USER_ID [--access-hash H] [--chat-id ID] [--wait]`: prints the chat id (with
+/// `--wait`, once the chat is ready).
 async fn request(
     ctx: &Ctx,
     user_id: i64,
     access_hash: Option<i64>,
+    chat_id: Option<i32>,
     wait: WaitArgs,
 ) -> Result<(), CliError> {
     let follow = ctx.follow(wait)?;
@@ -153,6 +155,9 @@ async fn request(
     let mut opts: HashMap<&str, Variant<'_>> = HashMap::new();
     if let Some(h) = access_hash {
         opts.insert("access_hash", Variant::from(h));
+    }
+    if let Some(id) = chat_id {
+        opts.insert("chat_id", Variant::from(id));
     }
     let chat = client.manager.request_chat(user_id, opts).await?;
     let mut doc = json!({"chat_id": chat});

@@ -166,9 +166,16 @@ impl Manager {
 
 /// What `Call` runs after returning the handle.
 enum CallJob {
-    Request { user_id: i64, access_hash: i64 },
+    Request {
+        user_id: i64,
+        access_hash: i64,
+        chat_id: Option<i32>,
+    },
     Accept(Peer),
-    Discard { chat_id: i32, delete_history: bool },
+    Discard {
+        chat_id: i32,
+        delete_history: bool,
+    },
 }
 
 impl CallJob {
@@ -177,7 +184,8 @@ impl CallJob {
             CallJob::Request {
                 user_id,
                 access_hash,
-            } => service.request_chat(user_id, access_hash).await?,
+                chat_id,
+            } => service.request_chat(user_id, access_hash, chat_id).await?,
             CallJob::Accept(peer) => {
                 service.accept(peer.chat_id).await?;
                 peer.chat_id
@@ -319,9 +327,20 @@ impl Manager {
             }
             methods::REQUEST_ENCRYPTION => {
                 let (user_id, access_hash) = user_param(&p).map_err(to_dbus)?;
+                // Telegram's random_id is the chat id the client chooses: given, a retry finds
+                // the chat it made.
+                let chat_id = match p.get("random_id") {
+                    None => None,
+                    Some(_) => Some(
+                        i32::try_from(int_param(&p, "random_id").map_err(to_dbus)?).map_err(
+                            |_| Error::InvalidArgument("params: random_id out of range".into()),
+                        )?,
+                    ),
+                };
                 CallJob::Request {
                     user_id,
                     access_hash,
+                    chat_id,
                 }
             }
             methods::ACCEPT_ENCRYPTION => CallJob::Accept(
@@ -344,7 +363,12 @@ impl Manager {
         // What can be known at once is refused at once, as the other methods do; the
         // Response carries only what Telegram or the chat says later.
         match &job {
-            CallJob::Request { user_id, .. } => self.service.check_new_chat(*user_id),
+            CallJob::Request {
+                user_id, chat_id, ..
+            } => self
+                .service
+                .check_new_chat(*user_id)
+                .and_then(|()| chat_id.map_or(Ok(()), crate::service::check_chosen_chat_id)),
             CallJob::Accept(peer) => self.service.check_chat(peer.chat_id),
             CallJob::Discard { chat_id, .. } => self.service.check_chat(*chat_id),
         }
@@ -352,16 +376,25 @@ impl Manager {
         self.call_later(&hdr, server, conn, args.token, job).await
     }
 
-    /// Opens a secret chat with a user (option `access_hash` (x)); returns the chat id once
-    /// the chat is durably created (the request to Telegram follows).
+    /// Opens a secret chat with a user (options: `access_hash` (x); `chat_id` (i), the chat id
+    /// to use, positive: a retry with the same `chat_id` and user, after an answer that was
+    /// lost, returns that chat instead of opening another; another chat's id is refused);
+    /// returns the chat id once the chat is durably created (the request to Telegram follows).
     async fn request_chat(&self, user_id: i64, options: Results) -> Result<i32, Error> {
         let mut access_hash = 0;
+        let mut chat_id = None;
         for (k, v) in &options {
             match k.as_str() {
                 "access_hash" => {
                     access_hash = i64::try_from(v).map_err(|_| {
                         Error::InvalidArgument("option access_hash: must be x".into())
                     })?
+                }
+                "chat_id" => {
+                    chat_id =
+                        Some(i32::try_from(v).map_err(|_| {
+                            Error::InvalidArgument("option chat_id: must be i".into())
+                        })?)
                 }
                 other => {
                     return Err(Error::InvalidArgument(format!(
@@ -371,7 +404,7 @@ impl Manager {
             }
         }
         self.service
-            .request_chat(user_id, access_hash)
+            .request_chat(user_id, access_hash, chat_id)
             .await
             .map_err(to_dbus)
     }
