@@ -157,8 +157,9 @@ const BOB_SENDS_PER_CHAT: usize = 12;
 /// simulated peer) asks Alice for chats, which her daemon accepts at once (`always`), and
 /// Alice's callers ask Bob for chats with `RequestChat` (a call lost with the daemon is made
 /// again once it is back). After each restart:
-/// - every chat Bob asked for and every chat `RequestChat` answered is listed, and every listed
-///   chat becomes ready;
+/// - the chats listed are exactly those Bob asked for and those `RequestChat` answered (each
+///   call under a chat id of its own, so one asked again after a lost answer makes nothing
+///   more), and each becomes ready;
 /// - Alice's chats with Bob are exactly Bob's chats with Alice, each ready on both sides with
 ///   the same key fingerprint (nothing half made, nothing made twice for one request);
 /// - a message sent in each chat new this round is what Bob decrypts in it;
@@ -226,13 +227,20 @@ fn kill_9_while_chats_are_made_both_ways() {
             });
             let alice = (0..CHATS_EACH_WAY).map(|i| {
                 let conn = client.conn.clone();
+                // Under a chosen id, so that a call made again after a lost answer finds the
+                // chat it made: exactly one chat per call.
+                let id = (round * 100 + i + 1) as i32;
                 async move {
                     tokio::time::sleep(Duration::from_millis(40 * i as u64)).await;
                     let m = ipc_proto::ManagerProxy::new(&conn).await.unwrap();
+                    let options = HashMap::from([("chat_id", zbus::Variant::from(id))]);
                     let mut tries = 0;
                     loop {
-                        match m.request_chat(BOB, HashMap::new()).await {
-                            Ok(chat) => return chat,
+                        match m.request_chat(BOB, options.clone()).await {
+                            Ok(chat) => {
+                                assert_eq!(chat, id);
+                                return chat;
+                            }
                             Err(e) => {
                                 tries += 1;
                                 assert!(tries < 600, "RequestChat: {e}");
@@ -244,6 +252,7 @@ fn kill_9_while_chats_are_made_both_ways() {
             });
             asked.extend(futures_util::future::join_all(alice).await);
             asked.extend(bob.await.unwrap());
+            asked.sort();
             killer.await.unwrap();
             client.wait_ready(30).await;
 
@@ -261,8 +270,8 @@ fn kill_9_while_chats_are_made_both_ways() {
                         (id, (state, fp))
                     })
                     .collect();
-                let done = asked.iter().all(|c| states.contains_key(c))
-                    && states.values().all(|(s, _)| s == "ready");
+                let done =
+                    states.keys().eq(asked.iter()) && states.values().all(|(s, _)| s == "ready");
                 if done {
                     break states;
                 }
