@@ -180,8 +180,9 @@ pub enum ChatCommand {
         /// The user's access_hash, if known.
         #[arg(long, value_name = "H", allow_hyphen_values = true)]
         access_hash: Option<i64>,
-        /// The chat id to use (positive). Run again with the same id after an answer that was
-        /// lost, it prints that chat instead of opening another.
+        /// The chat id to use (positive, drawn at random: it is Telegram's random_id for the
+        /// request). Run again with the same id after an answer that was lost, it prints that
+        /// chat instead of opening another.
         #[arg(long, value_name = "ID")]
         chat_id: Option<i32>,
         #[command(flatten)]

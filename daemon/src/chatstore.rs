@@ -624,14 +624,22 @@ pub fn chats_with_work(store: &Store) -> Result<Vec<i32>, DaemonError> {
 /// The chat updates the update loop stored and no chat has applied yet (each is removed in the
 /// batch that applies it), in the order they came: `(update seq, update)`. Their batch also
 /// stored the update state past them, so Telegram will not send them again: a stop between
-/// storing and applying leaves them to the next start. A key of another length is skipped.
+/// storing and applying leaves them to the next start. A key of another length, or a value
+/// that does not decode, is skipped (and logged): one bad record must not keep the daemon from
+/// starting. A store that cannot be read is an error.
 pub fn stored_updates(store: &Store) -> Result<Vec<(u64, records::ChatUpdate)>, DaemonError> {
-    Ok(
-        scan::<records::ChatUpdate>(store, Tree::Meta, records::UPDATE_PREFIX)?
-            .into_iter()
-            .filter_map(|(k, u)| records::decode_update_key(&k).map(|seq| (seq, u)))
-            .collect(),
-    )
+    let mut out = Vec::new();
+    for e in store.scan_prefix(Tree::Meta, records::UPDATE_PREFIX) {
+        let (k, v) = e?;
+        let Some(seq) = records::decode_update_key(&k) else {
+            continue;
+        };
+        match records::decode::<records::ChatUpdate>(&v) {
+            Ok(u) => out.push((seq, u)),
+            Err(e) => tracing::error!(update = seq, error = %e, "a stored chat update skipped"),
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

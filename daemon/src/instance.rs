@@ -295,6 +295,19 @@ impl Daemon {
                 e => StartError::Bus(e.to_string()),
             });
         }
+        // The chat updates a stop left stored, now that clients can hear what they announce,
+        // and before the update loop takes new ones.
+        match registry.send(registry::ApplyStoredUpdates).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                daemon.stop().await;
+                return Err(StartError::Store(e.to_string()));
+            }
+            Err(e) => {
+                daemon.stop().await;
+                return Err(StartError::Actors(e.to_string()));
+            }
+        }
         if let Some(d) = dbus {
             tokio::spawn(async move { d.announce_pending().await });
         }

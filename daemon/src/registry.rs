@@ -157,20 +157,35 @@ impl Handler<StartPending> for Registry {
         for id in &ids {
             self.actor(*id, ctx)?;
         }
-        // Chat updates stored and not yet applied when the daemon stopped: Telegram will not
-        // send them again (the same batch stored the update state past them), so they are
-        // applied now, in order, before any update the loop takes (it starts after this).
-        let stored = chatstore::stored_updates(&self.shared.store)?;
-        if !stored.is_empty() {
-            tracing::info!(
-                updates = stored.len(),
-                "applying chat updates stored before the stop"
-            );
-            self.handle(Updates(stored), ctx);
-        }
         Ok(ids.len())
     }
 }
+
+/// Applies the chat updates stored and not yet applied when the daemon stopped: Telegram will
+/// not send them again (the batch that stored them also stored the update state past them).
+/// Sent once at start, after the daemon owns its bus name (so that what they announce, such
+/// as `ChatRequested`, reaches clients matching on it) and before the update loop starts (so
+/// they come before any update it takes); the number applied.
+#[derive(Message)]
+#[rtype(result = "Result<usize, DaemonError>")]
+pub struct ApplyStoredUpdates;
+
+impl Handler<ApplyStoredUpdates> for Registry {
+    type Result = Result<usize, DaemonError>;
+
+    fn handle(&mut self, _: ApplyStoredUpdates, ctx: &mut Context<Self>) -> Self::Result {
+        let stored = chatstore::stored_updates(&self.shared.store)?;
+        let n = stored.len();
+        if n > 0 {
+            tracing::info!(updates = n, "applying chat updates stored before the stop");
+            self.handle(Updates(stored), ctx);
+        }
+        Ok(n)
+    }
+}
+
+/// How long an update about a chat being created waits before it is looked at again.
+const WHILE_CREATING: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// The actor of a chat (`None`: no such chat).
 #[derive(Message)]
@@ -266,6 +281,12 @@ impl Handler<Updates> for Registry {
                             }
                         }));
                     }
+                    _ if self.creating.contains(&u.chat_id) => {
+                        // The chat is being created (its request waits for the DH parameters,
+                        // or its batch for the store): this update (the peer's discard, say)
+                        // is for the chat it becomes, so it waits; its record stays stored.
+                        ctx.notify_later(Updates(vec![(seq, u)]), WHILE_CREATING);
+                    }
                     _ => {
                         // About a chat we do not have: nothing to do.
                         let mut b = Batch::new();
@@ -308,7 +329,12 @@ impl Registry {
             let (mut chat, mut out) = match Chat::from_request(&req, self_id, dh, now()) {
                 Ok(c) => c,
                 Err(e) => {
+                    // A request that can never be taken (a bad g_a): its record goes, or every
+                    // start would try it again.
                     act.creating.remove(&req.chat_id);
+                    let mut b = Batch::new();
+                    b.remove(Tree::Meta, records::update_key(seq));
+                    remove_moot(&act.shared, b);
                     return fail(ServiceError::InvalidArgument(e.to_string()));
                 }
             };
@@ -326,9 +352,10 @@ impl Registry {
     }
 }
 
-/// Open a chat with a user (`requestEncryption`).
+/// Open a chat with a user (`requestEncryption`): the chat's id, or `None` while another call
+/// makes a chat under the same chosen id.
 #[derive(Message)]
-#[rtype(result = "Result<i32, ServiceError>")]
+#[rtype(result = "Result<Option<i32>, ServiceError>")]
 pub struct RequestChat {
     /// The user.
     pub user_id: i64,
@@ -339,21 +366,26 @@ pub struct RequestChat {
     pub chat_id: Option<i32>,
 }
 
-/// What a chat id the caller chose says before anything is created: `Ok(Some(id))` when it is
-/// already this caller's chat (the same request again), `Ok(None)` when it is free, an error
-/// when it is another chat or is being created right now.
-fn chosen_chat(act: &Registry, id: i32, user_id: i64) -> Result<Option<i32>, ServiceError> {
+/// What a chat id the caller chose is, before anything is created.
+enum Chosen {
+    /// No chat has it: this call makes the chat.
+    Free,
+    /// This caller's chat already (the same request again): its id.
+    Made(i32),
+    /// Another call is making a chat under it right now: ask again in a moment.
+    Busy,
+}
+
+fn chosen_chat(act: &Registry, id: i32, user_id: i64) -> Result<Chosen, ServiceError> {
     if act.creating.contains(&id) {
-        return Err(ServiceError::WrongState(format!(
-            "chat {id} is being created: ask again in a moment"
-        )));
+        return Ok(Chosen::Busy);
     }
     let Some(view) = chatstore::load_view(&act.shared.store, id)? else {
-        return Ok(None);
+        return Ok(Chosen::Free);
     };
     let s = &view.summary;
     if s.role == Role::Creator && s.peer_user_id == user_id {
-        Ok(Some(id))
+        Ok(Chosen::Made(id))
     } else {
         Err(ServiceError::InvalidArgument(format!(
             "chat id {id} is another chat's"
@@ -361,14 +393,24 @@ fn chosen_chat(act: &Registry, id: i32, user_id: i64) -> Result<Option<i32>, Ser
     }
 }
 
+/// The chat made (its id), or `None` while another call makes a chat under the same chosen id
+/// (the caller asks again: [`crate::service::Service::request_chat`] does).
+type Requested = Result<Option<i32>, ServiceError>;
+
 impl Handler<RequestChat> for Registry {
-    type Result = ResponseActFuture<Self, Result<i32, ServiceError>>;
+    type Result = ResponseActFuture<Self, Requested>;
 
     fn handle(&mut self, r: RequestChat, _ctx: &mut Context<Self>) -> Self::Result {
         if let Some(id) = r.chat_id {
             match chosen_chat(self, id, r.user_id) {
-                Ok(None) => {}
-                done => return Box::pin(fut::ready(done.map(|c| c.unwrap_or(id)))),
+                // Reserved from now on, so that a call asking again meanwhile waits for this
+                // one rather than making a second chat.
+                Ok(Chosen::Free) => {
+                    self.creating.insert(id);
+                }
+                Ok(Chosen::Made(id)) => return Box::pin(fut::ready(Ok(Some(id)))),
+                Ok(Chosen::Busy) => return Box::pin(fut::ready(Ok(None))),
+                Err(e) => return Box::pin(fut::ready(Err(e))),
             }
         }
         let shared = Arc::clone(&self.shared);
@@ -377,17 +419,20 @@ impl Handler<RequestChat> for Registry {
             dh_config(&shared).await.map(|d| (self_id, d))
         };
         Box::pin(dh.into_actor(self).then(move |dh, act, ctx| {
+            let fail =
+                |act: &mut Registry, e: ServiceError| -> ResponseActFuture<Self, Requested> {
+                    if let Some(id) = r.chat_id {
+                        act.creating.remove(&id);
+                    }
+                    Box::pin(fut::ready(Err(e)))
+                };
             let (self_id, (dh, random)) = match dh {
                 Ok(d) => d,
-                Err(e) => return Box::pin(fut::ready(Err(e))) as ResponseActFuture<Self, _>,
+                Err(e) => return fail(act, e),
             };
             let mut rng = SystemRandom::new();
             let id = match r.chat_id {
-                // Asked again while this call waited for the DH parameters?
-                Some(id) => match chosen_chat(act, id, r.user_id) {
-                    Ok(None) => id,
-                    done => return Box::pin(fut::ready(done.map(|c| c.unwrap_or(id)))),
-                },
+                Some(id) => id,
                 None => {
                     let mut id = secret_core::chat::random_chat_id(&mut rng);
                     while act.chats.contains_key(&id)
@@ -402,9 +447,7 @@ impl Handler<RequestChat> for Registry {
             let created = Chat::request(id, self_id, r.user_id, dh, &random, now(), &mut rng);
             let (chat, req, out) = match created {
                 Ok(c) => c,
-                Err(e) => {
-                    return Box::pin(fut::ready(Err(ServiceError::Internal(e.to_string()))));
-                }
+                Err(e) => return fail(act, ServiceError::Internal(e.to_string())),
             };
             act.creating.insert(id);
             let call = PendingCall::RequestEncryption {
@@ -413,7 +456,10 @@ impl Handler<RequestChat> for Registry {
                 random_id: req.random_id,
                 g_a: req.g_a,
             };
-            act.create(chat, out, Some(call), None, ctx)
+            Box::pin(
+                act.create(chat, out, Some(call), None, ctx)
+                    .map(|r, _, _| r.map(Some)),
+            )
         }))
     }
 }

@@ -147,14 +147,30 @@ impl Service {
         if let Some(id) = chat_id {
             check_chosen_chat_id(id)?;
         }
-        self.registry
-            .send(registry::RequestChat {
-                user_id,
-                access_hash,
-                chat_id,
-            })
-            .await
-            .map_err(|e| ServiceError::Internal(e.to_string()))?
+        // A call asking again under a chosen chat id while another makes that chat waits for
+        // it (then gets the chat, or makes it if the other failed).
+        let deadline = std::time::Instant::now() + CHOSEN_ID_PATIENCE;
+        loop {
+            let made = self
+                .registry
+                .send(registry::RequestChat {
+                    user_id,
+                    access_hash,
+                    chat_id,
+                })
+                .await
+                .map_err(|e| ServiceError::Internal(e.to_string()))??;
+            if let Some(id) = made {
+                return Ok(id);
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(ServiceError::WrongState(format!(
+                    "chat {} is still being made by another call: ask again",
+                    chat_id.unwrap_or(0)
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 
     /// Whether a chat with `user_id` may be requested: logged in, a user id (positive), not
@@ -902,6 +918,10 @@ pub(crate) fn logout_state(shared: &Shared) -> Result<Option<u8>, ServiceError> 
 pub(crate) async fn forget_logout(shared: &Shared) -> Result<(), ServiceError> {
     set_logout_marker(shared, None).await
 }
+
+/// How long a `RequestChat` under a chosen chat id waits for another call making that chat
+/// (below the 20 s call timeout, itself below D-Bus's 25 s).
+const CHOSEN_ID_PATIENCE: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// A chat id a caller chose for `RequestChat` (`requestEncryption`'s `random_id`): positive, as
 /// the daemon's own (31 random bits, not 0).

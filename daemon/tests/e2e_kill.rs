@@ -197,7 +197,12 @@ fn kill_9_while_chats_are_made_both_ways() {
             // Bob asks from tgsim, which is not killed, and meanwhile sends in the chats made
             // in earlier rounds (at most three of them).
             let mut admin = sim.admin();
-            let talk: Vec<i32> = checked.iter().copied().take(3).collect();
+            // Three older chats, a different three each round (Bob's and Alice's alike).
+            let older: Vec<i32> = checked.iter().copied().collect();
+            let mut talk: Vec<i32> = (0..3)
+                .filter_map(|k| older.get((round * 5 + k * 7) % older.len().max(1)).copied())
+                .collect();
+            talk.dedup();
             let plan: Vec<(i32, i32)> = (0..BOB_SENDS_PER_CHAT)
                 .flat_map(|n| {
                     let ttl = (round * 1000 + n + 1) as i32;

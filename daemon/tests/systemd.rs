@@ -715,7 +715,8 @@ async fn owner_pid(conn: &zbus::Connection) -> Option<u32> {
 }
 
 /// SIGTERM to the activated daemon (a child of the bus, not of the test); waits until it has
-/// left the bus.
+/// left the bus and then until the process is gone (it closes its store after it gives up its
+/// name: a daemon activated before that could find the store still locked).
 async fn stop_activated(conn: &zbus::Connection, pid: u32, log: &Path) {
     rustix::process::kill_process(
         rustix::process::Pid::from_raw(pid as i32).unwrap(),
@@ -727,6 +728,20 @@ async fn stop_activated(conn: &zbus::Connection, pid: u32, log: &Path) {
         assert!(
             Instant::now() < deadline,
             "still on the bus 60 s after SIGTERM\nlog:\n{}",
+            log_tail(log)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let gone = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |st| {
+            st.rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+        })
+    };
+    while !gone() {
+        assert!(
+            Instant::now() < deadline,
+            "still running 60 s after SIGTERM\nlog:\n{}",
             log_tail(log)
         );
         tokio::time::sleep(Duration::from_millis(20)).await;

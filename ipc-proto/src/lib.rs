@@ -235,8 +235,9 @@ pub mod methods {
     /// devices notify).
     pub const SEND_ENCRYPTED: &str = "messages.sendEncrypted";
     /// `{"user_id": int | inputUser, "random_id": int?}` → the new chat (`secretChat`, the
-    /// daemon's view). `random_id` is Telegram's: the chat id the client chooses (positive);
-    /// given, a retry with the same one returns the chat it made instead of opening another.
+    /// daemon's view). `random_id` is Telegram's: the chat id the client chooses (positive,
+    /// at random); given, a retry with the same one returns the chat it made instead of
+    /// opening another.
     pub const REQUEST_ENCRYPTION: &str = "messages.requestEncryption";
     /// `{"peer": P}` → the chat (`secretChat`); the key exchange is the daemon's.
     pub const ACCEPT_ENCRYPTION: &str = "messages.acceptEncryption";

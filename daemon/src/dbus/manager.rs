@@ -377,9 +377,12 @@ impl Manager {
     }
 
     /// Opens a secret chat with a user (options: `access_hash` (x); `chat_id` (i), the chat id
-    /// to use, positive: a retry with the same `chat_id` and user, after an answer that was
-    /// lost, returns that chat instead of opening another; another chat's id is refused);
-    /// returns the chat id once the chat is durably created (the request to Telegram follows).
+    /// to use: positive and drawn at random, since it is Telegram's requestEncryption
+    /// `random_id` and unique across Telegram (one in use there, or of a forgotten chat, closes
+    /// the chat at once); a retry with the same `chat_id` and user, after an answer that was
+    /// lost, returns that chat in whatever state it is instead of opening another, and waits
+    /// while another call is making it; another chat's id is refused); returns the chat id once
+    /// the chat is durably created (the request to Telegram follows).
     async fn request_chat(&self, user_id: i64, options: Results) -> Result<i32, Error> {
         let mut access_hash = 0;
         let mut chat_id = None;
