@@ -810,8 +810,9 @@ fn clip_entities(
 }
 
 /// Finishes a logout Telegram confirmed, by `Logout` or by ending the authorization
-/// ([`Shared::logged_out_since`]): the confirmed marker, then every chat closes and the marker
-/// goes (a stop in between is finished by the next start).
+/// ([`Shared::logged_out_since`]): the confirmed marker (with it, the chat updates still
+/// stored go), then every chat closes and the marker goes (a stop in between is finished by
+/// the next start).
 pub(crate) async fn finish_logout(
     shared: &Shared,
     registry: &Addr<Registry>,
@@ -825,6 +826,18 @@ pub(crate) async fn finish_logout(
     // The key's authorization is over: until it works again (a login), a logged-out answer
     // says nothing more about the chats.
     b.remove(Tree::Session, records::SIGNED_IN_KEY);
+    // Chat updates stored and not yet applied belong to the authorization that ended: the
+    // chats they are about close now, and a request among them could only become a chat that
+    // Telegram has already discarded. (At most 512 in this batch, within the store's batch
+    // limits; there are seldom any.)
+    for e in shared
+        .store
+        .scan_prefix(Tree::Meta, records::UPDATE_PREFIX)
+        .take(512)
+    {
+        let (k, _) = e.map_err(crate::error::DaemonError::from)?;
+        b.remove(Tree::Meta, k);
+    }
     shared.store.commit(b).await?;
     close_chats_after_logout(shared, registry).await
 }
