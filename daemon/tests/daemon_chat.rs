@@ -732,7 +732,29 @@ fn logout_closes_every_chat_and_a_password_login_signs_in_again() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(status(&svc, waiting), RequestStatus::Pending);
 
+        // A chat update stored and not yet applied (as a stop would leave it): the logout
+        // removes it with the authorization it belongs to.
+        let stray = tgsecretd::records::update_key(u64::MAX - 1);
+        let mut b = tgsecretd::store::Batch::new();
+        b.put(
+            Tree::Meta,
+            stray.clone(),
+            tgsecretd::records::encode(&tgsecretd::records::ChatUpdate {
+                chat_id: 4242,
+                kind: tgsecretd::records::ChatUpdateKind::Requested {
+                    access_hash: 1,
+                    admin_id: BOB,
+                    participant_id: 1,
+                    g_a: vec![2; 256],
+                },
+            })
+            .unwrap(),
+        );
+        svc.shared().store.commit(b).await.unwrap();
+        assert!(has_key(&svc.shared().store, Tree::Meta, &stray));
+
         svc.logout().await.unwrap();
+        assert!(!has_key(&svc.shared().store, Tree::Meta, &stray));
         // The update loop meets the logout too (a getDifference answered 401): it must wait
         // for the login, not end (the new chat below is ready only through its updates).
         svc.shared().link.force_difference();
