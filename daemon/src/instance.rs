@@ -275,15 +275,11 @@ impl Daemon {
             updates: None,
             fatal: Some(fatal_rx),
         };
-        match registry.send(registry::StartPending).await {
-            Ok(Ok(n)) => tracing::info!(chats = n, "chats with pending work started"),
-            Ok(Err(e)) => {
-                daemon.stop().await;
-                return Err(StartError::Store(e.to_string()));
-            }
+        match started(registry.send(registry::StartPending).await) {
+            Ok(n) => tracing::info!(chats = n, "chats with pending work started"),
             Err(e) => {
                 daemon.stop().await;
-                return Err(StartError::Actors(e.to_string()));
+                return Err(e);
             }
         }
         if let Some(d) = &dbus
@@ -297,16 +293,9 @@ impl Daemon {
         }
         // The chat updates a stop left stored, now that clients can hear what they announce,
         // and before the update loop takes new ones.
-        match registry.send(registry::ApplyStoredUpdates).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                daemon.stop().await;
-                return Err(StartError::Store(e.to_string()));
-            }
-            Err(e) => {
-                daemon.stop().await;
-                return Err(StartError::Actors(e.to_string()));
-            }
+        if let Err(e) = started(registry.send(registry::ApplyStoredUpdates).await) {
+            daemon.stop().await;
+            return Err(e);
         }
         if let Some(d) = dbus {
             tokio::spawn(async move { d.announce_pending().await });
@@ -407,6 +396,18 @@ impl Daemon {
                 "the store stays open until the last service handle goes"
             ),
         }
+    }
+}
+
+/// What the registry answered a start step: its value, or the start error it means (the store
+/// failed it, or the actors are gone).
+fn started<T>(
+    answer: Result<Result<T, crate::error::DaemonError>, actix::MailboxError>,
+) -> Result<T, StartError> {
+    match answer {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(StartError::Store(e.to_string())),
+        Err(e) => Err(StartError::Actors(e.to_string())),
     }
 }
 

@@ -168,19 +168,7 @@ const BOB_SENDS_PER_CHAT: usize = 12;
 fn kill_9_while_chats_are_made_both_ways() {
     let rt = runtime();
     rt.block_on(async {
-        let tmp = Temp::new("kill-chats");
-        let bus = Bus::start();
-        let sim = Sim::start(&tmp.0.join("sim"), &[(ALICE, "Alice")], &[(BOB, "normal")]);
-        let key = sim.key_file(ALICE, &tmp.0);
-        let daemon = Arc::new(Mutex::new(Daemon::start(
-            &tmp.0.join("d"),
-            &bus.address,
-            &sim,
-            &key,
-            "always",
-        )));
-        let client = Client::connect(&bus.address).await;
-        client.wait_ready(30).await;
+        let (_tmp, _bus, sim, daemon, client) = killable("kill-chats", "always").await;
         let responses = client.responses().await;
         let mut rng = SeededRandom::new(3);
         let mut asked: Vec<i32> = Vec::new();
@@ -408,8 +396,11 @@ fn rounds(n: usize, seed: u64) {
     rt.block_on(run(n, seed));
 }
 
-async fn run(rounds: usize, seed: u64) {
-    let tmp = Temp::new("kill");
+/// A private bus, tgsim with Alice and Bob (`normal`), tgsecretd for Alice with the accept
+/// policy `accept` (shared with the task that kills it), and a client once it answers. Bind
+/// them in this order so that they drop in reverse: the client first, the folder last.
+async fn killable(name: &str, accept: &str) -> (Temp, Bus, Sim, Arc<Mutex<Daemon>>, Client) {
+    let tmp = Temp::new(name);
     let bus = Bus::start();
     let sim = Sim::start(&tmp.0.join("sim"), &[(ALICE, "Alice")], &[(BOB, "normal")]);
     let key = sim.key_file(ALICE, &tmp.0);
@@ -418,10 +409,15 @@ async fn run(rounds: usize, seed: u64) {
         &bus.address,
         &sim,
         &key,
-        "never",
+        accept,
     )));
     let client = Client::connect(&bus.address).await;
     client.wait_ready(30).await;
+    (tmp, bus, sim, daemon, client)
+}
+
+async fn run(rounds: usize, seed: u64) {
+    let (_tmp, _bus, sim, daemon, client) = killable("kill", "never").await;
     let m = client.manager().await;
     let mut chats = Vec::new();
     for _ in 0..CHATS {
