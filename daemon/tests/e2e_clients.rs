@@ -308,11 +308,7 @@ fn quoted(text: &str) -> String {
 async fn wait_ttls(sim: &Sim, peer: i64, chat: i32, want: &[i64]) -> Vec<i64> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let got: Vec<i64> = sim
-            .transcript(peer, chat)
-            .iter()
-            .filter_map(ttl_of)
-            .collect();
+        let got: Vec<i64> = sim.ttls(peer, chat);
         if got.len() >= want.len() || Instant::now() > deadline {
             return got;
         }

@@ -715,11 +715,7 @@ fn close_cancels_what_never_left_and_the_peer_sees_no_hole() {
         // was processed, so the Noop in the second's slot arrived).
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         let ttls = loop {
-            let ttls: Vec<i64> = sim
-                .transcript(BOB, chat)
-                .iter()
-                .filter_map(ttl_of)
-                .collect();
+            let ttls: Vec<i64> = sim.ttls(BOB, chat);
             if ttls.contains(&103) {
                 break ttls;
             }
@@ -746,11 +742,7 @@ fn close_cancels_what_never_left_and_the_peer_sees_no_hole() {
             .unwrap();
         assert_eq!(again, handles[1], "the retry names the cancelled request");
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let ttls: Vec<i64> = sim
-            .transcript(BOB, chat)
-            .iter()
-            .filter_map(ttl_of)
-            .collect();
+        let ttls: Vec<i64> = sim.ttls(BOB, chat);
         assert_eq!(ttls, vec![100, 101, 103]);
         assert!(d.terminate().is_some_and(|s| s.success()));
     });
@@ -967,11 +959,7 @@ fn a_session_ended_from_another_device_closes_the_chats_as_a_logout() {
         assert_eq!(m.self_user_id().await.unwrap(), 0);
         assert_eq!(m.authorization_state().await.unwrap(), "logged_out");
         // The peer saw the first message only.
-        let ttls: Vec<i64> = sim
-            .transcript(BOB, chats[0])
-            .iter()
-            .filter_map(ttl_of)
-            .collect();
+        let ttls: Vec<i64> = sim.ttls(BOB, chats[0]);
         assert_eq!(ttls, vec![5]);
 
         // Durable: after a restart the chats stay closed, and a login is taken at once.

@@ -322,11 +322,7 @@ fn kill_9_while_chats_are_made_both_ways() {
                 );
                 let deadline = std::time::Instant::now() + Duration::from_secs(60);
                 loop {
-                    let got: Vec<i64> = sim
-                        .transcript(BOB, chat)
-                        .iter()
-                        .filter_map(ttl_of)
-                        .collect();
+                    let got: Vec<i64> = sim.ttls(BOB, chat);
                     if !got.is_empty() {
                         assert_eq!(got, [i64::from(ttl)], "round {round}: chat {chat}");
                         break;
@@ -575,11 +571,7 @@ async fn check(
         // As long as the transcript grows; 60 s without growth counts as stuck.
         let mut since = std::time::Instant::now();
         loop {
-            let now: Vec<i64> = sim
-                .transcript(BOB, chat)
-                .iter()
-                .filter_map(ttl_of)
-                .collect();
+            let now: Vec<i64> = sim.ttls(BOB, chat);
             if now.len() > got.len() {
                 since = std::time::Instant::now();
             }

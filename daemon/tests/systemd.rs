@@ -893,11 +893,7 @@ fn a_call_to_the_name_starts_the_daemon_through_the_installed_activation_file() 
         stop_activated(&conn, first, &log).await;
         chat
     });
-    let ttls: Vec<i64> = sim
-        .transcript(BOB, chat)
-        .iter()
-        .filter_map(support::ttl_of)
-        .collect();
+    let ttls: Vec<i64> = sim.ttls(BOB, chat);
     assert_eq!(ttls, [42], "Bob's transcript");
     let store = xdg_state.join("tgsecretd/store");
     assert!(store.is_dir(), "no store in {}", store.display());
@@ -994,11 +990,7 @@ fn the_daemon_stops_when_its_bus_goes_away_and_leaves_the_store_to_the_next() {
         let (_, code, _) = responses.one(h.as_str(), 60).await;
         assert_eq!(code, ipc_proto::response::SENT);
     });
-    let ttls: Vec<i64> = sim
-        .transcript(BOB, chat)
-        .iter()
-        .filter_map(support::ttl_of)
-        .collect();
+    let ttls: Vec<i64> = sim.ttls(BOB, chat);
     assert_eq!(ttls, [7], "Bob's transcript");
     assert!(d.terminate().is_some_and(|s| s.success()));
 }

@@ -197,6 +197,15 @@ impl Sim {
             .map(|c| c.transcript)
             .unwrap_or_default()
     }
+
+    /// The TTLs of the `setMessageTTL` actions in `peer`'s transcript of `chat`, in order (the
+    /// tests number their messages by TTL).
+    pub fn ttls(&self, peer: i64, chat: i32) -> Vec<i64> {
+        self.transcript(peer, chat)
+            .iter()
+            .filter_map(ttl_of)
+            .collect()
+    }
 }
 
 impl Drop for Sim {
